@@ -1,0 +1,1 @@
+"""Thin typed wrappers over Linux syscalls and kernel files. No policy lives here."""

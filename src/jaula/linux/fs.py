@@ -1,0 +1,96 @@
+"""Path resolution that a container's symlinks cannot trick: openat2(2) with RESOLVE_IN_ROOT."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+
+from jaula.errors import SyscallError
+from jaula.linux.libc import NR, _syscall, fsencode
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+O_PATH = os.O_PATH
+
+
+class OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    how = OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    while True:
+        ret = _syscall(ctypes.c_long(NR["openat2"]), dirfd, fsencode(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        if ret >= 0:
+            return ret
+        err = ctypes.get_errno()
+        if err != errno.EAGAIN:  # EAGAIN: a concurrent rename raced the lookup; try again
+            raise SyscallError("openat2", err, repr(path))
+
+
+def open_in_root(root_fd: int, path: str, flags: int = O_PATH, mode: int = 0) -> int:
+    """Open `path` as if `root_fd` were "/": '..' and absolute symlinks cannot leave it."""
+    return openat2(root_fd, path.lstrip("/") or ".", flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS, mode)
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.split("/") if p not in ("", ".")]
+
+
+def make_in_root(root_fd: int, path: str, directory: bool, mode: int = 0o755) -> int:
+    """Create the parents of `path` and `path` itself (a directory or an empty file) inside the root.
+
+    Every component is resolved inside the root, so a symlink the container planted cannot make us
+    create or open anything outside it. Returns an O_PATH fd of the result.
+    """
+    parts = _split(path)
+    cur = os.open(".", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
+    try:
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            rel = "/".join(parts[: i + 1])
+            try:
+                nxt = open_in_root(root_fd, rel, O_PATH)
+            except SyscallError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                try:
+                    if last and not directory:
+                        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=cur))
+                    else:
+                        os.mkdir(name, mode, dir_fd=cur)
+                except FileExistsError:
+                    pass  # made by someone else meanwhile, or a dangling symlink: the re-open decides
+                except OSError as e2:
+                    raise SyscallError("mkdir" if (directory or not last) else "create", e2.errno or errno.EIO, repr(rel)) from None
+                nxt = open_in_root(root_fd, rel, O_PATH)
+            if not last and not stat.S_ISDIR(os.fstat(nxt).st_mode):
+                os.close(nxt)
+                raise SyscallError("mkdir", errno.ENOTDIR, repr(rel))
+            os.close(cur)
+            cur = nxt
+        return cur
+    except BaseException:
+        os.close(cur)
+        raise
+
+
+def fstatfs_type(fd: int) -> int:
+    """The f_type magic of the filesystem `fd` is on (PROC_SUPER_MAGIC, SYSFS_MAGIC...)."""
+    buf = ctypes.create_string_buffer(120)
+    from jaula.linux.libc import check, libc
+
+    check(libc.fstatfs(fd, buf), "fstatfs", f"fd {fd}")
+    return ctypes.c_long.from_buffer(buf).value
+
+
+PROC_SUPER_MAGIC = 0x9FA0
+SYSFS_MAGIC = 0x62656572
+TMPFS_MAGIC = 0x01021994
+DEVPTS_SUPER_MAGIC = 0x1CD1

@@ -1,0 +1,59 @@
+"""Namespaces: unshare(2), setns(2) and their flags."""
+
+from __future__ import annotations
+
+import os
+
+from jaula.linux.libc import check, libc
+
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_FS = 0x00000200
+CLONE_FILES = 0x00000400
+CLONE_SYSVSEM = 0x00040000
+
+# OCI namespace type -> (clone flag, name of the /proc/PID/ns entry)
+NAMESPACES: dict[str, tuple[int, str]] = {
+    "user": (CLONE_NEWUSER, "user"),
+    "mount": (CLONE_NEWNS, "mnt"),
+    "pid": (CLONE_NEWPID, "pid"),
+    "network": (CLONE_NEWNET, "net"),
+    "uts": (CLONE_NEWUTS, "uts"),
+    "ipc": (CLONE_NEWIPC, "ipc"),
+    "cgroup": (CLONE_NEWCGROUP, "cgroup"),
+    "time": (CLONE_NEWTIME, "time"),
+}
+
+
+def unshare(flags: int) -> None:
+    check(libc.unshare(flags), "unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int = 0, what: str = "") -> None:
+    check(libc.setns(fd, nstype), "setns", what)
+
+
+def setns_path(path: str, nstype: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, nstype, repr(path))
+    finally:
+        os.close(fd)
+
+
+def available(kind: str) -> bool:
+    """Whether this kernel has namespace type `kind` (an OCI name)."""
+    return os.path.exists(f"/proc/self/ns/{NAMESPACES[kind][1]}")
+
+
+def same_namespace(path: str, pid: int | str = "self") -> bool:
+    """Whether the namespace at `path` is the one process `pid` is in."""
+    kind = os.path.basename(path)
+    a, b = os.stat(path), os.stat(f"/proc/{pid}/ns/{kind}")
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

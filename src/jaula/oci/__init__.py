@@ -1,0 +1,1 @@
+"""The OCI runtime: config model, validation, lifecycle, init, rootfs, process security."""
