@@ -1,0 +1,218 @@
+"""`create`: validate, make the cgroup and state, fork the init, and walk it through the handshake.
+
+A failure at any step undoes what was done (cgroup, state directory, processes), so a refused
+or broken create leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jaula.errors import ConfigError, Exists, JaulaError
+from jaula.oci import config, hooks, rootfs, state, sync
+from jaula.oci.init import Plan, intermediate
+from jaula.oci.validate import validate
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+class Options:
+    def __init__(self, console_socket: str | None = None, pid_file: str | None = None, preserve_fds: int = 0,
+                 no_pivot: bool = False, console_fd: object = None):
+        self.console_socket = console_socket
+        self.pid_file = pid_file
+        self.preserve_fds = preserve_fds
+        self.no_pivot = no_pivot
+        self.console_fd = console_fd  # a connected socket for `run -t` without --console-socket
+
+
+def create(root: str, cid: str, bundle: str, opts: Options, log) -> state.Container:
+    state.check_id(cid)
+    if opts.no_pivot:
+        raise ConfigError("--no-pivot is refused: jaula-runtime always uses pivot_root, as chroot can be escaped")
+    spec = config.load(bundle)
+    validate(spec)
+    p = spec.process
+    if p.terminal and opts.console_socket is None and opts.console_fd is None:
+        raise ConfigError("process.terminal is true: give --console-socket to receive the pty master")
+    if not p.terminal and opts.console_socket:
+        raise ConfigError("--console-socket is given but process.terminal is false")
+
+    os.makedirs(root, 0o711, exist_ok=True)
+    cdir = os.path.join(root, cid)
+    try:
+        os.mkdir(cdir, 0o711)
+    except FileExistsError:
+        raise Exists(f"container {cid!r} already exists in {root!r}") from None
+    undo: list = [lambda: _rmtree(cdir)]
+    try:
+        return _create(spec, root, cid, cdir, opts, log, undo)
+    except BaseException:
+        for fn in reversed(undo):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - keep undoing the rest
+                log.warning(f"cleanup after a failed create: {e}")
+        raise
+
+
+def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, log, undo: list) -> state.Container:
+    from jaula.cgroups import open_cgroup
+
+    lx = spec.linux
+    cg = open_cgroup(lx.cgroups_path, cid)
+    cg.create()
+    undo.append(cg.remove)
+    if lx.resources is not None:
+        cg.apply(lx.resources)
+    fifo = os.path.join(cdir, state.FIFO)
+    os.mkfifo(fifo, 0o600)
+    # Opened read-write so init's read blocks until `start` writes, whether or not a writer exists yet.
+    fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
+    undo.append(lambda: os.close(fifo_fd))
+    data = {
+        "ociVersion": spec.oci_version, "id": cid, "status": state.CREATING, "pid": 0, "bundle": spec.bundle,
+        "rootfs": spec.root.path if spec.root else "", "created": state.now_rfc3339(), "owner": "",
+        "annotations": spec.annotations, "cgroupPaths": cg.paths, "cgroupsPath": lx.cgroups_path,
+        "hooks": {k: [{"path": h.path, "args": h.args, "env": h.env, "timeout": h.timeout} for h in spec.hooks[k]]
+                  for k in ("poststart", "poststop") if spec.hooks.get(k)},
+    }
+    c = state.Container(root, cid, data)
+    c.save()
+    console_sock = None
+    if spec.process.terminal:
+        console_sock = opts.console_fd if opts.console_fd is not None else _connect(opts.console_socket)
+    devnull = rootfs.open_devnull()
+    undo.append(lambda: os.close(devnull))
+    binds, v2_only = cgroup_binds(cg.paths)
+    ctx = rootfs.Context(rootfs=spec.root.path, userns=lx.namespace("user") is not None,
+                         cgroup_ns=lx.namespace("cgroup") is not None, cgroup_binds=binds,
+                         cgroup2_only=v2_only, devnull_fd=devnull)
+    hook_state = {"ociVersion": spec.oci_version, "id": cid, "status": state.CREATING, "pid": 0,
+                  "bundle": spec.bundle, "annotations": spec.annotations}
+    parent, child = sync.pair()
+    plan = Plan(spec, cid, child, ctx, fifo_fd, console_sock, opts.preserve_fds, log, hook_state)
+    log.reopen()
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        intermediate(plan)  # never returns
+    child.close()
+    ipid = 0
+
+    def kill_children() -> None:
+        for victim in (ipid, pid):
+            if victim:
+                try:
+                    os.kill(victim, 9)
+                except ProcessLookupError:
+                    pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    undo.append(kill_children)
+    sync.expect(parent, sync.USERNS)
+    if lx.namespace("user") is not None and not lx.namespace("user").path:
+        write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
+    cg.add_pid(pid)
+    if spec.process.oom_score_adj is not None:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(spec.process.oom_score_adj))
+    sync.send(parent, sync.GO_ON)
+    ipid = int(sync.expect(parent, sync.PID))
+    os.waitpid(pid, 0)
+    data.update(pid=ipid, pidStart=state.proc_start_time(ipid))
+    c.save()
+    sync.expect(parent, sync.CREATE_RUNTIME)
+    hook_state["pid"] = ipid
+    for kind in ("prestart", "createRuntime"):
+        if spec.hooks.get(kind):
+            hooks.run(kind, spec.hooks[kind], hook_state)
+    sync.send(parent, sync.GO_ON, str(ipid))
+    while True:
+        name, payload, fds = sync.recv(parent, with_fds=True)
+        if name == sync.READY:
+            break
+        if name == sync.SECCOMP and fds:
+            _forward_seccomp(spec, c, fds[0])
+            continue
+        if name == sync.ERROR:
+            raise JaulaError(f"container init: {payload}")
+        raise JaulaError("container init exited during setup" if not name else f"unexpected message {name!r} from init")
+    parent.close()
+    os.close(fifo_fd)
+    os.close(devnull)
+    if console_sock is not None and opts.console_fd is None:
+        console_sock.close()
+    data["status"] = state.CREATED
+    c.save()
+    if opts.pid_file:
+        write_pid_file(opts.pid_file, ipid)
+    return c
+
+
+def _forward_seccomp(spec: config.Spec, c: state.Container, fd: int) -> None:
+    from jaula.oci import seccomp
+
+    sc = spec.linux.seccomp
+    try:
+        seccomp.send_to_listener(sc.listener_path, fd, c.oci_state() | {"status": state.CREATING}, sc.listener_metadata)
+    finally:
+        os.close(fd)
+
+
+def _connect(path: str | None):
+    import _socket
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC, 0)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise JaulaError(f"cannot connect to the console socket {path!r}: {e.strerror}") from None
+    return s
+
+
+def write_id_maps(pid: int, uid_maps: list, gid_maps: list) -> None:
+    for name, maps in (("uid_map", uid_maps), ("gid_map", gid_maps)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise JaulaError(f"writing /proc/{pid}/{name} ({text.strip()!r}): {e.strerror}") from None
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def cgroup_binds(paths: dict[str, str]) -> tuple[list[tuple[str, str]], bool]:
+    """(subdir under /sys/fs/cgroup, container's cgroup dir) per mounted hierarchy; and whether the host is pure v2."""
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            if parts[sep + 1] in ("cgroup", "cgroup2"):
+                mounts.append(parts[4])
+    binds: dict[str, str] = {}
+    for host_dir in paths.values():
+        best = max((mp for mp in mounts if host_dir == mp or host_dir.startswith(mp + "/")), key=len, default=None)
+        if best is None:
+            continue
+        sub = os.path.relpath(best, CGROUP_ROOT)
+        binds[sub if sub != "." else ""] = host_dir
+    v2_only = list(binds) == [""]
+    return sorted(binds.items()), v2_only
+
+
+def _rmtree(path: str) -> None:
+    for name in os.listdir(path):
+        os.unlink(os.path.join(path, name))
+    os.rmdir(path)

@@ -1,0 +1,187 @@
+"""`exec`: a new process inside a running container's namespaces, cgroup and security settings."""
+
+from __future__ import annotations
+
+import os
+
+from jaula.errors import BadState, JaulaError
+from jaula.linux import ns as nsys
+from jaula.linux import proc
+from jaula.oci import process as procsec
+from jaula.oci import sync
+from jaula.oci.config import Process, Spec
+from jaula.oci.state import PAUSED, STOPPED, Container
+
+# user first: the other namespaces are owned by it, and joining them needs its capabilities.
+_ORDER = ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup", "time")
+_FLAG = {v[1]: v[0] for v in nsys.NAMESPACES.values()}
+
+
+class ExecOptions:
+    def __init__(self, detach: bool = False, pid_file: str | None = None, console_socket: str | None = None,
+                 preserve_fds: int = 0):
+        self.detach, self.pid_file, self.console_socket, self.preserve_fds = detach, pid_file, console_socket, preserve_fds
+
+
+def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int:
+    st = c.status()
+    if st in (STOPPED, PAUSED):
+        raise BadState(f"cannot exec in container {c.id!r}: it is {st}")
+    if not p.args:
+        raise JaulaError("exec: give the command to run")
+    fg = None
+    console_sock = peer = None
+    if p.terminal:
+        if opts.console_socket:
+            from jaula.oci.create import _connect
+
+            console_sock = _connect(opts.console_socket)
+        elif opts.detach:
+            raise JaulaError("exec -t -d needs --console-socket to hand the pty to")
+        else:
+            console_sock, peer = sync.pair()
+    if not opts.detach:
+        from jaula.oci.foreground import Foreground
+
+        fg = Foreground()
+    # Open the namespaces now, through a pidfd-checked pid, before anything changes.
+    ns_fds = _open_namespaces(c)
+    parent, child = sync.pair()
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        _child(c, spec, p, child, ns_fds, console_sock, opts.preserve_fds, log)
+    child.close()
+    for fd in ns_fds.values():
+        os.close(fd)
+    epid = 0
+    try:
+        from jaula.cgroups import reopen
+
+        sync.expect(parent, sync.USERNS)
+        if c.data.get("cgroupPaths"):
+            reopen(c.data["cgroupPaths"]).add_pid(pid)
+        sync.send(parent, sync.GO_ON)
+        epid = int(sync.expect(parent, sync.PID))
+        os.waitpid(pid, 0)
+        name, payload, _ = sync.recv(parent)
+        if name == sync.ERROR:
+            raise JaulaError(payload)
+    except BaseException:
+        for victim in (epid, pid):
+            if victim:
+                try:
+                    os.kill(victim, 9)
+                except ProcessLookupError:
+                    pass
+        raise
+    finally:
+        parent.close()
+    if opts.pid_file:
+        from jaula.oci.create import write_pid_file
+
+        write_pid_file(opts.pid_file, epid)
+    if fg is None:
+        return 0
+    fg.pid = epid
+    if peer is not None:
+        from jaula.oci.foreground import receive_master
+
+        console_sock.close()
+        fg.master = receive_master(peer)
+    fg.forward_signals()
+    return fg.wait()
+
+
+def _open_namespaces(c: Container) -> dict[str, int]:
+    fds: dict[str, int] = {}
+    for kind in _ORDER:
+        theirs = f"/proc/{c.pid}/ns/{kind}"
+        try:
+            if nsys.same_namespace(theirs):
+                continue
+            fds[kind] = os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+    if not c.alive():
+        for fd in fds.values():
+            os.close(fd)
+        raise BadState(f"container {c.id!r} stopped")
+    return fds
+
+
+def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], console_sock, preserve_fds: int, log) -> None:
+    code = 1
+    step = "namespaces"
+    try:
+        # Non-dumpable before entering: the container must not reach this interpreter through
+        # /proc/PID/exe or /proc/PID/mem while we are inside (CVE-2019-5736).
+        proc.set_dumpable(False)
+        sync.send(sock, sync.USERNS)
+        sync.expect(sock, sync.GO_ON)
+        for kind in _ORDER:
+            if kind in ns_fds:
+                nsys.setns(ns_fds[kind], _FLAG[kind], kind)
+                os.close(ns_fds[kind])
+        if "user" in ns_fds:
+            try:
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            except OSError:
+                pass
+        pid = os.fork()
+        if pid == 0:
+            _exec_process(spec, p, sock, console_sock, preserve_fds, log)
+        sync.send(sock, sync.PID, str(pid))
+        code = 0
+    except BaseException as e:  # noqa: BLE001
+        try:
+            sync.send(sock, sync.ERROR, f"exec: {step}: {e}")
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int, log) -> None:
+    step = "process"
+    try:
+        os.setsid()
+        if p.terminal:
+            step = "console"
+            from jaula.oci.init import Plan, _console
+
+            plan = Plan(spec, "", sock, None, -1, console_sock, 0, log, {})
+            plan.spec = Spec(oci_version=spec.oci_version, bundle=spec.bundle, process=p, linux=spec.linux)
+            _console(plan)
+        step = "process"
+        exe = procsec.lookup(p)
+        procsec.apply_lsm(p, log)
+        procsec.set_rlimits(p)
+        sc = spec.linux.seccomp
+        from jaula.oci.init import _setgroups_allowed
+
+        if sc is not None and not p.no_new_privileges:
+            from jaula.oci import seccomp
+
+            seccomp.install(sc, listener=False)
+        procsec.drop_bounding(p)
+        procsec.set_user(p, setgroups_allowed=_setgroups_allowed())
+        procsec.set_caps(p)
+        if p.no_new_privileges:
+            proc.set_no_new_privs()
+        procsec.close_fds({0, 1, 2, sock.fileno()} | set(range(3, 3 + preserve_fds)))
+        step = "cwd"
+        procsec.enter_cwd(p)
+        env = dict(e.split("=", 1) for e in p.env)
+        if sc is not None and p.no_new_privileges:
+            from jaula.oci import seccomp
+
+            seccomp.install(sc, listener=False)
+        os.execve(exe, p.args, env)
+    except BaseException as e:  # noqa: BLE001
+        try:
+            sync.send(sock, sync.ERROR, f"exec: {step}: {e}")
+        except OSError:
+            pass
+        os._exit(127)

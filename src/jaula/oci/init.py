@@ -1,0 +1,229 @@
+"""The container side of `create`: the intermediate process and the container's init.
+
+Runs in forked children of `jaula-runtime` (single-threaded, so fork and unshare(CLONE_NEWUSER)
+are safe). The order of steps is the one in ARCHITECTURE.md; every failure is sent to the
+runtime as an ERROR message naming the step, and the child exits.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jaula.linux import ns as nsys
+from jaula.linux import proc
+from jaula.linux.facade import Real
+from jaula.oci import hooks, process, rootfs, sync
+from jaula.oci.config import Spec
+
+
+class Plan:
+    """What the runtime prepared for init before forking (all inherited through fork)."""
+
+    def __init__(self, spec: Spec, cid: str, sock, ctx: rootfs.Context, fifo_fd: int, console_sock: int,
+                 preserve_fds: int, log, state: dict):
+        self.spec = spec
+        self.id = cid
+        self.sock = sock
+        self.ctx = ctx
+        self.fifo_fd = fifo_fd
+        self.console_sock = console_sock
+        self.preserve_fds = preserve_fds
+        self.log = log
+        self.state = state
+
+
+def intermediate(plan: Plan) -> None:
+    """Enter or create the namespaces, then fork the init (pid 1 of a new pid namespace). Never returns."""
+    code = 1
+    try:
+        proc.set_dumpable(False)
+        _namespaces(plan)
+        pid = os.fork()
+        if pid == 0:
+            container_init(plan)  # never returns
+        sync.send(plan.sock, sync.PID, str(pid))
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - the child must report and exit, whatever happened
+        _report(plan.sock, "namespaces", e)
+    finally:
+        os._exit(code)
+
+
+def _namespaces(plan: Plan) -> None:
+    lx = plan.spec.linux
+    user = lx.namespace("user")
+    if user is not None and user.path:
+        nsys.setns_path(user.path, nsys.CLONE_NEWUSER)
+    for ns in lx.namespaces:
+        if ns.path and ns.type != "user":
+            nsys.setns_path(ns.path, nsys.NAMESPACES[ns.type][0])
+    if user is not None and not user.path:
+        nsys.unshare(nsys.CLONE_NEWUSER)
+    # The runtime writes the id maps (a user namespace) and puts us in the cgroup before any
+    # cgroup namespace exists, so the container's cgroup becomes that namespace's root.
+    sync.send(plan.sock, sync.USERNS)
+    sync.expect(plan.sock, sync.GO_ON)
+    if user is not None:
+        try:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError:
+            pass  # root is not mapped: stay who the maps made us
+    flags = 0
+    for ns in lx.namespaces:
+        if not ns.path and ns.type != "user":
+            flags |= nsys.NAMESPACES[ns.type][0]
+    if flags:
+        nsys.unshare(flags)
+    if lx.time_offsets:
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, (secs, nsecs) in lx.time_offsets.items():
+                f.write(f"{clock} {secs} {nsecs}\n")
+
+
+def _report(sock, step: str, e: BaseException) -> None:
+    try:
+        sync.send(sock, sync.ERROR, f"{step}: {e}")
+    except OSError:
+        pass
+
+
+def container_init(plan: Plan) -> None:
+    """pid 1 of the container: build its world, wait for start, become the container's process."""
+    step = "init"
+    try:
+        spec, lx, p = plan.spec, plan.spec.linux, plan.spec.process
+        sys_ = Real()
+        os.setsid()
+        step = "session keyring"
+        try:
+            proc.join_session_keyring(None)
+        except OSError as e:
+            plan.log.debug(f"no new session keyring: {e}")
+        if lx.namespace("mount") is not None:
+            step = "rootfs"
+            rootfs.prepare(spec, plan.ctx, sys_)
+        step = "createRuntime hooks"
+        sync.send(plan.sock, sync.CREATE_RUNTIME)
+        plan.state["pid"] = int(sync.expect(plan.sock, sync.GO_ON))
+        if spec.hooks.get("createContainer"):
+            step = "createContainer hooks"
+            hooks.run("createContainer", spec.hooks["createContainer"], plan.state)
+        if lx.namespace("mount") is not None:
+            step = "pivot_root"
+            rootfs.pivot(sys_, plan.ctx.rootfs)
+        step = "hostname"
+        if spec.hostname:
+            proc.sethostname(spec.hostname)
+        if spec.domainname:
+            proc.setdomainname(spec.domainname)
+        step = "sysctl"
+        for name, value in lx.sysctl.items():
+            sys_.write_file("/proc/sys/" + name.replace(".", "/"), value)
+        if p.terminal:
+            step = "console"
+            _console(plan)
+        if lx.namespace("mount") is not None:
+            step = "masked and read-only paths"
+            rootfs.finalize(spec, plan.ctx, sys_)
+        if lx.personality is not None:
+            proc.personality(lx.personality)
+        step = "process"
+        exe = process.lookup(p)
+        process.apply_lsm(p, plan.log)
+        process.set_rlimits(p)
+        seccomp_early = lx.seccomp is not None and (not p.no_new_privileges or lx.seccomp.listener_path)
+        if seccomp_early and not p.no_new_privileges:
+            # Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it while we still have it.
+            step = "seccomp"
+            _seccomp(plan)
+        step = "capabilities"
+        process.drop_bounding(p)
+        process.set_user(p, setgroups_allowed=_setgroups_allowed())
+        process.set_caps(p)
+        if p.no_new_privileges:
+            proc.set_no_new_privs()
+            if seccomp_early:
+                step = "seccomp"
+                _seccomp(plan)
+        step = "cwd"
+        keep = {0, 1, 2, plan.sock.fileno(), plan.fifo_fd} | set(range(3, 3 + plan.preserve_fds))
+        process.close_fds(keep)
+        process.enter_cwd(p)
+        env = dict(e.split("=", 1) for e in p.env)
+        sync.send(plan.sock, sync.READY)
+    except BaseException as e:  # noqa: BLE001
+        _report(plan.sock, step, e)
+        os._exit(1)
+    # Created: wait for `start` to write a byte into the exec fifo.
+    plan.sock.close()
+    try:
+        while not os.read(plan.fifo_fd, 1):
+            pass
+        os.close(plan.fifo_fd)
+        if spec.hooks.get("startContainer"):
+            hooks.run("startContainer", spec.hooks["startContainer"], plan.state | {"status": "created"})
+        if lx.seccomp is not None and not seccomp_early:
+            _seccomp(plan)
+        os.execve(exe, p.args, env)
+    except BaseException as e:  # noqa: BLE001
+        try:
+            os.write(2, f"jaula-runtime: exec {p.args[0]!r}: {e}\n".encode())
+        except OSError:
+            pass
+        os._exit(127)
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True
+
+
+def _seccomp(plan: Plan) -> None:
+    from jaula.oci import seccomp
+
+    fd = seccomp.install(plan.spec.linux.seccomp)
+    if fd > 0:
+        # The listener path is on the host, out of reach after pivot_root: the runtime forwards it.
+        sync.send(plan.sock, sync.SECCOMP, fds=[fd])
+        os.close(fd)
+
+
+def _console(plan: Plan) -> None:
+    """A pty from the container's own devpts; the master goes to the console socket, the slave is our stdio."""
+    import fcntl
+    import struct
+    import termios
+
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, termios.TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, termios.TIOCGPTN, b"\0\0\0\0"))[0]
+    slave_path = f"/dev/pts/{n}"
+    p = plan.spec.process
+    if p.console_height or p.console_width:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", p.console_height, p.console_width, 0, 0))
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        from jaula.linux import fs, mount
+
+        root = os.open("/", os.O_PATH | os.O_CLOEXEC)
+        try:
+            fd = fs.make_in_root(root, "/dev/console", directory=False)
+            try:
+                mount.mount(slave_path, mount.fd_path(fd), None, mount.MS_BIND)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(root)
+    except OSError as e:
+        plan.log.debug(f"no /dev/console: {e}")
+    sync.send(plan.console_sock, "console", fds=[master])
+    plan.console_sock.close()
+    os.close(master)
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for i in range(3):
+        os.dup2(slave, i)
+    os.close(slave)

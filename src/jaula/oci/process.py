@@ -1,0 +1,169 @@
+"""The container process's identity and privileges: rlimits, user and groups, capabilities,
+no_new_privs, LSM labels, fds and cwd, and the program lookup. Used by init and by exec."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from jaula.errors import ConfigError, JaulaError, SyscallError
+from jaula.linux import caps as capsys
+from jaula.linux import proc
+from jaula.oci.config import Process
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_INFINITY = 2**64 - 1
+
+
+def set_rlimits(p: Process) -> None:
+    import resource
+
+    for rl in p.rlimits:
+        soft = resource.RLIM_INFINITY if rl.soft >= _INFINITY else rl.soft
+        hard = resource.RLIM_INFINITY if rl.hard >= _INFINITY else rl.hard
+        try:
+            resource.setrlimit(rl.resource, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise SyscallError("setrlimit", getattr(e, "errno", None) or errno.EINVAL, f"{rl.type} soft={rl.soft} hard={rl.hard}") from None
+
+
+def lsm_enabled(name: str) -> bool:
+    if name == "apparmor":
+        try:
+            with open("/sys/module/apparmor/parameters/enabled") as f:
+                return f.read().strip() == "Y"
+        except OSError:
+            return False
+    if name == "selinux":
+        return os.path.exists("/sys/fs/selinux/enforce")
+    return False
+
+
+def apply_lsm(p: Process, log) -> None:
+    """Labels for the coming execve; where the LSM is off they are ignored with a debug line."""
+    if p.apparmor_profile:
+        if lsm_enabled("apparmor"):
+            _write_attr("apparmor/exec", "/proc/self/attr/exec", f"exec {p.apparmor_profile}")
+        else:
+            log.debug(f"apparmor is not enabled on this host: profile {p.apparmor_profile!r} ignored")
+    if p.selinux_label:
+        if lsm_enabled("selinux"):
+            _write_attr("exec", "/proc/self/attr/exec", p.selinux_label)
+        else:
+            log.debug(f"selinux is not enabled on this host: label {p.selinux_label!r} ignored")
+
+
+def _write_attr(specific: str, generic: str, value: str) -> None:
+    path = f"/proc/thread-self/attr/{specific}"
+    if not os.path.exists(path):
+        path = generic
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    except OSError as e:
+        raise SyscallError("write", e.errno or errno.EIO, f"{value!r} to {path!r}") from None
+    finally:
+        os.close(fd)
+
+
+def drop_bounding(p: Process) -> None:
+    keep = capsys.to_mask((p.capabilities or {}).get("bounding", []))
+    for cap in range(capsys.last_cap() + 1):
+        if not keep >> cap & 1:
+            try:
+                capsys.bounding_drop(cap)
+            except SyscallError as e:
+                if e.errno != errno.EINVAL:  # EINVAL: a cap this kernel lacks
+                    raise
+
+
+def set_user(p: Process, setgroups_allowed: bool = True) -> None:
+    """Switch to the process's uid/gid, keeping capabilities across the uid change (set again after)."""
+    u = p.user
+    proc.prctl(proc.PR_SET_KEEPCAPS, 1)
+    try:
+        if setgroups_allowed:
+            os.setgroups(u.additional_gids)
+        os.setresgid(u.gid, u.gid, u.gid)
+        os.setresuid(u.uid, u.uid, u.uid)
+    except OSError as e:
+        raise SyscallError("setresuid", e.errno or errno.EPERM, f"uid {u.uid} gid {u.gid}: is it mapped in the user namespace?") from None
+    finally:
+        proc.prctl(proc.PR_SET_KEEPCAPS, 0)
+    if u.umask is not None:
+        os.umask(u.umask)
+    else:
+        os.umask(0o022)
+
+
+def set_caps(p: Process) -> None:
+    c = p.capabilities or {}
+    capsys.capset(capsys.to_mask(c.get("effective", [])), capsys.to_mask(c.get("permitted", [])),
+                  capsys.to_mask(c.get("inheritable", [])))
+    ambient = c.get("ambient", [])
+    if ambient:
+        capsys.ambient_clear()
+        for name in ambient:
+            try:
+                capsys.ambient_raise(capsys.BY_NAME[name])
+            except SyscallError:
+                pass  # as runc: an ambient cap outside permitted+inheritable is skipped
+
+
+def lookup(p: Process) -> str:
+    """The program to execve, found through the container's own PATH, like execvp would."""
+    prog = p.args[0]
+    if "/" in prog:
+        candidates = [prog if os.path.isabs(prog) else os.path.join(p.cwd, prog)]
+    else:
+        path = next((e[5:] for e in p.env if e.startswith("PATH=")), DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", prog) for d in path.split(":")]
+    denied = False
+    for c in candidates:
+        try:
+            st = os.stat(c)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and os.access(c, os.X_OK):
+            return c
+        denied = True
+    if denied:
+        raise JaulaError(f'exec: "{prog}": permission denied')
+    if "/" in prog:
+        raise JaulaError(f'exec: "{prog}": stat {prog}: no such file or directory')
+    raise JaulaError(f'exec: "{prog}": executable file not found in $PATH')
+
+
+def enter_cwd(p: Process) -> None:
+    """chdir to the process's cwd and prove it is inside the container's root.
+
+    A leaked host directory fd used as cwd (/proc/self/fd/N, CVE-2024-21626) leaves the cwd outside
+    the root: getcwd then starts with "(unreachable)" and we refuse.
+    """
+    try:
+        os.chdir(p.cwd)
+    except OSError as e:
+        raise ConfigError(f"process.cwd {p.cwd!r}: {e.strerror}") from None
+    try:
+        here = os.getcwd()
+    except OSError as e:
+        raise ConfigError(f"process.cwd {p.cwd!r} is not inside the container: {e.strerror}") from None
+    if not here.startswith("/") or here.startswith("(unreachable)"):
+        raise ConfigError(f"process.cwd {p.cwd!r} resolves outside the container root")
+
+
+def close_fds(keep: set[int]) -> None:
+    """Close every fd except `keep`: nothing of the host may reach the container."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    if fds:
+        proc.close_range_cloexec(max(max(fds), max(keep, default=0)) + 1)
