@@ -1,1 +1,23 @@
-"""cgroup drivers (v1 and v2) behind one interface, with beancounter-style accounting."""
+"""cgroup drivers (v1 and v2) behind one interface, with beancounter-style accounting.
+
+    cg = open_cgroup(spec_cgroups_path, container_id)   # the driver is chosen by probing the host
+    cg.create(); cg.apply(Resources.from_oci(spec["linux"].get("resources", {}))); cg.add_pid(pid)
+    print(cg.stats().beancounters())
+"""
+
+from jaula.cgroups.base import Cgroup, CgroupFs, open_cgroup, reopen
+from jaula.cgroups.probe import Hierarchy, Layout, probe
+from jaula.cgroups.resources import (
+    BlockIO, Cpu, DeviceRule, HugepageLimit, InterfacePriority, Memory, Network, Pids, Resources,
+    ThrottleDevice, WeightDevice, blkio_weight_to_io_weight, cpus_to_quota, quota_to_cpus, shares_to_weight,
+    shares_to_weight_quadratic, swap_v2, weight_to_shares,
+)
+from jaula.cgroups.stats import Counter, Stats
+
+__all__ = [
+    "Cgroup", "CgroupFs", "open_cgroup", "reopen", "Hierarchy", "Layout", "probe",
+    "Resources", "Memory", "Cpu", "Pids", "BlockIO", "WeightDevice", "ThrottleDevice", "HugepageLimit",
+    "Network", "InterfacePriority", "DeviceRule", "Counter", "Stats",
+    "shares_to_weight", "shares_to_weight_quadratic", "weight_to_shares", "blkio_weight_to_io_weight",
+    "swap_v2", "cpus_to_quota", "quota_to_cpus",
+]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
+
 
 from jaula.errors import SyscallError
 
@@ -33,7 +33,7 @@ NR: dict[str, int] = {
     "openat2": 437,
     "pidfd_getfd": 438,
     "mount_setattr": 442,
-    **_ARCH_NUMBERS.get(platform.machine(), _ARCH_NUMBERS["x86_64"]),
+    **_ARCH_NUMBERS.get(os.uname().machine, _ARCH_NUMBERS["x86_64"]),
 }
 
 

@@ -68,6 +68,46 @@ AUDIT_ARCH_SHEL = 0x4000002A
 
 X32_SYSCALL_BIT = 0x40000000  # x32 calls reach the filter as AUDIT_ARCH_X86_64 with this bit in nr
 
+
+@dataclass(frozen=True)
+class Abi:
+    """One syscall ABI a filter may see: its AUDIT_ARCH, its syscall table, whether arguments are 64-bit.
+
+    32-bit ABIs (x32 included) compare only the low word of an argument, as libseccomp does.
+    """
+
+    audit: int
+    table: str | None  # None: an ABI libseccomp names but we have no syscall table for
+    wide: bool = True
+
+    @property
+    def little_endian(self) -> bool:
+        return bool(self.audit & AUDIT_ARCH_LE)
+
+
+# By libseccomp's (and the OCI spec's) names.
+ABIS: dict[str, Abi] = {
+    "SCMP_ARCH_X86": Abi(AUDIT_ARCH_I386, "x86", wide=False), "SCMP_ARCH_X86_64": Abi(AUDIT_ARCH_X86_64, "x86_64"),
+    "SCMP_ARCH_X32": Abi(AUDIT_ARCH_X86_64, "x32", wide=False), "SCMP_ARCH_ARM": Abi(AUDIT_ARCH_ARM, "arm", wide=False),
+    "SCMP_ARCH_AARCH64": Abi(AUDIT_ARCH_AARCH64, "aarch64"),
+    "SCMP_ARCH_MIPS": Abi(AUDIT_ARCH_MIPS, None), "SCMP_ARCH_MIPS64": Abi(AUDIT_ARCH_MIPS64, None),
+    "SCMP_ARCH_MIPS64N32": Abi(AUDIT_ARCH_MIPS64N32, None), "SCMP_ARCH_MIPSEL": Abi(AUDIT_ARCH_MIPSEL, None),
+    "SCMP_ARCH_MIPSEL64": Abi(AUDIT_ARCH_MIPSEL64, None), "SCMP_ARCH_MIPSEL64N32": Abi(AUDIT_ARCH_MIPSEL64N32, None),
+    "SCMP_ARCH_PPC": Abi(AUDIT_ARCH_PPC, None), "SCMP_ARCH_PPC64": Abi(AUDIT_ARCH_PPC64, None),
+    "SCMP_ARCH_PPC64LE": Abi(AUDIT_ARCH_PPC64LE, None), "SCMP_ARCH_S390": Abi(AUDIT_ARCH_S390, None),
+    "SCMP_ARCH_S390X": Abi(AUDIT_ARCH_S390X, None), "SCMP_ARCH_PARISC": Abi(AUDIT_ARCH_PARISC, None),
+    "SCMP_ARCH_PARISC64": Abi(AUDIT_ARCH_PARISC64, None), "SCMP_ARCH_RISCV64": Abi(AUDIT_ARCH_RISCV64, None),
+    "SCMP_ARCH_LOONGARCH64": Abi(AUDIT_ARCH_LOONGARCH64, None), "SCMP_ARCH_M68K": Abi(AUDIT_ARCH_M68K, None),
+    "SCMP_ARCH_SH": Abi(AUDIT_ARCH_SHEL, None), "SCMP_ARCH_SHEB": Abi(AUDIT_ARCH_SH, None),
+}
+# platform.machine() -> the native ABI
+MACHINES = {
+    "x86_64": "SCMP_ARCH_X86_64", "amd64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64",
+    "arm64": "SCMP_ARCH_AARCH64", "i386": "SCMP_ARCH_X86", "i486": "SCMP_ARCH_X86", "i586": "SCMP_ARCH_X86",
+    "i686": "SCMP_ARCH_X86", "x86": "SCMP_ARCH_X86", "armv6l": "SCMP_ARCH_ARM", "armv7l": "SCMP_ARCH_ARM",
+    "armv8l": "SCMP_ARCH_ARM", "arm": "SCMP_ARCH_ARM",
+}
+
 # struct seccomp_data: int nr; u32 arch; u64 instruction_pointer; u64 args[6]
 SECCOMP_DATA_NR = 0
 SECCOMP_DATA_ARCH = 4
@@ -178,6 +218,13 @@ class _Insn:
     target: str | None = None  # for JA
 
 
+# op -> (the jump testing the low word, whether that jump being taken means the condition holds)
+_LOW_WORD = {
+    "eq": (BPF_JEQ, True), "masked_eq": (BPF_JEQ, True), "ne": (BPF_JEQ, False), "gt": (BPF_JGT, True),
+    "ge": (BPF_JGE, True), "lt": (BPF_JGE, False), "le": (BPF_JGT, False),
+}
+
+
 class Program:
     """A classic BPF program written with symbolic labels; `assemble()` lays it out.
 
@@ -212,6 +259,38 @@ class Program:
 
     def ret(self, k: int) -> None:
         self._items.append(_Insn(BPF_RET_K, k & 0xFFFFFFFF))
+
+    def test_arg(self, abi: Abi, index: int, op: str, value: int, value_two: int, miss: str) -> None:
+        """Fall through when args[index] <op> value holds, else go to `miss`. Clobbers A.
+
+        op: eq ne lt le ge gt (unsigned), or masked_eq: (arg & value) == value_two. A 64-bit argument
+        is compared as two words, high first: the high words decide unless they are equal.
+        """
+        base = SECCOMP_DATA_ARGS + 8 * index
+        lo_at, hi_at = (base, base + 4) if abi.little_endian else (base + 4, base)
+        mask, datum = (value, value_two) if op == "masked_eq" else ((1 << 64) - 1, value)
+        code, taken_holds = _LOW_WORD[op]
+        ok = self.new_label("ok")
+        if abi.wide:
+            self.load(hi_at)
+            if op == "masked_eq":
+                self.and_(mask >> 32)
+            if op in ("eq", "masked_eq"):
+                self.jump_if(BPF_JEQ, datum >> 32, None, miss)
+            elif op == "ne":
+                self.jump_if(BPF_JEQ, datum >> 32, None, ok)
+            else:
+                greater = op in ("gt", "ge")
+                self.jump_if(BPF_JGT, datum >> 32, ok if greater else miss, None)
+                self.jump_if(BPF_JEQ, datum >> 32, None, miss if greater else ok)
+        self.load(lo_at)
+        if op == "masked_eq":
+            self.and_(mask & 0xFFFFFFFF)
+        if taken_holds:
+            self.jump_if(code, datum & 0xFFFFFFFF, None, miss)
+        else:
+            self.jump_if(code, datum & 0xFFFFFFFF, miss, None)
+        self.place(ok)
 
     def _positions(self) -> tuple[list[_Insn], dict[str, int]]:
         insns: list[_Insn] = []

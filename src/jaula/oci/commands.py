@@ -298,7 +298,7 @@ def cmd_update(g, o, pos, log) -> int:
 def cmd_events(g, o, pos, log) -> int:
     import time
 
-    from jaula.cgroups import reopen
+    from jaula.cgroups.base import reopen
 
     c = _load(g, _one_id(pos, "events"))
     interval = float(o["interval"].rstrip("s"))

@@ -57,13 +57,14 @@ def create(root: str, cid: str, bundle: str, opts: Options, log) -> state.Contai
 
 
 def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, log, undo: list) -> state.Container:
-    from jaula.cgroups import open_cgroup
+    from jaula.cgroups.base import open_cgroup
 
     lx = spec.linux
     cg = open_cgroup(lx.cgroups_path, cid)
     cg.create()
     undo.append(cg.remove)
     if lx.resources is not None:
+        _allow_default_devices(lx)
         cg.apply(lx.resources)
     fifo = os.path.join(cdir, state.FIFO)
     os.mkfifo(fifo, 0o600)
@@ -82,12 +83,10 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     console_sock = None
     if spec.process.terminal:
         console_sock = opts.console_fd if opts.console_fd is not None else _connect(opts.console_socket)
-    devnull = rootfs.open_devnull()
-    undo.append(lambda: os.close(devnull))
     binds, v2_only = cgroup_binds(cg.paths)
     ctx = rootfs.Context(rootfs=spec.root.path, userns=lx.namespace("user") is not None,
                          cgroup_ns=lx.namespace("cgroup") is not None, cgroup_binds=binds,
-                         cgroup2_only=v2_only, devnull_fd=devnull)
+                         cgroup2_only=v2_only)
     hook_state = {"ociVersion": spec.oci_version, "id": cid, "status": state.CREATING, "pid": 0,
                   "bundle": spec.bundle, "annotations": spec.annotations}
     parent, child = sync.pair()
@@ -143,7 +142,6 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         raise JaulaError("container init exited during setup" if not name else f"unexpected message {name!r} from init")
     parent.close()
     os.close(fifo_fd)
-    os.close(devnull)
     if console_sock is not None and opts.console_fd is None:
         console_sock.close()
     data["status"] = state.CREATED
@@ -151,6 +149,24 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     if opts.pid_file:
         write_pid_file(opts.pid_file, ipid)
     return c
+
+
+# Devices every container gets whatever its rules say (runc's AllowedDevices): the default /dev
+# nodes, the pty devices, and mknod (not read or write) of any node.
+_ALLOWED = [("c", None, None, "m"), ("b", None, None, "m"), ("c", 1, 3, "rwm"), ("c", 1, 5, "rwm"),
+            ("c", 1, 7, "rwm"), ("c", 1, 8, "rwm"), ("c", 1, 9, "rwm"), ("c", 5, 0, "rwm"), ("c", 5, 1, "rwm"),
+            ("c", 5, 2, "rwm"), ("c", 136, None, "rwm")]
+
+
+def _allow_default_devices(lx: config.Linux) -> None:
+    from jaula.cgroups.resources import DeviceRule
+
+    rules = lx.resources.devices
+    if rules is None:
+        return
+    rules.extend(DeviceRule(allow=True, type=t, major=a, minor=b, access=acc) for t, a, b, acc in _ALLOWED)
+    rules.extend(DeviceRule(allow=True, type=d.type if d.type != "u" else "c", major=d.major, minor=d.minor, access="rwm")
+                 for d in lx.devices if d.type in ("c", "b", "u"))
 
 
 def _forward_seccomp(spec: config.Spec, c: state.Container, fd: int) -> None:

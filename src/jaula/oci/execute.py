@@ -56,7 +56,7 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
         os.close(fd)
     epid = 0
     try:
-        from jaula.cgroups import reopen
+        from jaula.cgroups.base import reopen
 
         sync.expect(parent, sync.USERNS)
         if c.data.get("cgroupPaths"):

@@ -109,6 +109,7 @@ def container_init(plan: Plan) -> None:
         if spec.hooks.get("createContainer"):
             step = "createContainer hooks"
             hooks.run("createContainer", spec.hooks["createContainer"], plan.state)
+        _preload(plan)
         if lx.namespace("mount") is not None:
             step = "pivot_root"
             rootfs.pivot(sys_, plan.ctx.rootfs)
@@ -172,6 +173,20 @@ def container_init(plan: Plan) -> None:
         except OSError:
             pass
         os._exit(127)
+
+
+def _preload(plan: Plan) -> None:
+    """Import now what init needs after pivot_root: from then on the host's Python library is
+    out of reach (as it must be: nothing of the host's interpreter is visible inside)."""
+    import fcntl  # noqa: F401
+    import resource  # noqa: F401
+    import struct  # noqa: F401
+    import termios  # noqa: F401
+
+    from jaula.linux import fs, mount  # noqa: F401
+
+    if plan.spec.linux.seccomp is not None:
+        from jaula.oci import seccomp  # noqa: F401
 
 
 def _setgroups_allowed() -> bool:

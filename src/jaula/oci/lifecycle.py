@@ -44,7 +44,7 @@ def _hooks(raw: list[dict]) -> list:
 
 
 def _cgroup(c: Container):
-    from jaula.cgroups import reopen
+    from jaula.cgroups.base import reopen
 
     return reopen(c.data.get("cgroupPaths") or {})
 

@@ -40,7 +40,6 @@ class Context(Record):
     cgroup_binds: list = []      # (subdir below the cgroup mount, host dir of the container's cgroup)
     cgroup2_only: bool = False
     detached: dict = {}          # index in spec.mounts -> fd of a prepared detached mount (idmapped)
-    devnull_fd: int = -1         # the host's /dev/null, checked, for masking files
     console: str | None = None   # pty slave to bind on /dev/console
 
 
@@ -294,14 +293,19 @@ def pivot(sys, rootfs: str) -> None:
 def finalize(spec: Spec, ctx: Context, sys) -> None:
     """After pivot_root: read-only root, masked and read-only paths."""
     root_fd = sys.open("/", os.O_PATH | os.O_DIRECTORY)
+    devnull = -1
     try:
         for path in spec.linux.readonly_paths:
             readonly_path(sys, root_fd, path)
+        if spec.linux.masked_paths:
+            devnull = open_devnull(sys, root_fd)
         for path in spec.linux.masked_paths:
-            mask_path(sys, root_fd, path, ctx.devnull_fd)
+            mask_path(sys, root_fd, path, devnull)
         if spec.root is not None and spec.root.readonly:
             _remount_bind(sys, "/", m.MS_RDONLY, "/")
     finally:
+        if devnull >= 0:
+            sys.close(devnull)
         sys.close(root_fd)
 
 
@@ -326,11 +330,7 @@ def readonly_path(sys, root_fd: int, path: str) -> None:
 
 
 def mask_path(sys, root_fd: int, path: str, devnull_fd: int) -> None:
-    """Hide `path`: an empty read-only tmpfs over a directory, the host's checked /dev/null over a file.
-
-    /dev/null comes from an fd opened on the host before pivot_root, never from the container's
-    /dev (which the container could replace: CVE-2025-31133).
-    """
+    """Hide `path`: an empty read-only tmpfs over a directory, a checked /dev/null over a file."""
     try:
         fd = sys.open_in_root(root_fd, path)
     except FileNotFoundError:
@@ -348,11 +348,15 @@ def mask_path(sys, root_fd: int, path: str, devnull_fd: int) -> None:
         sys.close(fd)
 
 
-def open_devnull() -> int:
-    """An O_PATH fd of the host's /dev/null, checked to be the real character device 1:3."""
-    fd = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
-    st = os.fstat(fd)
+def open_devnull(sys, root_fd: int) -> int:
+    """An O_PATH fd of the container's /dev/null, proven to be the null device 1:3.
+
+    A /dev/null swapped for a symlink or another file would make "masking" bind something the
+    container chose over the path (CVE-2025-31133): we mount only through this checked fd.
+    """
+    fd = sys.open_in_root(root_fd, "/dev/null")
+    st = sys.fstat(fd)
     if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
-        os.close(fd)
-        raise SyscallError("open", errno.EINVAL, "'/dev/null' on the host is not the null device")
+        sys.close(fd)
+        raise SyscallError("open", errno.EINVAL, "'/dev/null' in the container is not the null device (1:3): refusing to mask with it")
     return fd

@@ -47,43 +47,8 @@ FLAGS = {
 }
 
 
-@dataclass(frozen=True)
-class Abi:
-    """One syscall ABI a filter may see: its AUDIT_ARCH, its table, whether arguments are 64-bit."""
-
-    audit: int
-    table: str | None  # None: a name libseccomp knows but we have no syscall table for
-    wide: bool = True
-
-    @property
-    def little_endian(self) -> bool:
-        return bool(self.audit & sc.AUDIT_ARCH_LE)
-
-
-ARCHES: dict[str, Abi] = {
-    "SCMP_ARCH_X86": Abi(sc.AUDIT_ARCH_I386, "x86", wide=False),
-    "SCMP_ARCH_X86_64": Abi(sc.AUDIT_ARCH_X86_64, "x86_64"),
-    "SCMP_ARCH_X32": Abi(sc.AUDIT_ARCH_X86_64, "x32", wide=False),
-    "SCMP_ARCH_ARM": Abi(sc.AUDIT_ARCH_ARM, "arm", wide=False),
-    "SCMP_ARCH_AARCH64": Abi(sc.AUDIT_ARCH_AARCH64, "aarch64"),
-    "SCMP_ARCH_MIPS": Abi(sc.AUDIT_ARCH_MIPS, None), "SCMP_ARCH_MIPS64": Abi(sc.AUDIT_ARCH_MIPS64, None),
-    "SCMP_ARCH_MIPS64N32": Abi(sc.AUDIT_ARCH_MIPS64N32, None), "SCMP_ARCH_MIPSEL": Abi(sc.AUDIT_ARCH_MIPSEL, None),
-    "SCMP_ARCH_MIPSEL64": Abi(sc.AUDIT_ARCH_MIPSEL64, None),
-    "SCMP_ARCH_MIPSEL64N32": Abi(sc.AUDIT_ARCH_MIPSEL64N32, None),
-    "SCMP_ARCH_PPC": Abi(sc.AUDIT_ARCH_PPC, None), "SCMP_ARCH_PPC64": Abi(sc.AUDIT_ARCH_PPC64, None),
-    "SCMP_ARCH_PPC64LE": Abi(sc.AUDIT_ARCH_PPC64LE, None), "SCMP_ARCH_S390": Abi(sc.AUDIT_ARCH_S390, None),
-    "SCMP_ARCH_S390X": Abi(sc.AUDIT_ARCH_S390X, None), "SCMP_ARCH_PARISC": Abi(sc.AUDIT_ARCH_PARISC, None),
-    "SCMP_ARCH_PARISC64": Abi(sc.AUDIT_ARCH_PARISC64, None), "SCMP_ARCH_RISCV64": Abi(sc.AUDIT_ARCH_RISCV64, None),
-    "SCMP_ARCH_LOONGARCH64": Abi(sc.AUDIT_ARCH_LOONGARCH64, None), "SCMP_ARCH_M68K": Abi(sc.AUDIT_ARCH_M68K, None),
-    "SCMP_ARCH_SH": Abi(sc.AUDIT_ARCH_SHEL, None), "SCMP_ARCH_SHEB": Abi(sc.AUDIT_ARCH_SH, None),
-}
+ARCHES = sc.ABIS  # SCMP_ARCH_* -> Abi
 SUPPORTED_ARCHES = tuple(name for name, abi in ARCHES.items() if abi.table)
-_MACHINES = {
-    "x86_64": "SCMP_ARCH_X86_64", "amd64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64",
-    "arm64": "SCMP_ARCH_AARCH64", "i386": "SCMP_ARCH_X86", "i486": "SCMP_ARCH_X86", "i586": "SCMP_ARCH_X86",
-    "i686": "SCMP_ARCH_X86", "x86": "SCMP_ARCH_X86", "armv6l": "SCMP_ARCH_ARM", "armv7l": "SCMP_ARCH_ARM",
-    "armv8l": "SCMP_ARCH_ARM", "arm": "SCMP_ARCH_ARM",
-}
 
 
 @dataclass
@@ -273,7 +238,7 @@ def _ret(action: str, errno_ret: int | None) -> int:
 
 def scmp_arch(machine: str) -> str:
     """The SCMP_ARCH_* name of `machine` (platform.machine(), or already an SCMP_ARCH_* name)."""
-    name = machine if machine in ARCHES else _MACHINES.get(machine)
+    name = machine if machine in ARCHES else sc.MACHINES.get(machine)
     if name is None or not ARCHES[name].table:
         raise ConfigError([f"linux.seccomp: the native architecture {machine!r} is not supported "
                            f"(supported: {', '.join(SUPPORTED_ARCHES)})"])
@@ -384,7 +349,7 @@ def _emit_abi(p: sc.Program, seccomp: Seccomp, arch: str, default: int) -> None:
     emit(0, len(merged))
 
 
-def _emit_rules(p: sc.Program, rules: list[SyscallRule], abi: Abi, default: int) -> None:
+def _emit_rules(p: sc.Program, rules: list[SyscallRule], abi: sc.Abi, default: int) -> None:
     """The first rule whose conditions all hold returns its action; every path ends in a ret."""
     for rule in rules:
         if not rule.args:
@@ -392,48 +357,10 @@ def _emit_rules(p: sc.Program, rules: list[SyscallRule], abi: Abi, default: int)
             return
         miss = p.new_label("miss")
         for arg in rule.args:
-            _emit_arg(p, arg, abi, miss)
+            p.test_arg(abi, arg.index, arg.op[len("SCMP_CMP_"):].lower(), arg.value, arg.value_two, miss)
         p.ret(rule.ret)
         p.place(miss)
     p.ret(default)
-
-
-# op -> (BPF jump for the low word, whether the jump being taken means the condition holds)
-_LOW = {
-    "SCMP_CMP_EQ": (sc.BPF_JEQ, True), "SCMP_CMP_MASKED_EQ": (sc.BPF_JEQ, True), "SCMP_CMP_NE": (sc.BPF_JEQ, False),
-    "SCMP_CMP_GT": (sc.BPF_JGT, True), "SCMP_CMP_GE": (sc.BPF_JGE, True),
-    "SCMP_CMP_LT": (sc.BPF_JGE, False), "SCMP_CMP_LE": (sc.BPF_JGT, False),
-}
-
-
-def _emit_arg(p: sc.Program, arg: ArgRule, abi: Abi, miss: str) -> None:
-    """Fall through when the condition holds, jump to `miss` when not. Unsigned, like libseccomp."""
-    base = sc.SECCOMP_DATA_ARGS + 8 * arg.index
-    lo_at, hi_at = (base, base + 4) if abi.little_endian else (base + 4, base)
-    masked = arg.op == "SCMP_CMP_MASKED_EQ"
-    mask, datum = (arg.value, arg.value_two) if masked else (U64, arg.value)
-    code, taken_holds = _LOW[arg.op]
-    ok = p.new_label("ok")
-    if abi.wide:
-        p.load(hi_at)
-        if masked:
-            p.and_(mask >> 32)
-        if arg.op in ("SCMP_CMP_EQ", "SCMP_CMP_MASKED_EQ"):
-            p.jump_if(sc.BPF_JEQ, datum >> 32, None, miss)
-        elif arg.op == "SCMP_CMP_NE":
-            p.jump_if(sc.BPF_JEQ, datum >> 32, None, ok)
-        else:  # ordered: the high words decide unless they are equal
-            greater = arg.op in ("SCMP_CMP_GT", "SCMP_CMP_GE")
-            p.jump_if(sc.BPF_JGT, datum >> 32, ok if greater else miss, None)
-            p.jump_if(sc.BPF_JEQ, datum >> 32, None, miss if greater else ok)
-    p.load(lo_at)
-    if masked:
-        p.and_(mask & 0xFFFFFFFF)
-    if taken_holds:
-        p.jump_if(code, datum & 0xFFFFFFFF, None, miss)
-    else:
-        p.jump_if(code, datum & 0xFFFFFFFF, miss, None)
-    p.place(ok)
 
 
 def install(seccomp: Seccomp, native_arch: str = platform.machine()) -> int | None:

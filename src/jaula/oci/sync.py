@@ -7,8 +7,8 @@ Plain string constants rather than an Enum: `import enum` costs milliseconds on 
 
 from __future__ import annotations
 
-import array
 import os
+import struct
 
 import _socket
 
@@ -38,7 +38,7 @@ def pair() -> tuple[_socket.socket, _socket.socket]:
 def send(sock: _socket.socket, name: str, payload: str = "", fds: list[int] | None = None) -> None:
     data = (name + (" " + payload if payload else "")).encode()
     if fds:
-        sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+        sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
     else:
         sock.send(data)
 
@@ -50,9 +50,8 @@ def recv(sock: _socket.socket, with_fds: bool = False) -> tuple[str, str, list[i
         data, anc, _flags, _addr = sock.recvmsg(_MAX, _socket.CMSG_SPACE(4 * 8))
         for level, kind, raw in anc:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                a = array.array("i")
-                a.frombytes(raw[: len(raw) - len(raw) % a.itemsize])
-                fds.extend(a)
+                n = len(raw) // 4
+                fds.extend(struct.unpack(f"{n}i", raw[: 4 * n]))
     else:
         data = sock.recv(_MAX)
     text = data.decode(errors="replace")
