@@ -74,20 +74,19 @@ class Parser:
 
     def resources(self, d: Any, where: str) -> Resources:
         d = self.obj(d, where) or {}
-        hp = [self.hugepage(x, f"{where}.hugepageLimits[{i}]") for i, x in enumerate(self.array(d.get("hugepageLimits"), f"{where}.hugepageLimits"))]
-        devices = None
+        sub = lambda key: self.obj(d.get(key), f"{where}.{key}")  # noqa: E731
+        r = Resources(memory=self.memory(sub("memory"), f"{where}.memory"))
+        r.cpu = self.cpu(sub("cpu"), f"{where}.cpu")
+        r.pids = self.pids(sub("pids"), f"{where}.pids")
+        r.block_io = self.block_io(sub("blockIO"), f"{where}.blockIO")
+        hp = self.array(d.get("hugepageLimits"), f"{where}.hugepageLimits")
+        r.hugepage_limits = [h for i, x in enumerate(hp) if (h := self.hugepage(x, f"{where}.hugepageLimits[{i}]"))]
+        r.network = self.network(sub("network"), f"{where}.network")
         if d.get("devices") is not None:
-            devices = [self.device(x, f"{where}.devices[{i}]") for i, x in enumerate(self.array(d["devices"], f"{where}.devices"))]
-        return Resources(
-            memory=self.memory(self.obj(d.get("memory"), f"{where}.memory"), f"{where}.memory"),
-            cpu=self.cpu(self.obj(d.get("cpu"), f"{where}.cpu"), f"{where}.cpu"),
-            pids=self.pids(self.obj(d.get("pids"), f"{where}.pids"), f"{where}.pids"),
-            block_io=self.block_io(self.obj(d.get("blockIO"), f"{where}.blockIO"), f"{where}.blockIO"),
-            hugepage_limits=[h for h in hp if h is not None],
-            network=self.network(self.obj(d.get("network"), f"{where}.network"), f"{where}.network"),
-            devices=None if devices is None else [r for r in devices if r is not None],
-            unified=self.unified(self.obj(d.get("unified"), f"{where}.unified"), f"{where}.unified"),
-        )
+            devs = self.array(d["devices"], f"{where}.devices")
+            r.devices = [x for i, x in enumerate(devs) if (x := self.device(x, f"{where}.devices[{i}]"))]
+        r.unified = self.unified(sub("unified"), f"{where}.unified")
+        return r
 
     def memory(self, d: dict | None, w: str) -> Memory | None:
         if d is None:

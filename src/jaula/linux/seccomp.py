@@ -8,10 +8,12 @@ conditional jumps that cannot reach their target (8-bit offsets) into JA trampol
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import struct
 from dataclasses import dataclass
 
+from jaula.errors import SyscallError
 from jaula.linux.libc import syscall
 from jaula.linux.syscalls_table import TABLES
 
@@ -164,6 +166,17 @@ def action_available(action: int) -> bool:
     return True
 
 
+def flag_supported(flag: int) -> bool:
+    """Whether this kernel takes a SECCOMP_FILTER_FLAG_*: with no program it answers EFAULT, not EINVAL (as runc probes)."""
+    if flag & SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV:
+        flag |= SECCOMP_FILTER_FLAG_NEW_LISTENER  # EINVAL alone
+    try:
+        syscall("seccomp", SECCOMP_SET_MODE_FILTER, ctypes.c_uint(flag), None, detail=f"flags {flag:#x}")
+    except OSError as e:
+        return e.errno == errno.EFAULT
+    return False  # unreachable: a NULL program never loads
+
+
 def syscall_numbers(arch: str) -> dict[str, int]:
     """Name -> number for one ABI: "x86_64", "x86", "x32" (numbers carry X32_SYSCALL_BIT), "aarch64", "arm"."""
     try:
@@ -191,8 +204,6 @@ def notif_recv(listener_fd: int) -> Notification:
     try:
         fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_RECV, buf, True)
     except OSError as e:
-        from jaula.errors import SyscallError
-
         raise SyscallError("ioctl SECCOMP_IOCTL_NOTIF_RECV", e.errno or 0, f"fd {listener_fd}") from None
     nid, pid, flags, nr, arch, ip, *args = _NOTIF.unpack(buf)
     return Notification(nid, pid, flags, nr, arch, ip, tuple(args))
@@ -204,8 +215,6 @@ def notif_send(listener_fd: int, notif_id: int, val: int = 0, error: int = 0, fl
     try:
         fcntl.ioctl(listener_fd, SECCOMP_IOCTL_NOTIF_SEND, buf, True)
     except OSError as e:
-        from jaula.errors import SyscallError
-
         raise SyscallError("ioctl SECCOMP_IOCTL_NOTIF_SEND", e.errno or 0, f"fd {listener_fd} id {notif_id}") from None
 
 

@@ -93,6 +93,26 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
     return fg.wait()
 
 
+def _preload(spec: Spec) -> None:
+    """After setns into the container's mount namespace the host's Python library is gone: import now."""
+    import fcntl  # noqa: F401
+    import resource  # noqa: F401
+    import struct  # noqa: F401
+    import termios  # noqa: F401
+
+    from jaula.linux import fs, mount  # noqa: F401
+    from jaula.oci import init  # noqa: F401
+
+    if spec.linux.seccomp is not None:
+        from jaula.oci import seccomp  # noqa: F401
+
+
+def _no_listener(fd: int | None) -> None:
+    """An exec'd process shares the container's filter policy; its own notify fd has no taker."""
+    if fd is not None:
+        os.close(fd)
+
+
 def _open_namespaces(c: Container) -> dict[str, int]:
     fds: dict[str, int] = {}
     for kind in _ORDER:
@@ -117,6 +137,7 @@ def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], c
         # Non-dumpable before entering: the container must not reach this interpreter through
         # /proc/PID/exe or /proc/PID/mem while we are inside (CVE-2019-5736).
         proc.set_dumpable(False)
+        _preload(spec)
         sync.send(sock, sync.USERNS)
         sync.expect(sock, sync.GO_ON)
         for kind in _ORDER:
@@ -164,7 +185,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
         if sc is not None and not p.no_new_privileges:
             from jaula.oci import seccomp
 
-            seccomp.install(sc, listener=False)
+            _no_listener(seccomp.install(sc))
         procsec.drop_bounding(p)
         procsec.set_user(p, setgroups_allowed=_setgroups_allowed())
         procsec.set_caps(p)
@@ -177,7 +198,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
         if sc is not None and p.no_new_privileges:
             from jaula.oci import seccomp
 
-            seccomp.install(sc, listener=False)
+            _no_listener(seccomp.install(sc))
         os.execve(exe, p.args, env)
     except BaseException as e:  # noqa: BLE001
         try:

@@ -201,7 +201,7 @@ def _seccomp(plan: Plan) -> None:
     from jaula.oci import seccomp
 
     fd = seccomp.install(plan.spec.linux.seccomp)
-    if fd > 0:
+    if fd is not None:
         # The listener path is on the host, out of reach after pivot_root: the runtime forwards it.
         sync.send(plan.sock, sync.SECCOMP, fds=[fd])
         os.close(fd)

@@ -4,7 +4,9 @@ We compile the filter ourselves (no libseccomp binding) and keep libseccomp's me
 profile written for runc or crun depends on it: unknown syscall names are skipped, the native
 architecture is always in the filter, 32-bit ABIs compare only the low half of an argument, and a
 64-bit argument is compared as two 32-bit halves (high first) because classic BPF is 32-bit.
-Rules for one syscall are tried in config order: the first whose arguments all match decides.
+Rules for one syscall are tried in config order: the first whose arguments all match decides, so
+rules with one action are ORed. All conditions of one rule are ANDed, even two on the same argument
+(runc turns those into separate, ORed rules; an AND is what a range like 5 <= arg <= 10 means).
 """
 
 from __future__ import annotations
@@ -226,7 +228,7 @@ def _rule(p: list[str], r: Any, where: str) -> SyscallRule | None:
             args.append(ArgRule(a["index"], a["value"], a["op"], a.get("valueTwo", 0)))
     if len(p) > before or action is None:
         return None
-    return SyscallRule(list(names), action, errno_ret, args)
+    return SyscallRule(list(names or []), action, errno_ret, args)
 
 
 def _ret(action: str, errno_ret: int | None) -> int:
@@ -253,6 +255,9 @@ def compile(seccomp: Seccomp, native_arch: str = platform.machine()) -> bytes:  
     """
     native = scmp_arch(native_arch)
     names = list(dict.fromkeys([native, *seccomp.architectures]))
+    bad = [n for n in names if n not in ARCHES or not ARCHES[n].table]
+    if bad:  # from_json refuses these; a Seccomp built in code may not have been through it
+        raise ConfigError([f"linux.seccomp.architectures: {', '.join(bad)} not supported (supported: {', '.join(SUPPORTED_ARCHES)})"])
     groups: dict[int, list[str]] = {}
     for name in names:
         groups.setdefault(ARCHES[name].audit, []).append(name)
@@ -363,13 +368,24 @@ def _emit_rules(p: sc.Program, rules: list[SyscallRule], abi: sc.Abi, default: i
     p.ret(default)
 
 
-def install(seccomp: Seccomp, native_arch: str = platform.machine()) -> int | None:
-    """Compile and load the filter on this thread (TSYNC: all threads). Returns the listener fd when NOTIFY is used.
+def install(seccomp: Seccomp, native_arch: str = platform.machine(), listener: bool = True) -> int:
+    """Compile and load the filter on this thread (TSYNC: all threads); returns the listener fd, or -1.
 
-    Needs no_new_privs or CAP_SYS_ADMIN; call it last before execve, as every later syscall is filtered.
+    Needs no_new_privs or CAP_SYS_ADMIN, and every later syscall is filtered: call it last before execve.
+    listener=False (an exec'd process) loads NOTIFY rules without a listener: those calls fail with ENOSYS.
     """
-    fd = sc.install_filter(compile(seccomp, native_arch), seccomp.kernel_flags())
-    return fd if seccomp.uses_notify else None
+    flags = seccomp.kernel_flags()
+    if not listener:
+        flags &= ~(sc.SECCOMP_FILTER_FLAG_NEW_LISTENER | sc.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+                   | sc.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+    fd = sc.install_filter(compile(seccomp, native_arch), flags)
+    return fd if flags & sc.SECCOMP_FILTER_FLAG_NEW_LISTENER else -1
+
+
+def features() -> dict[str, Any]:
+    """The linux.seccomp part of `jaula-runtime features` (runtime-spec features.md)."""
+    return {"enabled": True, "actions": list(ACTIONS), "operators": list(OPS), "archs": list(SUPPORTED_ARCHES),
+            "knownFlags": list(FLAGS), "supportedFlags": [n for n, f in FLAGS.items() if sc.flag_supported(f)]}
 
 
 def send_to_listener(listener_path: str, listener_fd: int, state: dict, metadata: str | None) -> None:
