@@ -20,6 +20,9 @@ class Real:
     def pivot_root(self, new_root: str, put_old: str) -> None:
         mount.pivot_root(new_root, put_old)
 
+    def move_mount(self, from_fd: int, to_fd: int) -> None:
+        mount.move_mount_to_fd(from_fd, to_fd)
+
     def mount_setattr(self, fd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0, userns_fd: int = 0) -> None:
         mount.mount_setattr(fd, path, flags, attr_set, attr_clr, propagation, userns_fd)
 

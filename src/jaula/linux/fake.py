@@ -34,6 +34,9 @@ class Recording:
     def pivot_root(self, new_root, put_old):
         self.calls.append(("pivot_root", new_root, put_old))
 
+    def move_mount(self, from_fd, to_fd):
+        self.calls.append(("move_mount", from_fd, "fd:" + self._fds.get(to_fd, str(to_fd))))
+
     def mount_setattr(self, fd, path, flags, attr_set=0, attr_clr=0, propagation=0, userns_fd=0):
         self.calls.append(("mount_setattr", self._fds.get(fd, fd), path, flags, attr_set, attr_clr, propagation))
 

@@ -88,6 +88,16 @@ def move_mount(from_fd: int, to_path: str, to_dirfd: int = AT_FDCWD, flags: int 
     syscall("move_mount", from_fd, b"", to_dirfd, fsencode(to_path), ctypes.c_uint(flags), detail=f"to {to_path!r}")
 
 
+def move_mount_to_fd(from_fd: int, to_fd: int) -> None:
+    """Attach the detached mount `from_fd` on the object `to_fd` (an O_PATH fd).
+
+    move_mount(2) refuses /proc/self/fd/N magic links as its target (EINVAL), so the target goes
+    by fd with MOVE_MOUNT_T_EMPTY_PATH.
+    """
+    syscall("move_mount", from_fd, b"", to_fd, b"", ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
+            detail=f"to fd {to_fd}")
+
+
 def mount_setattr(
     dirfd: int,
     path: str,

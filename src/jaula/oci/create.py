@@ -10,7 +10,7 @@ import os
 
 from jaula.errors import ConfigError, Exists, JaulaError
 from jaula.oci import config, hooks, rootfs, state, sync
-from jaula.oci.init import Plan, intermediate
+from jaula.oci.init import Plan, idmapped_mounts, intermediate
 from jaula.oci.validate import validate
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -124,6 +124,15 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     os.waitpid(pid, 0)
     data.update(pid=ipid, pidStart=state.proc_start_time(ipid))
     c.save()
+    if idmapped_mounts(spec):
+        from jaula.oci.idmap import make_idmapped_mounts
+
+        fds = make_idmapped_mounts(spec, ipid)
+        try:
+            sync.send(parent, sync.IDMAPPED, fds=fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
     sync.expect(parent, sync.CREATE_RUNTIME)
     hook_state["pid"] = ipid
     for kind in ("prestart", "createRuntime"):

@@ -81,6 +81,11 @@ def _namespaces(plan: Plan) -> None:
                 f.write(f"{clock} {secs} {nsecs}\n")
 
 
+def idmapped_mounts(spec: Spec) -> list[int]:
+    """Indexes of the mounts with the idmap or ridmap option."""
+    return [i for i, m in enumerate(spec.mounts) if m.parsed.idmap]
+
+
 def _report(sock, step: str, e: BaseException) -> None:
     try:
         sync.send(sock, sync.ERROR, f"{step}: {e}")
@@ -101,8 +106,17 @@ def container_init(plan: Plan) -> None:
         except OSError as e:
             plan.log.debug(f"no new session keyring: {e}")
         if lx.namespace("mount") is not None:
+            step = "idmapped mounts"
+            wanted = idmapped_mounts(spec)
+            if wanted:
+                name, _, fds = sync.recv(plan.sock, with_fds=True)
+                if name != sync.IDMAPPED or len(fds) != len(wanted):
+                    raise sync.ProtocolError(f"expected {len(wanted)} idmapped mounts, got {name} with {len(fds)}")
+                plan.ctx.detached = dict(zip(wanted, fds))
             step = "rootfs"
             rootfs.prepare(spec, plan.ctx, sys_)
+            for fd in plan.ctx.detached.values():
+                os.close(fd)
         step = "createRuntime hooks"
         sync.send(plan.sock, sync.CREATE_RUNTIME)
         plan.state["pid"] = int(sync.expect(plan.sock, sync.GO_ON))

@@ -84,7 +84,7 @@ def _mount_one(spec: Spec, ctx: Context, sys, root_fd: int, i: int, mnt: Mount) 
     if i in ctx.detached:
         fd = sys.make_in_root(root_fd, mnt.destination, directory=_source_is_dir(sys, mnt.source))
         try:
-            m.move_mount(ctx.detached[i], fd_path(fd))
+            sys.move_mount(ctx.detached[i], fd)
         finally:
             sys.close(fd)
         return

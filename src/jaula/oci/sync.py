@@ -22,6 +22,7 @@ READY = "READY"                  # init waits for start; create may return
 SECCOMP = "SECCOMP"              # fds: the seccomp notify listener, for linux.seccomp.listenerPath
 ERROR = "ERROR"                  # payload: the error text; init exits
 # runtime -> init
+IDMAPPED = "IDMAPPED"            # fds: detached idmapped mounts, in the order of the config's idmap mounts
 GO_ON = "GO_ON"                  # reply to USERNS and CREATE_RUNTIME (payload: the init's host pid)
 
 _MAX = 65536
