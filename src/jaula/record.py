@@ -3,7 +3,7 @@
 `import dataclasses` costs about 15 ms here (it pulls in inspect, ast, dis...), more than the
 whole kernel work of starting a container, so the runtime's models derive from `Record`:
 fields are the class annotations, defaults the class attributes (a list, dict or set default is
-copied for each instance), with keyword-only construction, equality and a readable repr.
+copied for each instance), built by keyword or position in field order, equality and a readable repr.
 """
 
 from __future__ import annotations
@@ -29,7 +29,13 @@ class Record:
         cls._fields = tuple(fields)
         cls._defaults = defaults
 
-    def __init__(self, **kw: object) -> None:
+    def __init__(self, *args: object, **kw: object) -> None:
+        if len(args) > len(self._fields):
+            raise TypeError(f"{type(self).__name__}: at most {len(self._fields)} positional fields")
+        for name, value in zip(self._fields, args):
+            if name in kw:
+                raise TypeError(f"{type(self).__name__}: {name!r} given twice")
+            kw[name] = value
         for name in self._fields:
             if name in kw:
                 value = kw.pop(name)

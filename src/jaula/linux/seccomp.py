@@ -11,8 +11,8 @@ import ctypes
 import errno
 import fcntl
 import struct
-from dataclasses import dataclass
 
+from jaula.record import Record
 from jaula.errors import SyscallError
 from jaula.linux.libc import syscall
 from jaula.linux.syscalls_table import TABLES
@@ -71,8 +71,7 @@ AUDIT_ARCH_SHEL = 0x4000002A
 X32_SYSCALL_BIT = 0x40000000  # x32 calls reach the filter as AUDIT_ARCH_X86_64 with this bit in nr
 
 
-@dataclass(frozen=True)
-class Abi:
+class Abi(Record):
     """One syscall ABI a filter may see: its AUDIT_ARCH, its syscall table, whether arguments are 64-bit.
 
     32-bit ABIs (x32 included) compare only the low word of an argument, as libseccomp does.
@@ -185,8 +184,7 @@ def syscall_numbers(arch: str) -> dict[str, int]:
         raise ValueError(f"no syscall table for {arch!r}; known: {', '.join(TABLES)}") from None
 
 
-@dataclass
-class Notification:
+class Notification(Record):
     """One struct seccomp_notif: a syscall of `pid` waiting for the supervisor's answer."""
 
     id: int
@@ -218,8 +216,7 @@ def notif_send(listener_fd: int, notif_id: int, val: int = 0, error: int = 0, fl
         raise SyscallError("ioctl SECCOMP_IOCTL_NOTIF_SEND", e.errno or 0, f"fd {listener_fd} id {notif_id}") from None
 
 
-@dataclass
-class _Insn:
+class _Insn(Record):
     code: int
     k: int = 0
     jt: str | None = None  # label; None: the next instruction

@@ -107,12 +107,6 @@ def _preload(spec: Spec) -> None:
         from jaula.oci import seccomp  # noqa: F401
 
 
-def _no_listener(fd: int | None) -> None:
-    """An exec'd process shares the container's filter policy; its own notify fd has no taker."""
-    if fd is not None:
-        os.close(fd)
-
-
 def _open_namespaces(c: Container) -> dict[str, int]:
     fds: dict[str, int] = {}
     for kind in _ORDER:
@@ -185,7 +179,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
         if sc is not None and not p.no_new_privileges:
             from jaula.oci import seccomp
 
-            _no_listener(seccomp.install(sc))
+            seccomp.install(sc, listener=False)
         procsec.drop_bounding(p)
         procsec.set_user(p, setgroups_allowed=_setgroups_allowed())
         procsec.set_caps(p)
@@ -198,7 +192,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
         if sc is not None and p.no_new_privileges:
             from jaula.oci import seccomp
 
-            _no_listener(seccomp.install(sc))
+            seccomp.install(sc, listener=False)
         os.execve(exe, p.args, env)
     except BaseException as e:  # noqa: BLE001
         try:

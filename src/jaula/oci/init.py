@@ -215,7 +215,7 @@ def _seccomp(plan: Plan) -> None:
     from jaula.oci import seccomp
 
     fd = seccomp.install(plan.spec.linux.seccomp)
-    if fd is not None:
+    if fd >= 0:
         # The listener path is on the host, out of reach after pivot_root: the runtime forwards it.
         sync.send(plan.sock, sync.SECCOMP, fds=[fd])
         os.close(fd)

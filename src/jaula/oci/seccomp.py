@@ -11,17 +11,12 @@ rules with one action are ORed. All conditions of one rule are ANDed, even two o
 
 from __future__ import annotations
 
-import json
-import logging
-import platform
-import socket
-from dataclasses import dataclass, field
-from typing import Any
+import os
 
+from jaula.record import Record
 from jaula.errors import ConfigError, SyscallError
 from jaula.linux import seccomp as sc
 
-log = logging.getLogger(__name__)
 
 ERRNO_MAX = 4095  # MAX_ERRNO: the kernel clamps SECCOMP_RET_ERRNO data to it
 EPERM = 1
@@ -49,12 +44,14 @@ FLAGS = {
 }
 
 
+# Syscall names of the last compile() that this kernel's tables lack: skipped, as runc and crun do.
+skipped: list[str] = []
+
 ARCHES = sc.ABIS  # SCMP_ARCH_* -> Abi
 SUPPORTED_ARCHES = tuple(name for name, abi in ARCHES.items() if abi.table)
 
 
-@dataclass
-class ArgRule:
+class ArgRule(Record):
     """One argument condition; for SCMP_CMP_MASKED_EQ `value` is the mask and `value_two` the datum."""
 
     index: int
@@ -63,30 +60,28 @@ class ArgRule:
     value_two: int = 0
 
 
-@dataclass
-class SyscallRule:
+class SyscallRule(Record):
     names: list[str]
     action: str
     errno_ret: int | None = None
-    args: list[ArgRule] = field(default_factory=list)
+    args: list[ArgRule] = []
 
     @property
     def ret(self) -> int:
         return _ret(self.action, self.errno_ret)
 
 
-@dataclass
-class Seccomp:
+class Seccomp(Record):
     """OCI `linux.seccomp` (defaultAction, defaultErrnoRet, architectures, flags, listenerPath,
     listenerMetadata, syscalls), checked by `from_json`."""
 
     default_action: str
     default_errno_ret: int | None = None
-    architectures: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
+    architectures: list[str] = []
+    flags: list[str] = []
     listener_path: str | None = None
     listener_metadata: str | None = None
-    syscalls: list[SyscallRule] = field(default_factory=list)
+    syscalls: list[SyscallRule] = []
 
     @property
     def uses_notify(self) -> bool:
@@ -104,7 +99,7 @@ class Seccomp:
         return flags
 
     @classmethod
-    def from_json(cls, d: Any, where: str = "linux.seccomp") -> Seccomp:
+    def from_json(cls, d: object, where: str = "linux.seccomp") -> Seccomp:
         """Parse and check everything; raises ConfigError naming every problem found."""
         if not isinstance(d, dict):
             raise ConfigError([f"{where}: must be an object, not {_kind(d)}"])
@@ -143,11 +138,11 @@ class Seccomp:
         return cls(action, errno_ret, arches, flags, listener_path, metadata, rules)
 
 
-def _kind(v: Any) -> str:
+def _kind(v: object) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def _uint(v: Any, top: int) -> bool:
+def _uint(v: object, top: int) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= top
 
 
@@ -192,7 +187,7 @@ def _text(p: list[str], d: dict, key: str, where: str, nonempty: bool = False) -
     return v or None
 
 
-def _rule(p: list[str], r: Any, where: str) -> SyscallRule | None:
+def _rule(p: list[str], r: object, where: str) -> SyscallRule | None:
     if not isinstance(r, dict):
         p.append(f"{where}: must be an object with names and action, not {_kind(r)}")
         return None
@@ -247,12 +242,13 @@ def scmp_arch(machine: str) -> str:
     return name
 
 
-def compile(seccomp: Seccomp, native_arch: str = platform.machine()) -> bytes:  # noqa: A001
+def compile(seccomp: Seccomp, native_arch: str = os.uname().machine) -> bytes:  # noqa: A001
     """The filter as struct sock_filter bytes.
 
     Check arch (kill the process for one not listed; the native arch is always listed, as libseccomp
     does), load nr, search the syscalls with rules, try their rules in order, else the default action.
     """
+    skipped.clear()
     native = scmp_arch(native_arch)
     names = list(dict.fromkeys([native, *seccomp.architectures]))
     bad = [n for n in names if n not in ARCHES or not ARCHES[n].table]
@@ -308,7 +304,7 @@ def _rules_by_nr(seccomp: Seccomp, arch: str, default: int) -> dict[int, list[Sy
         for name in rule.names:
             nr = table.get(name)
             if nr is None:
-                log.debug("seccomp: skipping syscall %r, unknown on %s", name, arch)
+                skipped.append(f"{name} ({arch})")
                 continue
             rules = found.setdefault(nr, [])
             if rule not in rules and not (rules and not rules[-1].args):
@@ -368,7 +364,7 @@ def _emit_rules(p: sc.Program, rules: list[SyscallRule], abi: sc.Abi, default: i
     p.ret(default)
 
 
-def install(seccomp: Seccomp, native_arch: str = platform.machine(), listener: bool = True) -> int:
+def install(seccomp: Seccomp, native_arch: str = os.uname().machine, listener: bool = True) -> int:
     """Compile and load the filter on this thread (TSYNC: all threads); returns the listener fd, or -1.
 
     Needs no_new_privs or CAP_SYS_ADMIN, and every later syscall is filtered: call it last before execve.
@@ -382,7 +378,7 @@ def install(seccomp: Seccomp, native_arch: str = platform.machine(), listener: b
     return fd if flags & sc.SECCOMP_FILTER_FLAG_NEW_LISTENER else -1
 
 
-def features() -> dict[str, Any]:
+def features() -> dict[str, object]:
     """The linux.seccomp part of `jaula-runtime features` (runtime-spec features.md)."""
     return {"enabled": True, "actions": list(ACTIONS), "operators": list(OPS), "archs": list(SUPPORTED_ARCHES),
             "knownFlags": list(FLAGS), "supportedFlags": [n for n, f in FLAGS.items() if sc.flag_supported(f)]}
@@ -393,12 +389,16 @@ def send_to_listener(listener_path: str, listener_fd: int, state: dict, metadata
 
     One connection per container: the ContainerProcessState JSON with the fd in SCM_RIGHTS, then close.
     """
-    msg: dict[str, Any] = {"ociVersion": state.get("ociVersion", "1.2.0"), "fds": ["seccompFd"], "pid": state.get("pid")}
+    msg: dict[str, object] = {"ociVersion": state.get("ociVersion", "1.2.0"), "fds": ["seccompFd"], "pid": state.get("pid")}
     if metadata:
         msg["metadata"] = metadata
     msg["state"] = state
-    data = json.dumps(msg).encode()
+    from jaula import fastjson
+
+    data = fastjson.dumps(msg).encode()
     step = "connect"
+    import socket
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.connect(listener_path)
