@@ -115,11 +115,12 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     sync.expect(parent, sync.USERNS)
     if lx.namespace("user") is not None and not lx.namespace("user").path:
         write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
-    cg.add_pid(pid)
     if spec.process.oom_score_adj is not None:
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(spec.process.oom_score_adj))
     sync.send(parent, sync.GO_ON)
+    cg.add_pid(pid)
+    sync.send(parent, sync.CGROUP_JOINED)
     ipid = int(sync.expect(parent, sync.PID))
     os.waitpid(pid, 0)
     data.update(pid=ipid, pidStart=state.proc_start_time(ipid))

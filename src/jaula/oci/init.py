@@ -59,8 +59,8 @@ def _namespaces(plan: Plan) -> None:
             nsys.setns_path(ns.path, nsys.NAMESPACES[ns.type][0])
     if user is not None and not user.path:
         nsys.unshare(nsys.CLONE_NEWUSER)
-    # The runtime writes the id maps (a user namespace) and puts us in the cgroup before any
-    # cgroup namespace exists, so the container's cgroup becomes that namespace's root.
+    # The runtime writes the id maps, then moves us into the container's cgroup while we make the
+    # other namespaces (on cgroup v1 that write waits for an RCU grace period: ~10 ms to overlap).
     sync.send(plan.sock, sync.USERNS)
     sync.expect(plan.sock, sync.GO_ON)
     if user is not None:
@@ -71,10 +71,15 @@ def _namespaces(plan: Plan) -> None:
             pass  # root is not mapped: stay who the maps made us
     flags = 0
     for ns in lx.namespaces:
-        if not ns.path and ns.type != "user":
+        if not ns.path and ns.type not in ("user", "cgroup"):
             flags |= nsys.NAMESPACES[ns.type][0]
     if flags:
         nsys.unshare(flags)
+    # The cgroup namespace must be made inside the container's cgroup, so that it is its root.
+    sync.expect(plan.sock, sync.CGROUP_JOINED)
+    cgroup = lx.namespace("cgroup")
+    if cgroup is not None and not cgroup.path:
+        nsys.unshare(nsys.CLONE_NEWCGROUP)
     if lx.time_offsets:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, (secs, nsecs) in lx.time_offsets.items():
