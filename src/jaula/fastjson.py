@@ -37,6 +37,13 @@ def loads(text: str | bytes) -> object:
         import json
 
         raise json.JSONDecodeError("Expecting value", text, e.value) from None
+    except SystemError:
+        # _json raises its syntax errors through json.decoder, found only once that is imported;
+        # otherwise it fails with SystemError: parse again with the full package for the real error.
+        import json
+
+        json.loads(text)
+        raise
     rest = text[end:].strip(_WS)
     if rest:
         import json
