@@ -168,7 +168,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
 
             plan = Plan(spec, "", sock, None, -1, console_sock, 0, log, {})
             plan.spec = Spec(oci_version=spec.oci_version, bundle=spec.bundle, process=p, linux=spec.linux)
-            _console(plan)
+            _console(plan, bind_console=False)
         step = "process"
         exe = procsec.lookup(p)
         procsec.apply_lsm(p, log)

@@ -226,20 +226,39 @@ def _seccomp(plan: Plan) -> None:
         os.close(fd)
 
 
-def _console(plan: Plan) -> None:
-    """A pty from the container's own devpts; the master goes to the console socket, the slave is our stdio."""
+# <asm-generic/ioctls.h> (x86, arm, arm64, riscv, s390); Python's termios does not export them.
+_TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): unlockpt
+_TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): ptsname's number
+
+
+def _console(plan: Plan, bind_console: bool = True) -> None:
+    """A pty from the container's own devpts; the master goes to the console socket, the slave is our stdio.
+
+    bind_console: also bind the slave on /dev/console (init only; an exec'd process leaves it alone)."""
     import fcntl
     import struct
     import termios
 
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, termios.TIOCSPTLCK, struct.pack("i", 0))
-    n = struct.unpack("I", fcntl.ioctl(master, termios.TIOCGPTN, b"\0\0\0\0"))[0]
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+    n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0\0\0\0"))[0]
     slave_path = f"/dev/pts/{n}"
     p = plan.spec.process
     if p.console_height or p.console_width:
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", p.console_height, p.console_width, 0, 0))
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    if bind_console:
+        _bind_console(plan, slave_path)
+    sync.send(plan.console_sock, "console", fds=[master])
+    plan.console_sock.close()
+    os.close(master)
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for i in range(3):
+        os.dup2(slave, i)
+    os.close(slave)
+
+
+def _bind_console(plan: Plan, slave_path: str) -> None:
     try:
         from jaula.linux import fs, mount
 
@@ -254,10 +273,3 @@ def _console(plan: Plan) -> None:
             os.close(root)
     except OSError as e:
         plan.log.debug(f"no /dev/console: {e}")
-    sync.send(plan.console_sock, "console", fds=[master])
-    plan.console_sock.close()
-    os.close(master)
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-    for i in range(3):
-        os.dup2(slave, i)
-    os.close(slave)
