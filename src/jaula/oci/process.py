@@ -25,7 +25,13 @@ def set_rlimits(p: Process) -> None:
         try:
             resource.setrlimit(rl.resource, (soft, hard))
         except (OSError, ValueError) as e:
-            raise SyscallError("setrlimit", getattr(e, "errno", None) or errno.EINVAL, f"{rl.type} soft={rl.soft} hard={rl.hard}") from None
+            # Python turns EPERM (a hard limit raised without CAP_SYS_RESOURCE, or NOFILE past
+            # fs.nr_open) and EINVAL (soft above hard) into ValueError: tell them apart again.
+            err = getattr(e, "errno", None) or (errno.EINVAL if rl.soft > rl.hard else errno.EPERM)
+            detail = f"{rl.type} soft={rl.soft} hard={rl.hard}"
+            if err == errno.EPERM:
+                detail += f" (current hard limit {resource.getrlimit(rl.resource)[1]}; raising it needs CAP_SYS_RESOURCE)"
+            raise SyscallError("setrlimit", err, detail) from None
 
 
 def lsm_enabled(name: str) -> bool:
