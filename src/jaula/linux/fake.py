@@ -9,10 +9,12 @@ import stat
 class Recording:
     """Records every call as a tuple; paths that `exists` names are files or directories."""
 
-    def __init__(self, dirs: set[str] | None = None, files: set[str] | None = None, fstype: dict[str, int] | None = None):
+    def __init__(self, dirs: set[str] | None = None, files: set[str] | None = None, fstype: dict[str, int] | None = None,
+                 nodes: dict[str, tuple[int, int]] | None = None):
         self.calls: list[tuple] = []
         self.dirs = set(dirs or ())
         self.files = set(files or ())
+        self.nodes = dict(nodes or {})  # path -> (st_mode, st_rdev): device nodes, made by mknod or given
         self.fstype = fstype or {}
         self._fds: dict[int, str] = {}
         self._next = 100
@@ -26,7 +28,7 @@ class Recording:
         return self._fds[fd]
 
     def mount(self, source, target, fstype, flags=0, data=None):
-        self.calls.append(("mount", source, self._name(target), fstype, flags, data))
+        self.calls.append(("mount", self._name(source), self._name(target), fstype, flags, data))
 
     def umount2(self, target, flags=0):
         self.calls.append(("umount2", self._name(target), flags))
@@ -48,7 +50,7 @@ class Recording:
 
     def open_in_root(self, root_fd, path, flags=os.O_PATH):
         full = "/" + path.strip("/")
-        if full not in self.dirs and full not in self.files:
+        if full not in self.dirs and full not in self.files and full not in self.nodes:
             raise FileNotFoundError(2, "No such file or directory", path)
         return self._fd(full)
 
@@ -63,6 +65,9 @@ class Recording:
 
     def fstat(self, fd):
         p = self._fds[fd]
+        if p in self.nodes:
+            mode, rdev = self.nodes[p]
+            return os.stat_result((mode, 0, 0, 1, 0, 0, 0, 0, 0, 0), {"st_rdev": rdev})
         mode = stat.S_IFDIR | 0o755 if p in self.dirs else stat.S_IFREG | 0o644
         return os.stat_result((mode, 0, 0, 1, 0, 0, 0, 0, 0, 0))
 
@@ -78,7 +83,10 @@ class Recording:
         return 0
 
     def mknod(self, path, mode, device):
-        self.calls.append(("mknod", self._name(path), mode, device))
+        name = self._name(path)
+        self.calls.append(("mknod", name, mode, device))
+        if name.startswith("fd:"):
+            self.nodes[name[3:]] = (mode, device)
 
     def symlink(self, target, path):
         self.calls.append(("symlink", target, self._name(path)))
@@ -93,9 +101,10 @@ class Recording:
         self.calls.append(("write", self._name(path), data))
 
     def _name(self, target):
-        """Show /proc/self/fd/N targets as the container path they stand for."""
+        """Show /proc/self/fd/N[/name] targets as the container path they stand for."""
         if isinstance(target, str) and target.startswith("/proc/self/fd/"):
-            fd = int(target.rsplit("/", 1)[1])
+            num, _, rest = target[len("/proc/self/fd/"):].partition("/")
+            fd = int(num)
             if fd in self._fds:
-                return "fd:" + self._fds[fd]
+                return "fd:" + self._fds[fd] + ("/" + rest if rest else "")
         return target
