@@ -84,7 +84,7 @@ class Parser:
         r.network = self.network(sub("network"), f"{where}.network")
         if d.get("devices") is not None:
             devs = self.array(d["devices"], f"{where}.devices")
-            r.devices = [x for i, x in enumerate(devs) if (x := self.device(x, f"{where}.devices[{i}]"))]
+            r.devices = [v for i, x in enumerate(devs) if (v := self.device(x, f"{where}.devices[{i}]"))]
         r.unified = self.unified(sub("unified"), f"{where}.unified")
         return r
 

@@ -12,7 +12,7 @@ import signal
 
 from jaula.cgroups.base import Cgroup, CgroupFs, Problems, Target, Write, mkdirs, wait_for
 from jaula.cgroups.probe import Layout
-from jaula.cgroups.resources import BlockIO, Cpu, Memory, Resources, max_text
+from jaula.cgroups.resources import BlockIO, Cpu, Memory, Resources
 from jaula.cgroups.stats import Stats, collect
 from jaula.cgroups.v2 import Unified
 from jaula.errors import JaulaError, KernelMissing
@@ -68,6 +68,7 @@ class V1Cgroup(Cgroup):
         self.paths = {c: t.dir for t in self.v1 for c in t.hierarchy.controllers}
         if self.u is not None:
             self.paths["unified"] = self.u.dir
+        self._to_v2_devices = False     # set by plan(): device rules go to eBPF on the cgroup2 mount
 
     def dir(self, controller: str) -> str | None:
         return self.paths.get(controller) if controller != "unified" else None
@@ -139,14 +140,14 @@ class V1Cgroup(Cgroup):
             if c.shares is not None or full:
                 out.append(w("cpu.shares", str(c.shares or 1024), "shares", c.shares is None))
             if c.period is not None:   # the kernel checks quota/period against the parent: runc retries swapped
-                out.append(w("cpu.cfs_period_us", str(c.period), "period", sw=True))
+                out.append(w("cpu.cfs_period_us", str(c.period), "period", sw=c.quota is not None))
             if c.quota is not None or full:
                 out.append(w("cpu.cfs_quota_us", str(c.quota if c.quota is not None else -1), "quota",
                              c.quota is None, sw=c.burst is not None))
             if c.burst is not None or full:
                 out.append(w("cpu.cfs_burst_us", str(c.burst or 0), "burst", c.burst is None))
             if c.realtime_period is not None:
-                out.append(w("cpu.rt_period_us", str(c.realtime_period), "realtimePeriod", sw=True))
+                out.append(w("cpu.rt_period_us", str(c.realtime_period), "realtimePeriod", sw=c.realtime_runtime is not None))
             if c.realtime_runtime is not None:
                 out.append(w("cpu.rt_runtime_us", str(c.realtime_runtime), "realtimeRuntime"))
             if c.idle is not None:
@@ -172,7 +173,8 @@ class V1Cgroup(Cgroup):
                     for i, x in enumerate(n.priorities if n else [])]
         if group == "devices" and res.devices is not None:
             # deny everything first, then the rules in order: the last matching rule wins, as in OCI
-            out = [Write(f("devices.deny"), "a", f"{W}.devices", "devices")]
+            deny_all = bool(res.devices) and not res.devices[0].allow and res.devices[0].v1_lines() == ["a"]
+            out = [] if deny_all else [Write(f("devices.deny"), "a", f"{W}.devices", "devices")]
             for i, r in enumerate(res.devices):
                 out += [Write(f("devices.allow" if r.allow else "devices.deny"), line, f"{W}.devices[{i}]", "devices")
                         for line in r.v1_lines()]
@@ -268,7 +270,7 @@ class V1Cgroup(Cgroup):
         return kept
 
     def _devices(self, res: Resources) -> None:
-        if res.devices is not None and getattr(self, "_to_v2_devices", False) and self.u is not None:
+        if res.devices is not None and self._to_v2_devices and self.u is not None:
             self.fs.set_device_filter(self.u.dir, res.devices)
 
     # -- processes --------------------------------------------------------------------------------

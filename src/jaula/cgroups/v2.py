@@ -147,7 +147,8 @@ class Unified:
             p.config.append(f"{W}.memory.swap: {e}")
             sv = None
         if sv is not None:
-            out.append(w("memory.swap.max", max_text(sv), "swap", sv == -1))   # no swap accounting: nothing to lift
+            # without swap (no memory.swap.max) "unlimited" and "none" are already true: only a real limit must fail
+            out.append(w("memory.swap.max", max_text(sv), "swap", sv <= 0))
         elif full:
             out.append(w("memory.swap.max", "max", "swap", True))
         if m.reservation is not None or full:
