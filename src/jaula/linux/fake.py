@@ -56,6 +56,10 @@ class Recording:
 
     def make_in_root(self, root_fd, path, directory, mode=0o755):
         full = "/" + path.strip("/")
+        parent = os.path.dirname(full)
+        while parent != "/":  # like the real one, it makes the parents too
+            self.dirs.add(parent)
+            parent = os.path.dirname(parent)
         (self.dirs if directory else self.files).add(full)
         self.calls.append(("make", full, "dir" if directory else "file"))
         return self._fd(full)
