@@ -15,8 +15,11 @@ class Record:
     _fields: tuple[str, ...] = ()
     _defaults: dict[str, object] = {}
 
-    def __init_subclass__(cls, **kw: object) -> None:
+    def __init_subclass__(cls, frozen: bool = False, **kw: object) -> None:
         super().__init_subclass__(**kw)
+        if frozen:
+            cls.__hash__ = lambda self: hash(tuple(getattr(self, f) for f in self._fields))  # type: ignore[method-assign]
+            cls.__setattr__ = _frozen_setattr  # type: ignore[method-assign]
         fields = list(cls._fields)
         defaults = dict(cls._defaults)
         for name in cls.__dict__.get("__annotations__", {}):
@@ -60,7 +63,25 @@ class Record:
         inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
         return f"{type(self).__name__}({inner})"
 
+    def as_dict(self) -> dict:
+        """Fields as a dict, nested Records and lists of them included (dataclasses.asdict)."""
+        return {f: _plain(getattr(self, f)) for f in self._fields}
+
     def replace(self, **kw: object) -> "Record":
         values = {f: getattr(self, f) for f in self._fields}
         values.update(kw)
         return type(self)(**values)
+
+
+def _frozen_setattr(self: Record, name: str, value: object) -> None:
+    raise AttributeError(f"{type(self).__name__} is frozen: cannot set {name!r}")
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, Record):
+        return v.as_dict()
+    if isinstance(v, (list, tuple)):
+        return type(v)(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v

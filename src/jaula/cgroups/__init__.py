@@ -8,9 +8,24 @@
 from jaula.cgroups.base import Cgroup, CgroupFs, open_cgroup, reopen
 from jaula.cgroups.probe import Hierarchy, Layout, probe
 from jaula.cgroups.resources import (
-    BlockIO, Cpu, DeviceRule, HugepageLimit, InterfacePriority, Memory, Network, Pids, Resources,
-    ThrottleDevice, WeightDevice, blkio_weight_to_io_weight, cpus_to_quota, quota_to_cpus, shares_to_weight,
-    shares_to_weight_quadratic, swap_v2, weight_to_shares,
+    BlockIO,
+    Cpu,
+    DeviceRule,
+    HugepageLimit,
+    InterfacePriority,
+    Memory,
+    Network,
+    Pids,
+    Resources,
+    ThrottleDevice,
+    WeightDevice,
+    blkio_weight_to_io_weight,
+    cpus_to_quota,
+    quota_to_cpus,
+    shares_to_weight,
+    shares_to_weight_quadratic,
+    swap_v2,
+    weight_to_shares,
 )
 from jaula.cgroups.stats import Counter, Stats
 

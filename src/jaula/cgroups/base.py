@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import abc
 import errno
-import logging
 import os
-import re
-import signal
 import time
-from dataclasses import dataclass, field
 
+from jaula import lazylog as logging
 from jaula.cgroups.probe import Hierarchy, Layout, probe
 from jaula.cgroups.resources import DeviceRule, Resources
 from jaula.cgroups.stats import Stats
 from jaula.errors import ConfigError, JaulaError, KernelMissing, SyscallError
+from jaula.record import Record
 
 log = logging.getLogger("jaula.cgroups")
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@-]*$")
+_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_REST = _NAME_FIRST | frozenset("_.+@-")
 SYSTEMD_PATH = "systemd cgroup paths (slice:prefix:name) need --systemd-cgroup, which jaula-runtime does not support"
 
 
@@ -74,8 +73,7 @@ class CgroupFs:
         bpf.set_device_filter(cgroup_dir, rules)
 
 
-@dataclass
-class Write:
+class Write(Record):
     """One value for one interface file, and the config field it comes from (for error messages)."""
 
     path: str
@@ -86,8 +84,7 @@ class Write:
     swap_on_einval: bool = False  # on EINVAL write the next one first, then retry (period/quota)
 
 
-@dataclass
-class Target:
+class Target(Record):
     """Where the cgroup lives on one hierarchy."""
 
     hierarchy: Hierarchy
@@ -96,12 +93,11 @@ class Target:
     prune: str | None = None     # the shared "jaula" parent, removed when it is left empty
 
 
-@dataclass
-class Problems:
+class Problems(Record):
     """Problems found before any write: kernel ones (KernelMissing) and config ones (ConfigError)."""
 
-    kernel: list[str] = field(default_factory=list)
-    config: list[str] = field(default_factory=list)
+    kernel: list[str] = []
+    config: list[str] = []
 
     def raise_if_any(self) -> None:
         if self.config:
@@ -113,7 +109,7 @@ class Problems:
 def check_path(path: str | None, name: str) -> None:
     """Refuse what jaula cannot place safely: systemd slice syntax and '..'."""
     problems = []
-    if not _NAME.match(name or ""):
+    if not name or name[0] not in _NAME_FIRST or not set(name) <= _NAME_REST:
         problems.append(f"cgroup name {name!r}: use letters, digits and _.+@- (not starting with a symbol)")
     if path is not None:
         if ":" in path:
@@ -246,7 +242,7 @@ class Cgroup(abc.ABC):
                 continue   # a sub-cgroup removed while we walked
         return sorted(set(out))
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = 9) -> None:
         """Signal every process, again and again until no new one appears (forks race the loop)."""
         signalled: set[int] = set()
         for _ in range(1000):

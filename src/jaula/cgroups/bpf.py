@@ -10,12 +10,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import struct
-from dataclasses import dataclass
 
 from jaula.cgroups.resources import DeviceRule
 from jaula.errors import SyscallError
+from jaula.record import Record
 
 # linux/bpf_common.h and linux/bpf.h
 BPF_LDX, BPF_ALU, BPF_JMP = 0x01, 0x04, 0x05
@@ -40,8 +39,7 @@ PROG_NAME = b"jaula_dev"      # how a later process finds the program it must re
 _NR_BPF = {"x86_64": 321, "aarch64": 280}
 
 
-@dataclass(frozen=True)
-class Insn:
+class Insn(Record, frozen=True):
     """One eBPF instruction: opcode, registers, 16-bit offset, 32-bit immediate."""
 
     code: int
@@ -144,9 +142,9 @@ _libc.syscall.restype = ctypes.c_long
 
 
 def bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
-    nr = _NR_BPF.get(platform.machine())
+    nr = _NR_BPF.get(os.uname().machine)
     if nr is None:
-        raise SyscallError("bpf", errno.ENOSYS, f"{what}: unknown syscall number on {platform.machine()}")
+        raise SyscallError("bpf", errno.ENOSYS, f"{what}: unknown syscall number on {os.uname().machine}")
     ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
     if ret < 0:
         raise SyscallError("bpf", ctypes.get_errno(), what)

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any, Callable
-
 from jaula.cgroups.resources import (
-    BlockIO, Cpu, DeviceRule, HugepageLimit, InterfacePriority, Memory, Network, Pids, Resources,
-    ThrottleDevice, WeightDevice,
+    BlockIO,
+    Cpu,
+    DeviceRule,
+    HugepageLimit,
+    InterfacePriority,
+    Memory,
+    Network,
+    Pids,
+    Resources,
+    ThrottleDevice,
+    WeightDevice,
 )
 
 MAX_INT64 = 2**63 - 1
 MAX_UINT32 = 2**32 - 1
-_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-_PAGE_SIZE = re.compile(r"^[1-9]\d*(KB|MB|GB)$")
+
+
+def _cpu_list(v: str) -> bool:
+    """'0-3,5' and the like (what cpuset.cpus takes)."""
+    for part in v.split(","):
+        a, _, b = part.partition("-")
+        if not a.isdigit() or not a.isascii() or (_ and not (b.isdigit() and b.isascii())):
+            return False
+    return bool(v)
+
+
+def _page_size(v: str) -> bool:
+    """'2MB', '1GB', '64KB' (hugetlb page sizes as the OCI spec writes them)."""
+    n, unit = v[:-2], v[-2:]
+    return unit in ("KB", "MB", "GB") and n.isdigit() and n.isascii() and n[0] != "0"
 # Files that describe the tree itself: jaula owns them, a config may not write them through `unified`.
 _UNIFIED_REFUSED = {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "cgroup.kill", "cgroup.type",
                     "cgroup.freeze", "cgroup.controllers", "cgroup.events"}
@@ -28,7 +47,7 @@ class Parser:
     def bad(self, where: str, msg: str) -> None:
         self.problems.append(f"{where}: {msg}")
 
-    def obj(self, d: Any, where: str) -> dict | None:
+    def obj(self, d: object, where: str) -> dict | None:
         if d is None:
             return None
         if not isinstance(d, dict):
@@ -36,7 +55,7 @@ class Parser:
             return None
         return d
 
-    def array(self, d: Any, where: str) -> list:
+    def array(self, d: object, where: str) -> list:
         if d is None:
             return []
         if not isinstance(d, list):
@@ -44,7 +63,7 @@ class Parser:
             return []
         return d
 
-    def int_(self, d: dict, key: str, where: str, ok: Callable[[int], bool], hint: str,
+    def int_(self, d: dict, key: str, where: str, ok: object, hint: str,
              lo: int = -(2**63), hi: int = MAX_INT64) -> int | None:
         v = d.get(key)
         w = f"{where}.{key}"
@@ -72,7 +91,7 @@ class Parser:
             return None
         return v
 
-    def resources(self, d: Any, where: str) -> Resources:
+    def resources(self, d: object, where: str) -> Resources:
         d = self.obj(d, where) or {}
         sub = lambda key: self.obj(d.get(key), f"{where}.{key}")  # noqa: E731
         r = Resources(memory=self.memory(sub("memory"), f"{where}.memory"))
@@ -130,7 +149,7 @@ class Parser:
         v = self.str_(d, key, w)
         if v is None or v == "":
             return None     # "" is how many tools say "not set"
-        if not _CPU_LIST.match(v):
+        if not _cpu_list(v):
             self.bad(f"{w}.{key}", f"{v!r} is not a list like \"0-3,6\"")
             return None
         return v
@@ -185,17 +204,17 @@ class Parser:
                     getattr(b, target).append(ThrottleDevice(major or 0, minor or 0, rate or 0))
         return b
 
-    def hugepage(self, x: Any, w: str) -> HugepageLimit | None:
+    def hugepage(self, x: object, w: str) -> HugepageLimit | None:
         x = self.obj(x, w)
         if x is None:
             return None
         size = self.str_(x, "pageSize", w)
-        if size is None or not _PAGE_SIZE.match(size):
+        if size is None or not _page_size(size):
             self.bad(f"{w}.pageSize", f"{size!r} is not a page size like \"2MB\", \"1GB\" or \"64KB\"")
         limit = self.int_(x, "limit", w, lambda v: v >= 0, "use a byte count")
         if "limit" not in x:
             self.bad(f"{w}.limit", "missing")
-        return HugepageLimit(size, limit) if size and limit is not None and _PAGE_SIZE.match(size) else None
+        return HugepageLimit(size, limit) if size and limit is not None and _page_size(size) else None
 
     def network(self, d: dict | None, w: str) -> Network | None:
         if d is None:
@@ -214,7 +233,7 @@ class Parser:
                 n.priorities.append(InterfacePriority(name, prio))
         return n
 
-    def device(self, x: Any, w: str) -> DeviceRule | None:
+    def device(self, x: object, w: str) -> DeviceRule | None:
         x = self.obj(x, w)
         if x is None:
             return None

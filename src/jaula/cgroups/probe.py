@@ -7,7 +7,8 @@ points) can be overridden so that tests run the drivers on synthetic trees in a 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+
+from jaula.record import Record
 
 # Super-block options of a v1 mount that are not controllers (mount(8) cgroup options).
 _NOT_CONTROLLERS = {"rw", "ro", "noprefix", "clone_children", "xattr", "cpuset_v2_mode", "all", "none",
@@ -31,8 +32,7 @@ def unescape(path: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(Record, frozen=True):
     """One mounted hierarchy and the caller's cgroup in it."""
 
     version: int                   # 1 or 2
@@ -54,12 +54,11 @@ class Hierarchy:
         return "unified" if self.version == 2 else ",".join(self.controllers)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Record, frozen=True):
     """How this host mounts cgroups: mode is "v1", "v2" (pure unified) or "hybrid"."""
 
     mode: str
-    v1: dict[str, Hierarchy] = field(default_factory=dict)   # controller (or name=X) -> its hierarchy
+    v1: dict[str, Hierarchy] = {}   # controller (or name=X) -> its hierarchy
     unified: Hierarchy | None = None
 
     def hierarchies(self) -> list[Hierarchy]:

@@ -7,15 +7,12 @@ OCI spec requires of runtimes (config.md, "Extensibility").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 from jaula.errors import ConfigError
+from jaula.record import Record
 
 
-
-@dataclass
-class Memory:
+class Memory(Record):
     limit: int | None = None            # bytes, -1 unlimited
     reservation: int | None = None      # soft limit (v1) / memory.low (v2)
     swap: int | None = None             # memory+swap as on v1; -1 unlimited
@@ -27,8 +24,7 @@ class Memory:
     check_before_update: bool | None = None
 
 
-@dataclass
-class Cpu:
+class Cpu(Record):
     shares: int | None = None
     quota: int | None = None            # microseconds per period, -1 unlimited
     burst: int | None = None
@@ -40,57 +36,49 @@ class Cpu:
     idle: int | None = None
 
 
-@dataclass
-class Pids:
+class Pids(Record):
     limit: int                          # -1 (or 0) unlimited
 
 
-@dataclass
-class WeightDevice:
+class WeightDevice(Record):
     major: int
     minor: int
     weight: int | None = None
     leaf_weight: int | None = None
 
 
-@dataclass
-class ThrottleDevice:
+class ThrottleDevice(Record):
     major: int
     minor: int
     rate: int                           # bytes or operations per second; 0 removes the limit
 
 
-@dataclass
-class BlockIO:
+class BlockIO(Record):
     weight: int | None = None
     leaf_weight: int | None = None
-    weight_device: list[WeightDevice] = field(default_factory=list)
-    throttle_read_bps_device: list[ThrottleDevice] = field(default_factory=list)
-    throttle_write_bps_device: list[ThrottleDevice] = field(default_factory=list)
-    throttle_read_iops_device: list[ThrottleDevice] = field(default_factory=list)
-    throttle_write_iops_device: list[ThrottleDevice] = field(default_factory=list)
+    weight_device: list[WeightDevice] = []
+    throttle_read_bps_device: list[ThrottleDevice] = []
+    throttle_write_bps_device: list[ThrottleDevice] = []
+    throttle_read_iops_device: list[ThrottleDevice] = []
+    throttle_write_iops_device: list[ThrottleDevice] = []
 
 
-@dataclass
-class HugepageLimit:
+class HugepageLimit(Record):
     page_size: str                      # "2MB", "1GB", "64KB"
     limit: int
 
 
-@dataclass
-class InterfacePriority:
+class InterfacePriority(Record):
     name: str
     priority: int
 
 
-@dataclass
-class Network:
+class Network(Record):
     class_id: int | None = None
-    priorities: list[InterfacePriority] = field(default_factory=list)
+    priorities: list[InterfacePriority] = []
 
 
-@dataclass
-class DeviceRule:
+class DeviceRule(Record):
     allow: bool
     type: str = "a"                     # "a" all, "c" char, "b" block
     major: int | None = None            # None: any
@@ -111,19 +99,18 @@ class DeviceRule:
         return [f"{self.type} {star(self.major)}:{star(self.minor)} {self.access}"]
 
 
-@dataclass
-class Resources:
+class Resources(Record):
     memory: Memory | None = None
     cpu: Cpu | None = None
     pids: Pids | None = None
     block_io: BlockIO | None = None
-    hugepage_limits: list[HugepageLimit] = field(default_factory=list)
+    hugepage_limits: list[HugepageLimit] = []
     network: Network | None = None
     devices: list[DeviceRule] | None = None     # None: leave the device policy as it is
-    unified: dict[str, str] = field(default_factory=dict)
+    unified: dict[str, str] = {}
 
     @classmethod
-    def from_oci(cls, d: Any, where: str = "linux.resources") -> Resources:
+    def from_oci(cls, d: object, where: str = "linux.resources") -> Resources:
         """Parse and check an OCI `linux.resources` object; ConfigError lists every problem."""
         from jaula.cgroups.ociparse import Parser
 

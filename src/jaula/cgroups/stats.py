@@ -6,20 +6,19 @@ One reader per controller and cgroup version, so a hybrid host can mix them (hug
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
+
+from jaula.record import Record
 
 # v1 says "unlimited" with PAGE_COUNTER_MAX * PAGE_SIZE (9223372036854771712 on x86_64) or -1.
 _UNLIMITED_FROM = 2**62
 
 
-class _Reader(Protocol):
+class _Reader:
     def read(self, path: str) -> str: ...
     def listdir(self, path: str) -> list[str]: ...
 
 
-@dataclass
-class Counter:
+class Counter(Record):
     """One beancounter row.
 
     held is the current use and maxheld its peak; limit None means unlimited; failcnt counts how often
@@ -33,19 +32,18 @@ class Counter:
     limit: int | None = None
     failcnt: int | None = None
     unit: str = "bytes"
-    details: dict[str, int] = field(default_factory=dict)
+    details: dict[str, int] = {}
 
 
-@dataclass
-class Stats:
-    rows: list[Counter] = field(default_factory=list)
+class Stats(Record):
+    rows: list[Counter] = []
     cpu_usage_ns: int | None = None
 
     def row(self, resource: str) -> Counter | None:
         return next((r for r in self.rows if r.resource == resource), None)
 
     def as_dict(self) -> dict:
-        return {"rows": [asdict(r) for r in self.rows], "cpu_usage_ns": self.cpu_usage_ns}
+        return {"rows": [r.as_dict() for r in self.rows], "cpu_usage_ns": self.cpu_usage_ns}
 
     def beancounters(self) -> str:
         """The table as /proc/user_beancounters printed it ('-' for unknown, 'max' for unlimited)."""

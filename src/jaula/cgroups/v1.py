@@ -6,11 +6,18 @@ mounted nowhere is an error naming it, never silently dropped.
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 
-from jaula.cgroups.base import Cgroup, CgroupFs, Problems, Target, Write, mkdirs, wait_for
+from jaula import lazylog as logging
+from jaula.cgroups.base import (
+    Cgroup,
+    CgroupFs,
+    Problems,
+    Target,
+    Write,
+    mkdirs,
+    wait_for,
+)
 from jaula.cgroups.probe import Layout
 from jaula.cgroups.resources import BlockIO, Cpu, Memory, Resources
 from jaula.cgroups.stats import Stats, collect
@@ -327,9 +334,9 @@ class V1Cgroup(Cgroup):
         except FileNotFoundError:
             return False
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = 9) -> None:
         """Freeze, signal, thaw: frozen tasks cannot fork, so one pass reaches them all (runc does this)."""
-        if sig != signal.SIGKILL or self._freezer() is None or not self.exists():
+        if sig != 9 or self._freezer() is None or not self.exists():
             return super().kill(sig)
         try:
             self.freeze()

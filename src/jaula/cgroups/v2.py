@@ -7,14 +7,29 @@ controllers that live on the cgroup2 mount (hugetlb here, say). Device rules bec
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import signal
 
-from jaula.cgroups.base import Cgroup, CgroupFs, Problems, Target, Write, mkdirs, wait_for
+from jaula import lazylog as logging
+from jaula.cgroups.base import (
+    Cgroup,
+    CgroupFs,
+    Problems,
+    Target,
+    Write,
+    mkdirs,
+    wait_for,
+)
 from jaula.cgroups.probe import Layout
 from jaula.cgroups.resources import (
-    BlockIO, Cpu, Memory, Resources, blkio_weight_to_io_weight, max_text, parse_max, shares_to_weight, swap_v2,
+    BlockIO,
+    Cpu,
+    Memory,
+    Resources,
+    blkio_weight_to_io_weight,
+    max_text,
+    parse_max,
+    shares_to_weight,
+    swap_v2,
 )
 from jaula.cgroups.stats import Stats, collect
 from jaula.errors import JaulaError, KernelMissing
@@ -282,9 +297,9 @@ class V2Cgroup(Cgroup):
     def frozen(self) -> bool:
         return self.u.frozen()
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = 9) -> None:
         """cgroup.kill (Linux 5.14) kills the whole subtree at once, forks included."""
-        if sig == signal.SIGKILL and self.fs.exists(self.u.f("cgroup.kill")):
+        if sig == 9 and self.fs.exists(self.u.f("cgroup.kill")):
             self._write_one(Write(self.u.f("cgroup.kill"), "1", "kill", "cgroup"))
             return
         super().kill(sig)

@@ -5,12 +5,11 @@ Imports are per verb: `state` or `start` must not pay for what only `create` nee
 
 from __future__ import annotations
 
-import os
 import sys
 
 from jaula import __version__
 from jaula.errors import ExitCode, JaulaError
-from jaula.oci.argv import Command, Flag, UsageError, parse, to_int
+from jaula.oci.argv import Command, Flag, UsageError, parse
 
 PROG = "jaula-runtime"
 SPEC_VERSION = "1.2.0"
