@@ -162,6 +162,11 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
     step = "process"
     try:
         os.setsid()
+        # A session keyring of its own: inherited, it would be the caller's, the host's (as init does).
+        try:
+            proc.join_session_keyring(None)
+        except OSError as e:
+            log.debug(f"no new session keyring: {e}")
         if p.terminal:
             step = "console"
             from jaula.oci.init import Plan, _console
