@@ -83,14 +83,17 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     console_sock = None
     if spec.process.terminal:
         console_sock = opts.console_fd if opts.console_fd is not None else _connect(opts.console_socket)
-    binds, v2_only = cgroup_binds(cg.paths)
+    mounts = cgroup_mounts()
+    binds, v2_only = cgroup_binds(cg.paths, mounts)
+    need_unified = v2_only or _needs_unified(lx.resources)
     ctx = rootfs.Context(rootfs=spec.root.path, userns=lx.namespace("user") is not None,
                          cgroup_ns=lx.namespace("cgroup") is not None, cgroup_binds=binds,
                          cgroup2_only=v2_only)
     hook_state = {"ociVersion": spec.oci_version, "id": cid, "status": state.CREATING, "pid": 0,
                   "bundle": spec.bundle, "annotations": spec.annotations}
     parent, child = sync.pair()
-    plan = Plan(spec, cid, child, ctx, fifo_fd, console_sock, opts.preserve_fds, log, hook_state)
+    plan = Plan(spec, cid, child, ctx, fifo_fd, console_sock, opts.preserve_fds, log, hook_state,
+                join_files(cg.paths, mounts, need_unified))
     log.reopen()
     pid = os.fork()
     if pid == 0:
@@ -119,8 +122,6 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(spec.process.oom_score_adj))
     sync.send(parent, sync.GO_ON)
-    cg.add_pid(pid)
-    sync.send(parent, sync.CGROUP_JOINED)
     ipid = int(sync.expect(parent, sync.PID))
     os.waitpid(pid, 0)
     data.update(pid=ipid, pidStart=state.proc_start_time(ipid))
@@ -218,18 +219,51 @@ def write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
-def cgroup_binds(paths: dict[str, str]) -> tuple[list[tuple[str, str]], bool]:
-    """(subdir under /sys/fs/cgroup, container's cgroup dir) per mounted hierarchy; and whether the host is pure v2."""
-    mounts = []
+def cgroup_mounts() -> dict[str, str]:
+    """Mount point -> "cgroup" or "cgroup2", for every cgroup hierarchy mounted here."""
+    mounts: dict[str, str] = {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
             parts = line.split()
-            sep = parts.index("-")
-            if parts[sep + 1] in ("cgroup", "cgroup2"):
-                mounts.append(parts[4])
+            fstype = parts[parts.index("-") + 1]
+            if fstype in ("cgroup", "cgroup2"):
+                mounts[parts[4]] = fstype
+    return mounts
+
+
+def _hierarchy(host_dir: str, mounts: dict[str, str]) -> str | None:
+    return max((mp for mp in mounts if host_dir == mp or host_dir.startswith(mp + "/")), key=len, default=None)
+
+
+def _needs_unified(res: object) -> bool:
+    """On a hybrid host, whether the cgroup2 hierarchy holds a limit of this container."""
+    return res is not None and bool(getattr(res, "hugepage_limits", None) or getattr(res, "unified", None))
+
+
+def join_files(paths: dict[str, str], mounts: dict[str, str], need_unified: bool) -> list[str]:
+    """The files the container's first process writes 0 into to join its cgroup (see init.join_cgroup).
+
+    On a hybrid host the cgroup2 hierarchy is joined only when a limit lives there: moving a
+    process on cgroup2 takes the kernel's global threadgroup lock (~10 ms here).
+    """
+    files: dict[str, None] = {}
+    for host_dir in paths.values():
+        mp = _hierarchy(host_dir, mounts)
+        if mp is None:
+            continue
+        if mounts[mp] == "cgroup2":
+            if need_unified:
+                files[os.path.join(host_dir, "cgroup.procs")] = None
+        else:
+            files[os.path.join(host_dir, "tasks")] = None
+    return list(files)
+
+
+def cgroup_binds(paths: dict[str, str], mounts: dict[str, str]) -> tuple[list[tuple[str, str]], bool]:
+    """(subdir under /sys/fs/cgroup, container's cgroup dir) per mounted hierarchy; and whether the host is pure v2."""
     binds: dict[str, str] = {}
     for host_dir in paths.values():
-        best = max((mp for mp in mounts if host_dir == mp or host_dir.startswith(mp + "/")), key=len, default=None)
+        best = _hierarchy(host_dir, mounts)
         if best is None:
             continue
         sub = os.path.relpath(best, CGROUP_ROOT)

@@ -46,21 +46,18 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
         fg = Foreground()
     # Open the namespaces now, through a pidfd-checked pid, before anything changes.
     ns_fds = _open_namespaces(c)
+    files = _cgroup_files(c)
     parent, child = sync.pair()
     pid = os.fork()
     if pid == 0:
         parent.close()
-        _child(c, spec, p, child, ns_fds, console_sock, opts.preserve_fds, log)
+        _child(c, spec, p, child, ns_fds, console_sock, opts.preserve_fds, log, files)
     child.close()
     for fd in ns_fds.values():
         os.close(fd)
     epid = 0
     try:
-        from jaula.cgroups.base import reopen
-
         sync.expect(parent, sync.USERNS)
-        if c.data.get("cgroupPaths"):
-            reopen(c.data["cgroupPaths"]).add_pid(pid)
         sync.send(parent, sync.GO_ON)
         epid = int(sync.expect(parent, sync.PID))
         os.waitpid(pid, 0)
@@ -124,7 +121,24 @@ def _open_namespaces(c: Container) -> dict[str, int]:
     return fds
 
 
-def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], console_sock, preserve_fds: int, log) -> None:
+def _cgroup_files(c: Container) -> list[str]:
+    """What the exec'd process writes 0 into to join the container's cgroup: the hierarchies its init is in."""
+    from jaula.oci.create import cgroup_mounts, join_files
+
+    paths = c.data.get("cgroupPaths") or {}
+    mounts = cgroup_mounts()
+    files = join_files(paths, mounts, need_unified=True)
+    # The init joined cgroup2 on a hybrid host only if a limit lived there: do as it did.
+    try:
+        with open(f"/proc/{c.pid}/cgroup") as f:
+            init_in_v2 = any(line.startswith("0::") and line.strip() != "0::/" for line in f)
+    except OSError:
+        init_in_v2 = True
+    return [f for f in files if not f.endswith("cgroup.procs") or init_in_v2]
+
+
+def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], console_sock, preserve_fds: int, log,
+           cgroup_files: list[str]) -> None:
     code = 1
     step = "namespaces"
     try:
@@ -132,6 +146,9 @@ def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], c
         # /proc/PID/exe or /proc/PID/mem while we are inside (CVE-2019-5736).
         proc.set_dumpable(False)
         _preload(spec)
+        from jaula.oci.init import join_cgroup
+
+        join_cgroup(cgroup_files)
         sync.send(sock, sync.USERNS)
         sync.expect(sock, sync.GO_ON)
         for kind in _ORDER:

@@ -20,7 +20,7 @@ class Plan:
     """What the runtime prepared for init before forking (all inherited through fork)."""
 
     def __init__(self, spec: Spec, cid: str, sock, ctx: rootfs.Context, fifo_fd: int, console_sock: int,
-                 preserve_fds: int, log, state: dict):
+                 preserve_fds: int, log, state: dict, cgroup_files: list[str] | None = None):
         self.spec = spec
         self.id = cid
         self.sock = sock
@@ -30,6 +30,7 @@ class Plan:
         self.preserve_fds = preserve_fds
         self.log = log
         self.state = state
+        self.cgroup_files = cgroup_files or []
 
 
 def intermediate(plan: Plan) -> None:
@@ -37,6 +38,7 @@ def intermediate(plan: Plan) -> None:
     code = 1
     try:
         proc.set_dumpable(False)
+        join_cgroup(plan.cgroup_files)
         _namespaces(plan)
         pid = os.fork()
         if pid == 0:
@@ -59,8 +61,7 @@ def _namespaces(plan: Plan) -> None:
             nsys.setns_path(ns.path, nsys.NAMESPACES[ns.type][0])
     if user is not None and not user.path:
         nsys.unshare(nsys.CLONE_NEWUSER)
-    # The runtime writes the id maps, then moves us into the container's cgroup while we make the
-    # other namespaces (on cgroup v1 that write waits for an RCU grace period: ~10 ms to overlap).
+    # The runtime writes the id maps.
     sync.send(plan.sock, sync.USERNS)
     sync.expect(plan.sock, sync.GO_ON)
     if user is not None:
@@ -71,15 +72,10 @@ def _namespaces(plan: Plan) -> None:
             pass  # root is not mapped: stay who the maps made us
     flags = 0
     for ns in lx.namespaces:
-        if not ns.path and ns.type not in ("user", "cgroup"):
+        if not ns.path and ns.type != "user":
             flags |= nsys.NAMESPACES[ns.type][0]
     if flags:
         nsys.unshare(flags)
-    # The cgroup namespace must be made inside the container's cgroup, so that it is its root.
-    sync.expect(plan.sock, sync.CGROUP_JOINED)
-    cgroup = lx.namespace("cgroup")
-    if cgroup is not None and not cgroup.path:
-        nsys.unshare(nsys.CLONE_NEWCGROUP)
     if lx.time_offsets:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, (secs, nsecs) in lx.time_offsets.items():
@@ -89,6 +85,23 @@ def _namespaces(plan: Plan) -> None:
 def idmapped_mounts(spec: Spec) -> list[int]:
     """Indexes of the mounts with the idmap or ridmap option."""
     return [i for i, m in enumerate(spec.mounts) if m.parsed.idmap]
+
+
+def join_cgroup(files: list[str]) -> None:
+    """Move ourselves into the container's cgroup, before any namespace exists.
+
+    On cgroup v1 we write 0 ("this thread") to each hierarchy's `tasks`: the kernel then skips the
+    global threadgroup lock whose RCU grace period makes a write of a pid to cgroup.procs cost
+    ~10 ms (cgroup_procs_write_start). Being single-threaded, the thread is the whole process.
+    """
+    for path in files:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        except OSError as e:
+            raise OSError(e.errno, f"joining the cgroup through {path!r}: {e.strerror}") from None
+        finally:
+            os.close(fd)
 
 
 def _report(sock, step: str, e: BaseException) -> None:

@@ -23,7 +23,6 @@ SECCOMP = "SECCOMP"              # fds: the seccomp notify listener, for linux.s
 ERROR = "ERROR"                  # payload: the error text; init exits
 # runtime -> init
 IDMAPPED = "IDMAPPED"            # fds: detached idmapped mounts, in the order of the config's idmap mounts
-CGROUP_JOINED = "CGROUP_JOINED"  # the intermediate is in the container's cgroup: it may make the cgroup namespace and fork init
 GO_ON = "GO_ON"                  # reply to USERNS and CREATE_RUNTIME (payload: the init's host pid)
 
 _MAX = 65536
