@@ -65,7 +65,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     undo.append(cg.remove)
     if lx.resources is not None:
         _allow_default_devices(lx)
-        cg.apply(lx.resources)
+        # A new cgroup starts at the kernel's defaults: write only what the config sets (as runc).
+        cg.update(lx.resources)
     fifo = os.path.join(cdir, state.FIFO)
     os.mkfifo(fifo, 0o600)
     # Opened read-write so init's read blocks until `start` writes, whether or not a writer exists yet.

@@ -210,13 +210,15 @@ def container_init(plan: Plan) -> None:
 def _preload(plan: Plan) -> None:
     """Import now what init needs after pivot_root: from then on the host's Python library is
     out of reach (as it must be: nothing of the host's interpreter is visible inside)."""
-    import fcntl  # noqa: F401
-    import resource  # noqa: F401
-    import struct  # noqa: F401
-    import termios  # noqa: F401
+    p = plan.spec.process
+    if p.terminal:
+        import fcntl  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
 
-    from jaula.linux import fs, mount  # noqa: F401
-
+        from jaula.linux import fs, mount  # noqa: F401
+    if p.rlimits:
+        import resource  # noqa: F401
     if plan.spec.linux.seccomp is not None:
         from jaula.oci import seccomp  # noqa: F401
 

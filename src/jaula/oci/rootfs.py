@@ -54,7 +54,8 @@ def prepare(spec: Spec, ctx: Context, sys) -> None:
     # Nothing we mount may propagate back to the host.
     sys.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
     for p in prop:
-        sys.mount(None, "/", None, p)
+        if not p & m.MS_SHARED:  # pivot_root(2) refuses a shared new root: finalize() applies shared
+            sys.mount(None, "/", None, p)
     sys.mount(ctx.rootfs, ctx.rootfs, None, m.MS_BIND | m.MS_REC)
     root_fd = sys.open(ctx.rootfs, os.O_PATH | os.O_DIRECTORY)
     try:
@@ -291,7 +292,12 @@ def pivot(sys, rootfs: str) -> None:
 
 
 def finalize(spec: Spec, ctx: Context, sys) -> None:
-    """After pivot_root: read-only root, masked and read-only paths."""
+    """After pivot_root: rootfsPropagation, read-only root, masked and read-only paths."""
+    if spec.linux.rootfs_propagation:
+        # The root is a bind of the bundle's rootfs: it took its propagation from the host mount
+        # under it, not from "/" before pivot_root. Set it now that it is "/" (as runc does).
+        for p in parse_options([spec.linux.rootfs_propagation]).propagation:
+            sys.mount(None, "/", None, p)
     root_fd = sys.open("/", os.O_PATH | os.O_DIRECTORY)
     devnull = -1
     try:
