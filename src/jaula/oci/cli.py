@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         from jaula.oci.log import Log
 
         log = Log(g["log"], g["log_format"], g["debug"])
+        from jaula import lazylog
+
+        lazylog.sink = log.from_library
         if g["log_format"] not in ("text", "json"):
             raise UsageError(f"--log-format {g['log_format']!r}: use text or json")
         if g["version"]:

@@ -32,9 +32,12 @@ class Log:
         else:
             line = f'time="{stamp}" level={level} msg="{msg}"'
         if self.path:
-            if self._fd < 0:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.write(self._fd, (line + "\n").encode())
+            try:
+                if self._fd < 0:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                os.write(self._fd, (line + "\n").encode())
+            except OSError:
+                pass  # a log line must never fail the work: inside the container the host's log path is gone
         elif level != "error":
             sys.stderr.write(line + "\n")
 
@@ -49,6 +52,10 @@ class Log:
 
     def error(self, msg: str) -> None:
         self._write("error", msg)
+
+    def from_library(self, level: int, name: str, text: str) -> None:
+        """The sink of jaula.lazylog: what the library (cgroups, seccomp) reports goes to --log."""
+        self._write("debug" if level < 20 else "info" if level < 30 else "warning" if level < 40 else "error", text)
 
     def reopen(self) -> None:
         """Forget the fd (after a fork into a container, which must not keep a host file)."""
