@@ -21,6 +21,7 @@ class Log:
         self.fmt = fmt
         self.level = 10 if debug else 30
         self._fd = -1
+        self._root = _root_id() if path else None
 
     def _write(self, level: str, msg: str) -> None:
         if _LEVELS[level] < self.level:
@@ -34,10 +35,12 @@ class Log:
         if self.path:
             try:
                 if self._fd < 0:
+                    if _root_id() != self._root:
+                        return  # in a container after pivot_root: the host's log is out of reach; never write inside
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
                 os.write(self._fd, (line + "\n").encode())
             except OSError:
-                pass  # a log line must never fail the work: inside the container the host's log path is gone
+                pass  # a log line must never fail the work it reports on
         elif level != "error":
             sys.stderr.write(line + "\n")
 
@@ -60,6 +63,11 @@ class Log:
     def reopen(self) -> None:
         """Forget the fd (after a fork into a container, which must not keep a host file)."""
         self._fd = -1
+
+
+def _root_id() -> tuple[int, int]:
+    st = os.stat("/")
+    return st.st_dev, st.st_ino
 
 
 NULL = Log()
