@@ -308,11 +308,23 @@ def cmd_events(g, o, pos, log) -> int:
     while True:
         if c.status() == "stopped":
             raise JaulaError(f"container {c.id!r} is stopped")
-        sys.stdout.write(fastjson.dumps({"type": "stats", "id": c.id, "data": cg.stats().as_dict()}) + "\n")
+        sys.stdout.write(fastjson.dumps({"type": "stats", "id": c.id, "data": _runc_stats(cg.stats())}) + "\n")
         sys.stdout.flush()
         if o["stats"]:
             return 0
         time.sleep(interval)
+
+
+def _runc_stats(st) -> dict:
+    """runc's `events` schema (cpu, memory, pids) plus our beancounter rows."""
+    mem, pids = st.row("memory"), st.row("pids")
+    return {
+        "cpu": {"usage": {"total": st.cpu_usage_ns or 0}},
+        "memory": {"usage": {"usage": mem.held or 0, "max": mem.maxheld or 0, "limit": mem.limit or 0,
+                             "failcnt": mem.failcnt or 0}} if mem else {},
+        "pids": {"current": pids.held or 0, "limit": pids.limit or 0} if pids else {},
+        "beancounters": [r.as_dict() for r in st.rows],
+    }
 
 
 def cmd_spec(g, o, pos, log) -> int:
