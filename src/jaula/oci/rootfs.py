@@ -166,7 +166,11 @@ def _recursive_attrs(sys, fd: int, opts) -> None:
 def _check_fs(sys, root_fd: int, mnt: Mount) -> None:
     """proc and sysfs must really be there after mounting: never a directory of the image instead."""
     want = fs.PROC_SUPER_MAGIC if mnt.type == "proc" else fs.SYSFS_MAGIC
-    fd = sys.open_in_root(root_fd, mnt.destination)
+    try:
+        fd = sys.open_in_root(root_fd, mnt.destination)
+    except OSError as e:
+        raise SyscallError("mount", errno.EXDEV, f"{mnt.type} on {mnt.destination!r}: gone from the container ({e.strerror}): "
+                           "a link in the image sent it under a later mount") from None
     try:
         if sys.fstatfs_type(fd) != want:
             raise SyscallError("mount", errno.EXDEV, f"{mnt.type} on {mnt.destination!r}: the destination is not a fresh {mnt.type}")
@@ -301,6 +305,12 @@ def finalize(spec: Spec, ctx: Context, sys) -> None:
     root_fd = sys.open("/", os.O_PATH | os.O_DIRECTORY)
     devnull = -1
     try:
+        # Every proc and sysfs still there: a link in the image may have put one under a later mount.
+        for mnt in spec.mounts:
+            if mnt.type in ("proc", "sysfs"):
+                _check_fs(sys, root_fd, mnt)
+        if spec.linux.readonly_paths or spec.linux.masked_paths:
+            check_fd_paths(sys, root_fd)
         for path in spec.linux.readonly_paths:
             readonly_path(sys, root_fd, path)
         if spec.linux.masked_paths:
@@ -313,6 +323,25 @@ def finalize(spec: Spec, ctx: Context, sys) -> None:
         if devnull >= 0:
             sys.close(devnull)
         sys.close(root_fd)
+
+
+def check_fd_paths(sys, root_fd: int) -> None:
+    """From here on we mount through /proc/self/fd/N, and the kernel resolves that in the
+    container's root: prove it is a real proc showing our own fds. Without a proc mount, /proc is
+    the image's, whose links named like our fds could send a mask anywhere in the container."""
+    magic = 0
+    try:
+        fd = sys.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY)
+        try:
+            magic = sys.fstatfs_type(fd)
+        finally:
+            sys.close(fd)
+        ours, seen = sys.fstat(root_fd), sys.stat(fd_path(root_fd))
+    except OSError:
+        ours = seen = None
+    if magic != fs.PROC_SUPER_MAGIC or ours is None or (ours.st_dev, ours.st_ino) != (seen.st_dev, seen.st_ino):
+        raise SyscallError("mount", errno.EXDEV, "/proc/self/fd in the container is not this process's fds on a proc: "
+                           "masked and read-only paths need a proc mounted at /proc")
 
 
 def readonly_path(sys, root_fd: int, path: str) -> None:
