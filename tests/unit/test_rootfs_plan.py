@@ -48,7 +48,7 @@ SMALL = [
 
 
 def fake(**kwargs: Any) -> Recording:
-    kwargs.setdefault("fstype", {"/proc": fs.PROC_SUPER_MAGIC, "/sys": fs.SYSFS_MAGIC})
+    kwargs.setdefault("fstype", {"/proc": fs.PROC_SUPER_MAGIC, "/sys": fs.SYSFS_MAGIC, "/proc/self/fd": fs.PROC_SUPER_MAGIC})
     return Recording(**kwargs)
 
 
