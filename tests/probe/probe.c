@@ -2,6 +2,7 @@
  *
  *   probe info                  one JSON object: ids, caps, namespaces, mounts, fds...
  *   probe fds                   JSON object {fd: readlink target}
+ *   probe fdscan                JSON list of the open fds below 4096, found with fcntl (no /proc needed)
  *   probe open PATH [r|w]       "ok" (exit 0) or the errno name (exit 1)
  *   probe mount SRC DST FSTYPE  "ok" or the errno name
  *   probe mknod PATH            char device 1:3 (like /dev/null); "ok" or the errno name
@@ -9,6 +10,13 @@
  *   probe readlink PATH         the target, or the errno name (exit 1)
  *   probe sleep SECONDS         fractional seconds allowed
  *   probe exit CODE
+ *   probe stat PATH             JSON {type, mode, rdev, dev, ino, fstype} (follows links) or the errno name
+ *   probe chroot-escape PATH    the classic chroot breakout (mkdir, chroot, chdir("..") x N, chroot("."));
+ *                               then open PATH: "ok" or the errno name ("chroot: ENAME" if chroot fails)
+ *   probe prowl DIR WORD        attack every other process in /proc (open exe r/w, environ, maps, mem)
+ *                               until DIR/stop exists (60 s at most); writes DIR/ready first, then
+ *                               DIR/prowl.json: per pid and name, the errno names, "ok", or "LEAK"
+ *                               where what it got (exe path, environ, maps) holds WORD
  *
  * Built with `gcc -static -O2` by scripts/build-test-assets; stdout is the only channel.
  * Strings are JSON-escaped; bytes that are not valid UTF-8 come out as \u00XX.
@@ -23,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -272,9 +281,158 @@ static int report(int rc) {
     return 0;
 }
 
+static int cmd_fdscan(void) {
+    int fd, first = 1;
+    putchar('[');
+    for (fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0) { printf("%s%d", first ? "" : ",", fd); first = 0; }
+    puts("]");
+    return 0;
+}
+
+static int cmd_stat(const char *path) {
+    struct stat st;
+    struct statfs sf;
+    const char *type;
+    if (stat(path, &st) < 0 || statfs(path, &sf) < 0) { puts(errname(errno)); return 1; }
+    switch (st.st_mode & S_IFMT) {
+    case S_IFCHR: type = "chr"; break;
+    case S_IFBLK: type = "blk"; break;
+    case S_IFDIR: type = "dir"; break;
+    case S_IFREG: type = "reg"; break;
+    case S_IFIFO: type = "fifo"; break;
+    case S_IFSOCK: type = "sock"; break;
+    default: type = "other";
+    }
+    printf("{\"type\":\"%s\",\"mode\":\"%04o\",\"rdev\":\"%u:%u\",\"dev\":\"%u:%u\",\"ino\":%llu,\"fstype\":%ld}\n",
+           type, st.st_mode & 07777, major(st.st_rdev), minor(st.st_rdev), major(st.st_dev), minor(st.st_dev),
+           (unsigned long long)st.st_ino, (long)sf.f_type);
+    return 0;
+}
+
+static int cmd_chroot_escape(const char *path) {
+    int i, fd;
+    mkdir("/tmp/.jail", 0700);
+    if (chroot("/tmp/.jail") < 0) { printf("chroot: %s\n", errname(errno)); return 2; }
+    for (i = 0; i < 256; i++) chdir("..");  /* cwd is outside the new root: walk up past it */
+    if (chroot(".") < 0) { printf("chroot: %s\n", errname(errno)); return 2; }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) close(fd);
+    return report(fd);
+}
+
+/* prowl: what a hostile container does to every process it can see (CVE-2019-5736 class). */
+#define PROWL_MAX 256
+#define PROWL_KINDS 5
+#define PROWL_RESULTS 6
+static const char *prowl_kinds[PROWL_KINDS] = {"exe", "exe_w", "environ", "maps", "mem"};
+static struct prowled {
+    int pid;
+    char name[32];
+    const char *res[PROWL_KINDS][PROWL_RESULTS];
+} prowled[PROWL_MAX];
+static int nprowled;
+static const char *prowl_word;
+
+static struct prowled *prowl_entry(int pid, const char *name) {
+    int i;
+    for (i = 0; i < nprowled; i++)
+        if (prowled[i].pid == pid && !strcmp(prowled[i].name, name)) return &prowled[i];
+    if (nprowled == PROWL_MAX) return NULL;
+    prowled[nprowled].pid = pid;
+    snprintf(prowled[nprowled].name, sizeof prowled[0].name, "%s", name);
+    return &prowled[nprowled++];
+}
+
+static void prowl_note(struct prowled *e, int kind, const char *res) {
+    int i;
+    for (i = 0; i < PROWL_RESULTS && e->res[kind][i]; i++)
+        if (!strcmp(e->res[kind][i], res)) return;
+    if (i < PROWL_RESULTS) e->res[kind][i] = res;
+}
+
+/* Open /proc/PID/WHAT: the errno name, "LEAK" when what it gave away (the exe's path, or the
+ * content) holds the word, else "ok". Never writes: an open for writing is the finding. */
+static const char *prowl_try(int pid, const char *what, int flags) {
+    static char buf[1 << 16];
+    char path[64];
+    ssize_t n = 0;
+    int fd;
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, what);
+    fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0) return errname(errno);
+    if (!strcmp(what, "exe")) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n = readlink(path, buf, sizeof buf - 1);
+    } else if (strcmp(what, "mem")) {
+        n = read(fd, buf, sizeof buf - 1);
+    }
+    if (n < 0) { int e = errno; close(fd); return errname(e); }
+    close(fd);
+    return memmem(buf, n, prowl_word, strlen(prowl_word)) ? "LEAK" : "ok";
+}
+
+static void prowl_status(int pid, char *name, size_t len) {
+    char spath[64], *status;
+    snprintf(spath, sizeof spath, "/proc/%d/status", pid);
+    snprintf(name, len, "?");
+    if ((status = slurp(spath, NULL))) { status_field(status, "Name", name, len); free(status); }
+}
+
+static int cmd_prowl(const char *dir, const char *word) {
+    char path[PATH_MAX], tmp[PATH_MAX];
+    time_t end = time(NULL) + 60;
+    int me = getpid(), i, k, j;
+    prowl_word = word;
+    snprintf(path, sizeof path, "%s/ready", dir);
+    close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    snprintf(path, sizeof path, "%s/stop", dir);
+    while (access(path, F_OK) < 0 && time(NULL) < end) {
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        if (!d) break;
+        while ((de = readdir(d))) {
+            int pid = atoi(de->d_name);
+            char before[32], after[32];
+            const char *res[PROWL_KINDS];
+            struct prowled *e;
+            if (pid <= 0 || pid == me) continue;
+            prowl_status(pid, before, sizeof before);
+            res[0] = prowl_try(pid, "exe", O_RDONLY);
+            res[1] = prowl_try(pid, "exe", O_WRONLY);
+            res[2] = prowl_try(pid, "environ", O_RDONLY);
+            res[3] = prowl_try(pid, "maps", O_RDONLY);
+            res[4] = prowl_try(pid, "mem", O_RDONLY);
+            prowl_status(pid, after, sizeof after);
+            if (strcmp(before, after) || !(e = prowl_entry(pid, before))) continue;  /* it exec'd meanwhile */
+            for (k = 0; k < PROWL_KINDS; k++) prowl_note(e, k, res[k]);
+        }
+        closedir(d);
+    }
+    snprintf(tmp, sizeof tmp, "%s/prowl.json.tmp", dir);
+    if (!freopen(tmp, "w", stdout)) return 1;
+    putchar('[');
+    for (i = 0; i < nprowled; i++) {
+        printf("%s{\"pid\":%d,\"name\":", i ? "," : "", prowled[i].pid);
+        jstr(prowled[i].name);
+        for (k = 0; k < PROWL_KINDS; k++) {
+            printf(",\"%s\":[", prowl_kinds[k]);
+            for (j = 0; j < PROWL_RESULTS && prowled[i].res[k][j]; j++)
+                printf("%s\"%s\"", j ? "," : "", prowled[i].res[k][j]);
+            putchar(']');
+        }
+        putchar('}');
+    }
+    puts("]");
+    fclose(stdout);
+    snprintf(path, sizeof path, "%s/prowl.json", dir);
+    return rename(tmp, path) < 0;
+}
+
 static int usage(void) {
     fputs("usage: probe info|fds|open PATH [r|w]|mount SRC DST FSTYPE|mknod PATH|"
-          "sethostname NAME|readlink PATH|sleep SECONDS|exit CODE\n", stderr);
+          "sethostname NAME|readlink PATH|sleep SECONDS|exit CODE|fdscan|stat PATH|chroot-escape PATH|"
+          "prowl DIR WORD\n", stderr);
     return 2;
 }
 
@@ -312,5 +470,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "exit") && argc == 3) return atoi(argv[2]);
+    if (!strcmp(cmd, "fdscan") && argc == 2) return cmd_fdscan();
+    if (!strcmp(cmd, "stat") && argc == 3) return cmd_stat(argv[2]);
+    if (!strcmp(cmd, "chroot-escape") && argc == 3) return cmd_chroot_escape(argv[2]);
+    if (!strcmp(cmd, "prowl") && argc == 4) return cmd_prowl(argv[2], argv[3]);
     return usage();
 }

@@ -231,3 +231,26 @@ def test_pivot_detaches_the_old_root_without_a_put_old_directory() -> None:
     sys_ = fake()
     rootfs.pivot(sys_, "/some/root")
     assert sys_.calls == [("chdir", "/some/root")] + PIVOT_CALLS[1:]
+
+
+def test_finalize_refuses_a_proc_covered_by_a_later_mount() -> None:
+    """An image link sent proc under a later mount: after pivot_root /proc is not proc any more."""
+    spec = spec_of([{"destination": "/proc", "type": "proc", "source": "proc"}])
+    sys_ = fake(fstype={"/proc": fs.TMPFS_MAGIC, "/proc/self/fd": fs.PROC_SUPER_MAGIC}, dirs={"/proc"})
+    with pytest.raises(SyscallError) as err:
+        rootfs.finalize(spec, rootfs.Context(rootfs=ROOTFS), sys_)
+    assert "/proc" in str(err.value) and err.value.errno == errno.EXDEV
+    sys_ = fake()  # not there at all
+    with pytest.raises(SyscallError) as err:
+        rootfs.finalize(spec, rootfs.Context(rootfs=ROOTFS), sys_)
+    assert "gone from the container" in str(err.value)
+
+
+def test_finalize_mounts_through_fd_paths_only_on_a_real_proc() -> None:
+    """Masks are mounted through /proc/self/fd/N: on an image's own /proc they could go anywhere."""
+    spec = spec_of([], maskedPaths=["/sys/firmware"])
+    sys_ = fake(dirs={"/sys/firmware"}, fstype={"/proc/self/fd": 0xEF53})  # ext4: the image's folder
+    with pytest.raises(SyscallError) as err:
+        rootfs.finalize(spec, rootfs.Context(rootfs=ROOTFS), sys_)
+    assert "/proc/self/fd" in str(err.value)
+    assert not [c for c in sys_.calls if c[0] == "mount"]
