@@ -146,6 +146,7 @@ def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], c
         # /proc/PID/exe or /proc/PID/mem while we are inside (CVE-2019-5736).
         proc.set_dumpable(False)
         _preload(spec)
+        tramp = procsec.trampoline()
         from jaula.oci.init import join_cgroup
 
         join_cgroup(cgroup_files)
@@ -163,7 +164,7 @@ def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], c
                 pass
         pid = os.fork()
         if pid == 0:
-            _exec_process(spec, p, sock, console_sock, preserve_fds, log)
+            _exec_process(spec, p, sock, console_sock, preserve_fds, log, tramp)
         sync.send(sock, sync.PID, str(pid))
         code = 0
     except BaseException as e:  # noqa: BLE001
@@ -175,7 +176,7 @@ def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], c
         os._exit(code)
 
 
-def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int, log) -> None:
+def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int, log, tramp: int | None) -> None:
     step = "process"
     try:
         os.setsid()
@@ -207,7 +208,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
         procsec.set_caps(p)
         if p.no_new_privileges:
             proc.set_no_new_privs()
-        procsec.close_fds({0, 1, 2, sock.fileno()} | set(range(3, 3 + preserve_fds)))
+        procsec.close_fds({0, 1, 2, sock.fileno()} | set(range(3, 3 + preserve_fds)) | ({tramp} if tramp is not None else set()))
         step = "cwd"
         procsec.enter_cwd(p)
         env = dict(e.split("=", 1) for e in p.env)
@@ -215,7 +216,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
             from jaula.oci import seccomp
 
             seccomp.install(sc, listener=False)
-        os.execve(exe, p.args, env)
+        procsec.exec_program(tramp, exe, p.args, env)
     except BaseException as e:  # noqa: BLE001
         try:
             sync.send(sock, sync.ERROR, f"exec: {step}: {e}")

@@ -142,6 +142,7 @@ def container_init(plan: Plan) -> None:
             step = "createContainer hooks"
             hooks.run("createContainer", spec.hooks["createContainer"], plan.state)
         _preload(plan)
+        tramp = process.trampoline()
         if lx.namespace("mount") is not None:
             step = "pivot_root"
             rootfs.pivot(sys_, plan.ctx.rootfs)
@@ -181,6 +182,8 @@ def container_init(plan: Plan) -> None:
                 _seccomp(plan)
         step = "cwd"
         keep = {0, 1, 2, plan.sock.fileno(), plan.fifo_fd} | set(range(3, 3 + plan.preserve_fds))
+        if tramp is not None:
+            keep.add(tramp)
         process.close_fds(keep)
         process.enter_cwd(p)
         env = dict(e.split("=", 1) for e in p.env)
@@ -198,7 +201,7 @@ def container_init(plan: Plan) -> None:
             hooks.run("startContainer", spec.hooks["startContainer"], plan.state | {"status": "created"})
         if lx.seccomp is not None and not seccomp_early:
             _seccomp(plan)
-        os.execve(exe, p.args, env)
+        process.exec_program(tramp, exe, p.args, env)
     except BaseException as e:  # noqa: BLE001
         try:
             os.write(2, f"jaula-runtime: exec {p.args[0]!r}: {e}\n".encode())

@@ -171,3 +171,41 @@ def close_fds(keep: set[int]) -> None:
             os.closerange(lo, fd)
         lo = max(lo, fd + 1)
     os.closerange(lo, 0x7FFFFFFF)
+
+
+TRAMPOLINE_MAGIC = "jaula-exec-trampoline"
+_MFD_EXEC = 0x0010  # Linux 6.3: ask for an executable memfd where vm.memfd_noexec would refuse one
+
+
+def trampoline() -> int | None:
+    """A sealed memfd holding the exec trampoline (trampoline.c), or None on an architecture we have none for.
+
+    The container's program is exec'd through it, so that /proc/self/exe at that execve is this
+    sealed memfd, never the host's interpreter (CVE-2019-5736: `#!/proc/self/exe`).
+    """
+    import fcntl
+
+    from jaula.oci.trampoline_blob import BLOBS
+
+    blob = BLOBS.get(os.uname().machine)
+    if blob is None:
+        return None
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create("jaula-exec", flags | _MFD_EXEC)
+    except OSError:
+        fd = os.memfd_create("jaula-exec", flags)  # before 6.3: memfds are executable anyway
+    try:
+        os.write(fd, blob)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def exec_program(tramp: int | None, exe: str, args: list[str], env: dict[str, str]) -> None:
+    """execve the container's program, through the trampoline when there is one. Never returns."""
+    if tramp is None:
+        os.execve(exe, args, env)
+    os.execve(tramp, [TRAMPOLINE_MAGIC, exe, *args], env)
