@@ -694,7 +694,7 @@ def test_poststart_runs_after_the_process_is_executed(runtime: Runtime, bundle: 
     cid = runtime.new_id()
     runtime("create", "--bundle", bundle(SLEEP, hooks=hooks, mounts=mounts), cid, check=True)
     runtime("start", cid, check=True)
-    lines = log.read_text().splitlines()  # start has returned: both hooks are done
+    lines = [line.rstrip() for line in log.read_text().splitlines()]  # start has returned: both hooks are done
     assert lines == ["startContainer", " ".join(["poststart", *SLEEP])], lines
 
 

@@ -196,7 +196,7 @@ def container_init(plan: Plan) -> None:
     try:
         while not os.read(plan.fifo_fd, 1):
             pass
-        os.close(plan.fifo_fd)
+        # The fifo stays open until execve closes it: `start` waits for that to run poststart hooks.
         if spec.hooks.get("startContainer"):
             hooks.run("startContainer", spec.hooks["startContainer"], plan.state | {"status": "created"})
         if lx.seccomp is not None and not seccomp_early:

@@ -16,9 +16,16 @@ def start(c: Container, log) -> None:
     st = c.status()
     if st != CREATED:
         raise BadState(f"cannot start container {c.id!r}: it is {st}, and only a created container can start")
+    poststart = c.data.get("hooks", {}).get("poststart")
+    watch = -1
     try:
+        if poststart:
+            # Opened before our writer, so it sees the init's close-on-exec end go away.
+            watch = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         fd = os.open(c.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
+        if watch >= 0:
+            os.close(watch)
         if e.errno in (errno.ENXIO, errno.ENOENT):
             raise BadState(f"cannot start container {c.id!r}: its init is gone") from None
         raise
@@ -27,14 +34,35 @@ def start(c: Container, log) -> None:
     finally:
         os.close(fd)
     os.unlink(c.fifo)
-    poststart = c.data.get("hooks", {}).get("poststart")
     if poststart:
+        _wait_exec(watch)
         from jaula.oci import hooks
 
         try:
             hooks.run("poststart", _hooks(poststart), c.oci_state())
         except JaulaError as e:
             log.warning(str(e))  # the spec: a failing poststart hook is logged, the container runs on
+
+
+def _wait_exec(watch: int) -> None:
+    """Wait until the init has exec'd the container's program (or died): poststart hooks run after it.
+
+    The init's end of the fifo is close-on-exec: when it goes, our reader sees POLLHUP. Until the
+    init has read the start byte the fifo also polls readable, so that case is polled gently.
+    """
+    import select
+
+    poller = select.poll()
+    poller.register(watch, select.POLLHUP)
+    try:
+        while True:
+            events = poller.poll(1000)
+            if any(ev & (select.POLLHUP | select.POLLERR) for _, ev in events):
+                return
+            if events:
+                time.sleep(0.0005)
+    finally:
+        os.close(watch)
 
 
 def _hooks(raw: list[dict]) -> list:
