@@ -71,6 +71,8 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
                     os.kill(victim, 9)
                 except ProcessLookupError:
                     pass
+        if epid and fg is not None:
+            _reap(epid)  # we are its subreaper: leave no zombie behind
         raise
     finally:
         parent.close()
@@ -102,6 +104,13 @@ def _preload(spec: Spec) -> None:
 
     if spec.linux.seccomp is not None:
         from jaula.oci import seccomp  # noqa: F401
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _open_namespaces(c: Container) -> dict[str, int]:
