@@ -5,29 +5,27 @@
     print(cg.stats().beancounters())
 """
 
-from jaula.cgroups.base import Cgroup, CgroupFs, open_cgroup, reopen
-from jaula.cgroups.probe import Hierarchy, Layout, probe
-from jaula.cgroups.resources import (
-    BlockIO,
-    Cpu,
-    DeviceRule,
-    HugepageLimit,
-    InterfacePriority,
-    Memory,
-    Network,
-    Pids,
-    Resources,
-    ThrottleDevice,
-    WeightDevice,
-    blkio_weight_to_io_weight,
-    cpus_to_quota,
-    quota_to_cpus,
-    shares_to_weight,
-    shares_to_weight_quadratic,
-    swap_v2,
-    weight_to_shares,
-)
-from jaula.cgroups.stats import Counter, Stats
+# Imported on first use (PEP 562): `jaula-runtime delete` must not pay for what it does not touch.
+_WHERE = {
+    **dict.fromkeys(("Cgroup", "CgroupFs", "open_cgroup", "reopen"), "base"),
+    **dict.fromkeys(("Hierarchy", "Layout", "probe"), "probe"),
+    **dict.fromkeys(("Counter", "Stats"), "stats"),
+    **dict.fromkeys((
+        "BlockIO", "Cpu", "DeviceRule", "HugepageLimit", "InterfacePriority", "Memory", "Network", "Pids",
+        "Resources", "ThrottleDevice", "WeightDevice", "blkio_weight_to_io_weight", "cpus_to_quota",
+        "quota_to_cpus", "shares_to_weight", "shares_to_weight_quadratic", "swap_v2", "weight_to_shares",
+    ), "resources"),
+}
+
+
+def __getattr__(name: str) -> object:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'jaula.cgroups' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"jaula.cgroups.{where}"), name)
+
 
 __all__ = [
     "Cgroup", "CgroupFs", "open_cgroup", "reopen", "Hierarchy", "Layout", "probe",

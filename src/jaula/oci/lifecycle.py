@@ -7,7 +7,6 @@ import os
 import time
 
 from jaula.errors import BadState, JaulaError, NotFound
-from jaula.linux import proc
 from jaula.oci import state
 from jaula.oci.state import CREATED, PAUSED, RUNNING, STOPPED, Container
 
@@ -92,6 +91,8 @@ def kill(c: Container, sig: int, all_: bool = False) -> None:
 
 def signal_init(c: Container, sig: int) -> None:
     """Signal the init through a pidfd, checked to be our process, so a reused pid is never hit."""
+    from jaula.linux import proc
+
     try:
         pfd = proc.pidfd_open(c.pid)
     except OSError as e:
