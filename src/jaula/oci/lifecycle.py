@@ -152,15 +152,34 @@ def cleanup(c: Container, log) -> None:
             hooks.run("poststop", _hooks(poststop), c.oci_state() | {"status": STOPPED})
         except JaulaError as e:
             log.warning(str(e))
-    if c.data.get("cgroupPaths"):
-        cg = _cgroup(c)
-        cg.remove()
+    paths = c.data.get("cgroupPaths")
+    if paths and not _rmdir_cgroup(paths, prune_parent=c.data.get("cgroupsPath") is None):
+        _cgroup(c).remove()
     try:
         for name in os.listdir(c.dir):
             os.unlink(os.path.join(c.dir, name))
         os.rmdir(c.dir)
     except FileNotFoundError:
         pass
+
+
+def _rmdir_cgroup(paths: dict[str, str], prune_parent: bool) -> bool:
+    """The common case without loading the cgroup drivers: each hierarchy's directory is empty
+    once the processes are gone, so one rmdir each. False when that is not enough (child cgroups,
+    dying tasks): the driver's remove() then waits and walks."""
+    for d in dict.fromkeys(paths.values()):
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        if prune_parent and os.path.basename(os.path.dirname(d)) == "jaula":
+            try:
+                os.rmdir(os.path.dirname(d))  # the shared parent goes with its last container
+            except OSError:
+                pass
+    return True
 
 
 def pause(c: Container) -> None:
