@@ -344,15 +344,22 @@ def check_fd_paths(sys, root_fd: int) -> None:
                            "masked and read-only paths need a proc mounted at /proc")
 
 
-def readonly_path(sys, root_fd: int, path: str) -> None:
+def _open_if_exists(sys, root_fd: int, path: str) -> int | None:
+    """An O_PATH fd of `path` inside the root; None when it does not exist (nothing to protect)."""
     try:
-        fd = sys.open_in_root(root_fd, path)
+        return sys.open_in_root(root_fd, path)
     except FileNotFoundError:
-        return
+        return None
     except SyscallError as e:
         if e.errno == errno.ENOENT:
-            return
+            return None
         raise
+
+
+def readonly_path(sys, root_fd: int, path: str) -> None:
+    fd = _open_if_exists(sys, root_fd, path)
+    if fd is None:
+        return
     try:
         sys.mount(fd_path(fd), fd_path(fd), None, m.MS_BIND | m.MS_REC)
         nfd = sys.open_in_root(root_fd, path)
@@ -366,14 +373,9 @@ def readonly_path(sys, root_fd: int, path: str) -> None:
 
 def mask_path(sys, root_fd: int, path: str, devnull_fd: int) -> None:
     """Hide `path`: an empty read-only tmpfs over a directory, a checked /dev/null over a file."""
-    try:
-        fd = sys.open_in_root(root_fd, path)
-    except FileNotFoundError:
+    fd = _open_if_exists(sys, root_fd, path)
+    if fd is None:
         return
-    except SyscallError as e:
-        if e.errno == errno.ENOENT:
-            return
-        raise
     try:
         if stat.S_ISDIR(sys.fstat(fd).st_mode):
             sys.mount("tmpfs", fd_path(fd), "tmpfs", m.MS_RDONLY | m.MS_NOSUID | m.MS_NODEV | m.MS_NOEXEC, "size=0,mode=555")
