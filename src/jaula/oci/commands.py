@@ -195,9 +195,7 @@ def cmd_exec(g, o, pos, log) -> int:
     validate(spec, need_process=False)
     if o["process"]:
         raw = fastjson.loads(sys.stdin.read() if o["process"] == "-" else open(o["process"]).read())
-        p = config._process(_checked := config._Reader(), {"process": raw})
-        if _checked.problems:
-            raise ConfigError(_checked.problems)
+        p = config.parse_process(raw)
     else:
         if len(pos) < 2:
             raise UsageError("exec: give a command to run (or --process FILE)")

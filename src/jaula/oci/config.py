@@ -257,6 +257,17 @@ def parse(doc: object, bundle: str) -> Spec:
     return spec
 
 
+def parse_process(raw: object) -> Process:
+    """A process object alone (exec --process FILE), or ConfigError with every problem."""
+    r = _Reader()
+    if not isinstance(raw, dict):
+        raise ConfigError("the process file must hold a JSON object (the config's process)")
+    p = _process(r, {"process": raw})
+    if r.problems:
+        raise ConfigError(r.problems)
+    return p if p is not None else Process(user=User())
+
+
 def _process(r: _Reader, doc: dict) -> Process | None:
     d = r.obj(doc, "process", "")
     if not d:

@@ -196,11 +196,9 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
             log.debug(f"no new session keyring: {e}")
         if p.terminal:
             step = "console"
-            from jaula.oci.init import Plan, _console
+            from jaula.oci.init import console
 
-            plan = Plan(spec, "", sock, None, -1, console_sock, 0, log, {})
-            plan.spec = Spec(oci_version=spec.oci_version, bundle=spec.bundle, process=p, linux=spec.linux)
-            _console(plan, bind_console=False)
+            console(p, console_sock, log, bind_console=False)
         step = "process"
         exe = procsec.lookup(p)
         procsec.apply_lsm(p, log)

@@ -13,7 +13,7 @@ from jaula.linux import ns as nsys
 from jaula.linux import proc
 from jaula.linux.facade import Real
 from jaula.oci import hooks, process, rootfs, sync
-from jaula.oci.config import Spec
+from jaula.oci.config import Process, Spec
 
 
 class Plan:
@@ -156,7 +156,7 @@ def container_init(plan: Plan) -> None:
             sys_.write_file("/proc/sys/" + name.replace(".", "/"), value)
         if p.terminal:
             step = "console"
-            _console(plan)
+            console(p, plan.console_sock, plan.log)
         if lx.namespace("mount") is not None:
             step = "masked and read-only paths"
             rootfs.finalize(spec, plan.ctx, sys_)
@@ -249,7 +249,7 @@ _TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): unlockpt
 _TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): ptsname's number
 
 
-def _console(plan: Plan, bind_console: bool = True) -> None:
+def console(p: Process, console_sock, log, bind_console: bool = True) -> None:
     """A pty from the container's own devpts; the master goes to the console socket, the slave is our stdio.
 
     bind_console: also bind the slave on /dev/console (init only; an exec'd process leaves it alone)."""
@@ -261,14 +261,13 @@ def _console(plan: Plan, bind_console: bool = True) -> None:
     fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
     n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0\0\0\0"))[0]
     slave_path = f"/dev/pts/{n}"
-    p = plan.spec.process
     if p.console_height or p.console_width:
         fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", p.console_height, p.console_width, 0, 0))
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     if bind_console:
-        _bind_console(plan, slave_path)
-    sync.send(plan.console_sock, "console", fds=[master])
-    plan.console_sock.close()
+        _bind_console(log, slave_path)
+    sync.send(console_sock, "console", fds=[master])
+    console_sock.close()
     os.close(master)
     fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
     for i in range(3):
@@ -276,7 +275,7 @@ def _console(plan: Plan, bind_console: bool = True) -> None:
     os.close(slave)
 
 
-def _bind_console(plan: Plan, slave_path: str) -> None:
+def _bind_console(log, slave_path: str) -> None:
     try:
         from jaula.linux import fs, mount
 
@@ -290,4 +289,4 @@ def _bind_console(plan: Plan, slave_path: str) -> None:
         finally:
             os.close(root)
     except OSError as e:
-        plan.log.debug(f"no /dev/console: {e}")
+        log.debug(f"no /dev/console: {e}")
