@@ -13,7 +13,7 @@ import signal
 
 from jaula.cgroups import bpf
 from jaula.cgroups.base import CgroupFs
-from jaula.cgroups.probe import Layout, probe
+from jaula.cgroups.layout import Layout, probe
 
 V1_FILES: dict[str, dict[str, str]] = {
     "memory": {"memory.limit_in_bytes": "9223372036854771712", "memory.memsw.limit_in_bytes": "9223372036854771712",
@@ -63,6 +63,7 @@ class FakeKernel(CgroupFs):
         self.programs: dict[str, list[bpf.Insn]] = {}
         self.freezing_reads = 0          # v1: how many reads show FREEZING before FROZEN
         self.busy_rmdirs: dict[str, int] = {}   # dir -> EBUSY answers before it goes
+        self.device_resets = 0           # writes of an "a" rule (every device at once)
 
     # -- building the tree ------------------------------------------------------------------------
     def mount(self, mountpoint: str, version: int, controllers: tuple[str, ...], root_controllers: str = "") -> str:
@@ -172,6 +173,8 @@ class FakeKernel(CgroupFs):
         elif name == "cgroup.kill":
             for sub, _, _ in os.walk(d):
                 self._set(os.path.join(sub, "cgroup.procs"), "")
+        elif name in ("devices.allow", "devices.deny"):
+            self._device_rule(d, name == "devices.allow", value)
         elif name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
             n = UNL if int(value) == -1 else int(value)
             other = "memory.memsw.limit_in_bytes" if name == "memory.limit_in_bytes" else "memory.limit_in_bytes"
@@ -181,6 +184,31 @@ class FakeKernel(CgroupFs):
             new = str(n)
         self.writes.append((self.rel(path), value))
         self._set(path, new)
+
+    def _device_rule(self, d: str, allow: bool, value: str) -> None:
+        """security/device_cgroup.c on devices.list: behaviour plus an exception list, exact-match removal."""
+        lst = os.path.join(d, "devices.list")
+        lines = self._read(lst).splitlines()
+        blacklist = lines == ["a *:* rwm"]
+        exc = [] if blacklist else [ln.split() for ln in lines]        # [type, "maj:min", access]
+        if value.startswith("a"):
+            self._set(lst, "a *:* rwm\n" if allow else "")
+            self.device_resets += 1
+            return
+        typ, majmin, acc = value.split()
+        if blacklist:
+            raise AssertionError("the fake keeps no deny exceptions of a blacklist; the driver wrote one")
+        hit = next((e for e in exc if e[0] == typ and e[1] == majmin), None)
+        if allow:
+            if hit is None:
+                exc.append([typ, majmin, acc])
+            else:
+                hit[2] = "".join(c for c in "rwm" if c in hit[2] + acc)
+        elif hit is not None:
+            hit[2] = "".join(c for c in hit[2] if c not in acc)
+            if not hit[2]:
+                exc.remove(hit)
+        self._set(lst, "".join(" ".join(e) + "\n" for e in exc))
 
     def _set(self, path: str, text: str) -> None:
         with open(path, "w") as f:

@@ -6,10 +6,10 @@ import os
 import signal
 
 import pytest
-from cgroupfs_fake import UNL, v1_host
+from cgroupfs_fake import UNL, V1_MOUNTS, v1_host
 
 from jaula.cgroups.base import open_cgroup, reopen
-from jaula.cgroups.probe import probe
+from jaula.cgroups.layout import probe
 from jaula.cgroups.resources import Resources
 from jaula.errors import ConfigError, KernelMissing
 
@@ -153,8 +153,10 @@ def test_apply_writes_every_value(host):
     assert f["blkio", "blkio.throttle.read_bps_device"] == ["8:0 1048576"]
     assert f["blkio", "blkio.throttle.write_iops_device"] == ["8:16 30"]
     devs = [(p.split("/")[-1], v) for p, v in k.writes if "/devices/" in p]
-    assert devs == [("devices.deny", "a"), ("devices.allow", "c 1:3 rw"), ("devices.allow", "c 136:* r"),
-                    ("devices.allow", "b 136:* r"), ("devices.deny", "c 1:3 w")]
+    # from the new cgroup's blacklist: reset to a whitelist, then the rules' net effect (c 1:3 lost its w)
+    assert devs == [("devices.deny", "a"), ("devices.allow", "c 1:3 r"), ("devices.allow", "c 136:* r"),
+                    ("devices.allow", "b 136:* r")]
+    assert open(os.path.join(cg.paths["devices"], "devices.list")).read() == "c 1:3 r\nc 136:* r\nb 136:* r\n"
 
 
 def test_memory_and_swap_order_follows_the_current_limits(host):
@@ -187,6 +189,31 @@ def test_apply_resets_what_is_unset(host):
     assert got == {("memory.limit_in_bytes", "-1"), ("memory.memsw.limit_in_bytes", "-1"),
                    ("memory.soft_limit_in_bytes", "-1"), ("cpu.shares", "1024"), ("cpu.cfs_quota_us", "-1"),
                    ("cpu.cfs_burst_us", "0"), ("pids.max", "max")}
+
+
+def test_apply_resets_cpuset_throttles_and_hugetlb_left_unset(tmp_path):
+    """What an earlier apply or update set and this one leaves out: the parent's cpuset, no throttle, no hugetlb limit."""
+    k, layout = v1_host(str(tmp_path), mounts=V1_MOUNTS + ("hugetlb",), hybrid=None)
+    cg = open_cgroup(None, "jaula-t1", layout=layout, fs=k)
+    cg.create()
+    open(os.path.join(cg.paths["hugetlb"], "hugetlb.1GB.limit_in_bytes"), "w").write(str(UNL))
+    cg.update(Resources.from_oci({
+        "cpu": {"cpus": "1", "mems": "0"},
+        "blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+                    "throttleWriteIOPSDevice": [{"major": 8, "minor": 16, "rate": 30}]},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 4 * MiB}, {"pageSize": "1GB", "limit": 0}]}))
+    k.writes.clear()
+    cg.apply(Resources.from_oci({"blockIO": {"throttleWriteIOPSDevice": [{"major": 8, "minor": 16, "rate": 40}]},
+                                 "hugepageLimits": [{"pageSize": "2MB", "limit": 8 * MiB}]}))
+    f = files(k, cg)
+    assert f["cpuset", "cpuset.cpus"] == ["0-3"] and "cpuset.mems" not in {n for _, n in f}   # mems was the parent's
+    assert f["blkio", "blkio.throttle.read_bps_device"] == ["8:0 0"]
+    assert f["blkio", "blkio.throttle.write_iops_device"] == ["8:16 40"]
+    assert f["hugetlb", "hugetlb.2MB.limit_in_bytes"] == [str(8 * MiB)]
+    assert f["hugetlb", "hugetlb.1GB.limit_in_bytes"] == ["-1"]          # a limit of 0 is a limit too
+    k.writes.clear()
+    cg.update(Resources())                                                 # update resets nothing
+    assert k.writes == []
 
 
 def test_update_only_what_is_set(host):

@@ -181,6 +181,25 @@ def test_apply_resets_what_is_unset(host):
                  "cpu.max": "max", "cpu.max.burst": "0", "pids.max": "max", "io.weight": "default 100"}
 
 
+def test_apply_resets_cpuset_throttles_and_hugetlb_left_unset(host):
+    k, cg = made(host)
+    cg.update(Resources.from_oci({"cpu": {"cpus": "1"}, "hugepageLimits": [{"pageSize": "2MB", "limit": 4 * MiB},
+                                                                           {"pageSize": "1GB", "limit": 0}]}))
+    d = cg.paths["unified"]
+    open(os.path.join(d, "io.max"), "w").write("8:0 rbps=1048576 wbps=max riops=max wiops=30\n8:16 rbps=max wbps=max riops=7 wiops=max\n")
+    k.writes.clear()
+    cg.apply(Resources.from_oci({"blockIO": {"throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 40}]},
+                                 "hugepageLimits": [{"pageSize": "2MB", "limit": 8 * MiB}]}))
+    w = [(os.path.basename(p), v) for p, v in k.writes]
+    assert ("cpuset.cpus", "\n") in w and not any(n == "cpuset.mems" for n, _ in w)
+    assert [v for n, v in w if n == "io.max"] == ["8:0 wiops=40", "8:0 rbps=max", "8:16 riops=max"]
+    assert [v for n, v in w if n.startswith("hugetlb.")] == [str(8 * MiB), "max"]
+    assert ("hugetlb.1GB.max", "max") in w
+    k.writes.clear()
+    cg.update(Resources())
+    assert k.writes == []
+
+
 def test_unlimited_values_are_max(host):
     k, cg = made(host)
     cg.update(Resources.from_oci({"memory": {"limit": -1}, "pids": {"limit": -1}, "cpu": {"quota": -1}}))

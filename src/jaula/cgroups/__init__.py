@@ -8,8 +8,8 @@
 # Imported on first use (PEP 562): `jaula-runtime delete` must not pay for what it does not touch.
 _WHERE = {
     **dict.fromkeys(("Cgroup", "CgroupFs", "open_cgroup", "reopen"), "base"),
-    **dict.fromkeys(("Hierarchy", "Layout", "probe"), "probe"),
-    **dict.fromkeys(("Counter", "Stats"), "stats"),
+    **dict.fromkeys(("Hierarchy", "Layout", "probe"), "layout"),
+    **dict.fromkeys(("Counter", "Stats", "beancounters"), "stats"),
     **dict.fromkeys((
         "BlockIO", "Cpu", "DeviceRule", "HugepageLimit", "InterfacePriority", "Memory", "Network", "Pids",
         "Resources", "ThrottleDevice", "WeightDevice", "blkio_weight_to_io_weight", "cpus_to_quota",
@@ -30,7 +30,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Cgroup", "CgroupFs", "open_cgroup", "reopen", "Hierarchy", "Layout", "probe",
     "Resources", "Memory", "Cpu", "Pids", "BlockIO", "WeightDevice", "ThrottleDevice", "HugepageLimit",
-    "Network", "InterfacePriority", "DeviceRule", "Counter", "Stats",
+    "Network", "InterfacePriority", "DeviceRule", "Counter", "Stats", "beancounters",
     "shares_to_weight", "shares_to_weight_quadratic", "weight_to_shares", "blkio_weight_to_io_weight",
     "swap_v2", "cpus_to_quota", "quota_to_cpus",
 ]

@@ -12,7 +12,7 @@ import os
 import time
 
 from jaula import lazylog as logging
-from jaula.cgroups.probe import Hierarchy, Layout, probe
+from jaula.cgroups.layout import Hierarchy, Layout, probe
 from jaula.cgroups.resources import DeviceRule, Resources
 from jaula.cgroups.stats import Stats
 from jaula.errors import ConfigError, JaulaError, KernelMissing, SyscallError
@@ -197,7 +197,14 @@ class Cgroup(abc.ABC):
         """The writes that set `res`; `full` adds defaults for what is unset. Raises before any write."""
 
     def apply(self, res: Resources) -> None:
-        """Make the limits exactly `res`: what it leaves unset goes back to unlimited where the kernel allows."""
+        """Make the limits exactly `res`: what it leaves unset goes back to the default where the kernel allows.
+
+        Reset when unset: memory limit, memory+swap and reservation; cpu shares/weight, quota and burst;
+        pids.max; cpuset cpus and mems (to the parent's set); every io throttle (bps and iops) of a
+        device `res` does not name; v2's default io weight; hugetlb limits of page sizes it does not
+        name. Left as they are: devices when `res.devices` is None, per-device io weights, swappiness,
+        kernel TCP memory, the OOM killer switch, realtime cpu, net_cls/net_prio (docs/cgroups.md).
+        """
         self._write_all(self.plan(res, full=True))
         self._devices(res)
 
@@ -290,6 +297,7 @@ class Cgroup(abc.ABC):
             except FileNotFoundError:
                 pass
         for d in reversed(order):      # children before parents
+            delay = 0.001              # killed tasks take a few ms to exit: poll fast first, then back off
             while True:
                 try:
                     self.fs.rmdir(d)
@@ -304,7 +312,8 @@ class Cgroup(abc.ABC):
                         except OSError:
                             pass
                         raise SyscallError("rmdir", e.errno or errno.EIO, repr(d) + left) from None
-                    self.fs.sleep(0.02)
+                    self.fs.sleep(delay)
+                    delay = min(delay * 2, 0.05)
 
     def _write_all(self, writes: list[Write]) -> None:
         """Write in order; a pair marked swap_on_einval is retried in the other order (runc's period/quota)."""

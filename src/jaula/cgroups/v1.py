@@ -18,7 +18,7 @@ from jaula.cgroups.base import (
     mkdirs,
     wait_for,
 )
-from jaula.cgroups.probe import Layout
+from jaula.cgroups.layout import Layout
 from jaula.cgroups.resources import BlockIO, Cpu, Memory, Resources
 from jaula.cgroups.stats import Stats, collect
 from jaula.cgroups.v2 import Unified
@@ -76,6 +76,7 @@ class V1Cgroup(Cgroup):
         if self.u is not None:
             self.paths["unified"] = self.u.dir
         self._to_v2_devices = False     # set by plan(): device rules go to eBPF on the cgroup2 mount
+        self._devices_target: tuple[str, object] | None = None   # set by plan(): checked after the writes
 
     def dir(self, controller: str) -> str | None:
         return self.paths.get(controller) if controller != "unified" else None
@@ -104,6 +105,7 @@ class V1Cgroup(Cgroup):
     # -- planning ---------------------------------------------------------------------------------
     def plan(self, res: Resources, full: bool) -> list[Write]:
         p = Problems()
+        self._devices_target = None
         asked = _asked(res)
         out: list[Write] = []
         to_v2: set[str] = set()
@@ -161,16 +163,32 @@ class V1Cgroup(Cgroup):
                 out.append(w("cpu.idle", str(c.idle), "idle"))
             return out
         if group == "cpuset":
-            return [Write(f(f"cpuset.{k}"), v, f"{W}.cpu.{k}", "cpuset") for k, v in (("cpus", c.cpus), ("mems", c.mems)) if v]
+            out = []
+            for k, v in (("cpus", c.cpus), ("mems", c.mems)):
+                if v:
+                    out.append(Write(f(f"cpuset.{k}"), v, f"{W}.cpu.{k}", "cpuset"))
+                elif full:   # back to the parent's set, as create() made it
+                    parent = self._text(os.path.join(os.path.dirname(d), f"cpuset.{k}"))
+                    if parent and parent != self._text(f(f"cpuset.{k}")):
+                        out.append(Write(f(f"cpuset.{k}"), parent, f"{W}.cpu.{k}", "cpuset", True))
+            return out
         if group == "pids":
             if res.pids is None:
                 return [Write(f("pids.max"), "max", f"{W}.pids.limit", "pids", True)] if full else []
             return [Write(f("pids.max"), "max" if res.pids.limit <= 0 else str(res.pids.limit), f"{W}.pids.limit", "pids")]
         if group == "io":
-            return self._blkio(d, res.block_io)
+            return self._blkio(d, res.block_io, full)
         if group == "hugetlb":
-            return [Write(f(f"hugetlb.{h.page_size}.limit_in_bytes"), str(h.limit), f"{W}.hugepageLimits[{i}]", "hugetlb")
-                    for i, h in enumerate(res.hugepage_limits)]
+            out = [Write(f(f"hugetlb.{h.page_size}.limit_in_bytes"), str(h.limit), f"{W}.hugepageLimits[{i}]", "hugetlb")
+                   for i, h in enumerate(res.hugepage_limits)]
+            if full:     # every other page size back to unlimited
+                given = {h.page_size for h in res.hugepage_limits}
+                for name in sorted(self._listdir(d)):
+                    size = name[len("hugetlb."):-len(".limit_in_bytes")]
+                    if (name.startswith("hugetlb.") and name.endswith(".limit_in_bytes") and "." not in size
+                            and size not in given and self._read_int(f(name)) not in (None, -1)):
+                        out.append(Write(f(name), "-1", f"{W}.hugepageLimits", "hugetlb", True))
+            return out
         if group == "net_cls":
             n = res.network
             return [Write(f("net_cls.classid"), str(n.class_id), f"{W}.network.classID", "net_cls")] if n and n.class_id is not None else []
@@ -179,14 +197,37 @@ class V1Cgroup(Cgroup):
             return [Write(f("net_prio.ifpriomap"), f"{x.name} {x.priority}", f"{W}.network.priorities[{i}]", "net_prio")
                     for i, x in enumerate(n.priorities if n else [])]
         if group == "devices" and res.devices is not None:
-            # deny everything first, then the rules in order: the last matching rule wins, as in OCI
-            deny_all = bool(res.devices) and not res.devices[0].allow and res.devices[0].v1_lines() == ["a"]
-            out = [] if deny_all else [Write(f("devices.deny"), "a", f"{W}.devices", "devices")]
-            for i, r in enumerate(res.devices):
-                out += [Write(f("devices.allow" if r.allow else "devices.deny"), line, f"{W}.devices[{i}]", "devices")
-                        for line in r.v1_lines()]
-            return out
+            return self._plan_devices(d, res, p)
         return []
+
+    def _plan_devices(self, d: str, res: Resources, p: Problems) -> list[Write]:
+        """Only the difference between devices.list and the rules (see devices.py): never deny-all-then-allow."""
+        from jaula.cgroups.devices import Policy, transition
+
+        try:
+            target = Policy.from_rules(res.devices or [])
+        except ValueError as e:
+            p.config.append(f"{W}.devices: {e}")
+            return []
+        try:
+            current = Policy.from_list(self.fs.read(os.path.join(d, "devices.list")))
+        except (OSError, ValueError):
+            current = Policy(default_allow=True)   # unknown: start over with the "a" rule
+        self._devices_target = (d, target)
+        return [Write(os.path.join(d, "devices.allow" if allow else "devices.deny"), line, f"{W}.devices", "devices")
+                for allow, line in transition(current, target)]
+
+    def _text(self, path: str) -> str | None:
+        try:
+            return self.fs.read(path).strip()
+        except OSError:
+            return None
+
+    def _listdir(self, d: str) -> list[str]:
+        try:
+            return self.fs.listdir(d)
+        except OSError:
+            return []
 
     def _read_int(self, path: str) -> int | None:
         try:
@@ -239,10 +280,11 @@ class V1Cgroup(Cgroup):
             out.append(w("memory.use_hierarchy", int(m.use_hierarchy), "useHierarchy"))
         return out
 
-    def _blkio(self, d: str, b: BlockIO | None) -> list[Write]:
-        if b is None:
-            return []
+    def _blkio(self, d: str, b: BlockIO | None, full: bool) -> list[Write]:
         f = lambda name: os.path.join(d, name)  # noqa: E731
+        if b is None and not full:
+            return []
+        b = b or BlockIO()
         w = lambda name, val, fld: Write(f(name), val, f"{W}.blockIO.{fld}", "blkio")  # noqa: E731
         # with CFQ gone (Linux 5.0) the weight files are BFQ's, under a bfq. prefix
         bfq = not self.fs.exists(f("blkio.weight")) and self.fs.exists(f("blkio.bfq.weight"))
@@ -259,9 +301,15 @@ class V1Cgroup(Cgroup):
                 out.append(w("blkio.leaf_weight_device", f"{x.major}:{x.minor} {x.leaf_weight}", f"weightDevice[{i}].leafWeight"))
         for attr, fname in (("throttle_read_bps_device", "read_bps_device"), ("throttle_write_bps_device", "write_bps_device"),
                             ("throttle_read_iops_device", "read_iops_device"), ("throttle_write_iops_device", "write_iops_device")):
+            name = "throttle" + attr[8:].title().replace("_", "").replace("Iops", "IOPS")
             for i, t in enumerate(getattr(b, attr)):
-                name = "throttle" + attr[8:].title().replace("_", "").replace("Iops", "IOPS")
                 out.append(w(f"blkio.throttle.{fname}", f"{t.major}:{t.minor} {t.rate}", f"{name}[{i}]"))
+            if full:     # a throttled device the config no longer names: rate 0 removes its rule
+                given = {f"{t.major}:{t.minor}" for t in getattr(b, attr)}
+                for line in (self._text(f(f"blkio.throttle.{fname}")) or "").splitlines():
+                    dev = line.split()[0] if line.split() else ""
+                    if dev and dev not in given:
+                        out.append(Write(f(f"blkio.throttle.{fname}"), f"{dev} 0", f"{W}.blockIO.{name}", "blkio", True))
         return out
 
     def _check(self, writes: list[Write], p: Problems) -> list[Write]:
@@ -279,6 +327,18 @@ class V1Cgroup(Cgroup):
     def _devices(self, res: Resources) -> None:
         if res.devices is not None and self._to_v2_devices and self.u is not None:
             self.fs.set_device_filter(self.u.dir, res.devices)
+        if self._devices_target is not None:
+            # runc's final check: what the kernel shows must be what was asked (a parent's policy, or a
+            # rule it silently ignored, would otherwise go unnoticed)
+            from jaula.cgroups.devices import Policy, matches
+
+            d, target = self._devices_target
+            self._devices_target = None
+            path = os.path.join(d, "devices.list")
+            shown = self.fs.read(path)
+            if not matches(Policy.from_list(shown), target):
+                raise JaulaError(f"devices {path!r} shows {shown.strip()!r} after the update, not the rules asked for "
+                                 f"({target.list_text().strip()!r})")
 
     # -- processes --------------------------------------------------------------------------------
     def add_pid(self, pid: int) -> None:
@@ -352,4 +412,4 @@ class V1Cgroup(Cgroup):
         src = {c: (self.paths[c], 1) for c in ("memory", "pids", "cpu", "cpuacct", "hugetlb", "blkio") if c in self.paths}
         if "hugetlb" not in src and self.u is not None:
             src["hugetlb"] = (self.u.dir, 2)
-        return collect(src, self.fs)
+        return collect(src, self.fs, os.path.basename(self._dirs()[0]))

@@ -19,7 +19,7 @@ from jaula.cgroups.base import (
     mkdirs,
     wait_for,
 )
-from jaula.cgroups.probe import Layout
+from jaula.cgroups.layout import Layout
 from jaula.cgroups.resources import (
     BlockIO,
     Cpu,
@@ -121,8 +121,12 @@ class Unified:
         if "cpu" in groups:
             out += self.cpu(cpu, full, p)
         if "cpuset" in groups:
-            out += [Write(self.f(f"cpuset.{k}"), v, f"{W}.cpu.{k}", "cpuset")
-                    for k, v in (("cpus", cpu.cpus), ("mems", cpu.mems)) if v is not None]
+            for k, v in (("cpus", cpu.cpus), ("mems", cpu.mems)):
+                if v is not None:
+                    out.append(Write(self.f(f"cpuset.{k}"), v, f"{W}.cpu.{k}", "cpuset"))
+                elif full and (self.read(f"cpuset.{k}") or "").strip():
+                    # empty: the parent's effective set (cgroup-v2.rst, cpuset.cpus); "" would be a 0-byte write
+                    out.append(Write(self.f(f"cpuset.{k}"), "\n", f"{W}.cpu.{k}", "cpuset", True))
         if "pids" in groups:
             if res.pids is not None:
                 out.append(Write(self.f("pids.max"), "max" if res.pids.limit <= 0 else str(res.pids.limit), f"{W}.pids.limit", "pids"))
@@ -133,6 +137,17 @@ class Unified:
         if "hugetlb" in groups:
             for i, h in enumerate(res.hugepage_limits):
                 out.append(Write(self.f(f"hugetlb.{h.page_size}.max"), str(h.limit), f"{W}.hugepageLimits[{i}]", "hugetlb"))
+            if full:     # every other page size back to max
+                given = {h.page_size for h in res.hugepage_limits}
+                try:
+                    names = sorted(self.fs.listdir(self.dir))
+                except OSError:
+                    names = []
+                for name in names:
+                    size = name[len("hugetlb."):-len(".max")]
+                    if (name.startswith("hugetlb.") and name.endswith(".max") and "." not in size and size not in given
+                            and (self.read(name) or "max").strip() != "max"):
+                        out.append(Write(self.f(name), "max", f"{W}.hugepageLimits", "hugetlb", True))
         if "network" in groups and res.network is not None and (res.network.class_id is not None or res.network.priorities):
             p.kernel.append(f"{W}.network: net_cls and net_prio exist on cgroup v1 only; on v2 match the "
                             "cgroup path in nftables (meta cgroup / socket cgroupv2) instead")
@@ -205,8 +220,11 @@ class Unified:
         out: list[Write] = []
         bfq = self.fs.exists(self.f("io.bfq.weight"))
         w = lambda name, val, fld, opt=False: Write(self.f(name), val, f"{W}.blockIO.{fld}", "io", opt)  # noqa: E731
-        if b is None:
-            return [w("io.weight", "default 100", "weight", True)] if full else []
+        if b is None and not full:
+            return []
+        b = b or BlockIO()
+        if b.weight is None and full:
+            out.append(w("io.bfq.weight", "default 100", "weight", True) if bfq else w("io.weight", "default 100", "weight", True))
         # BFQ takes the blkio scale as it is; io.weight needs it converted (runc, crun do the same)
         if b.weight is not None:
             out.append(w("io.bfq.weight", str(b.weight), "weight") if bfq
@@ -218,10 +236,19 @@ class Unified:
                            else w("io.weight", f"{dev} {blkio_weight_to_io_weight(d.weight)}", f"weightDevice[{i}]"))
         if b.leaf_weight is not None or any(d.leaf_weight is not None for d in b.weight_device):
             log.warning("%s.blockIO.leafWeight ignored: cgroup v2 has no leaf weights", W)
+        given: set[tuple[str, str]] = set()
         for attr, key in _THROTTLE_KEYS.items():
             for i, t in enumerate(getattr(b, attr)):
                 name = "throttle" + attr[8:].title().replace("_", "").replace("Iops", "IOPS")
                 out.append(w("io.max", f"{t.major}:{t.minor} {key}={t.rate or 'max'}", f"{name}[{i}]"))
+                given.add((f"{t.major}:{t.minor}", key))
+        if full:     # a device's limits the config no longer names go back to max
+            for line in (self.read("io.max") or "").splitlines():
+                dev, *kvs = line.split() or [""]
+                stale = [k for k, _, v in (kv.partition("=") for kv in kvs)
+                         if k in _THROTTLE_KEYS.values() and v != "max" and (dev, k) not in given]
+                if stale:
+                    out.append(w("io.max", f"{dev} " + " ".join(f"{k}=max" for k in stale), "throttle", True))
         return out
 
     def check(self, writes: list[Write], p: Problems) -> list[Write]:
@@ -308,4 +335,5 @@ class V2Cgroup(Cgroup):
         return self.u.dir
 
     def stats(self) -> Stats:
-        return collect({c: (self.u.dir, 2) for c in ("memory", "pids", "cpu", "hugetlb", "io")}, self.fs)
+        return collect({c: (self.u.dir, 2) for c in ("memory", "pids", "cpu", "hugetlb", "io")}, self.fs,
+                       os.path.basename(self.u.dir))
