@@ -1,0 +1,453 @@
+"""Storage pools: where instances' root trees live, one interface over several backends.
+
+A pool is a directory holding volumes; a volume is an instance's own copy-on-write layer over
+a template's root tree. Backends (`open_pool(kind, path)`):
+  dir    overlayfs: the template is the lower layer, the volume an upper directory (pool_dir.py)
+  loop   overlayfs whose upper layer lives in a per-volume sparse ext4 image: a hard disk quota
+         that can grow, like OpenVZ's ploop (pool_loop.py)
+  btrfs  a subvolume snapshot of the template, imported once into the pool (pool_btrfs.py)
+
+Layout, the same for every backend:
+  <pool>/pool.json                     {"kind": ...}
+  <pool>/volumes/<name>/volume.json    the volume's metadata (`Volume`)
+  <pool>/volumes/<name>/mount.json     where it is mounted, while it is
+  <pool>/volumes/<name>/snapshots/<snap>/snapshot.json
+Every public method validates its names first, holds the pool's lock (flock on <pool>/.lock),
+and undoes what it made when it fails (ExitStack), so a failure leaks no mount, loop device
+or directory. New volumes and snapshots are built under a ".new-" name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+from jaula.errors import BadState, ConfigError, Exists, NotFound
+from jaula.record import Record
+from jaula.storage.fsutil import mount_points, read_json, write_json
+from jaula.storage.idmap import IdMap
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+KINDS = ("dir", "loop", "btrfs")
+NEW = ".new-"
+
+
+class Volume(Record):
+    """An instance's root layer. `idmap`: the id range its own layer's owners are stored in
+    (None: unshifted, as inside the instance); `size`: its quota in bytes (None: none)."""
+
+    name: str
+    kind: str
+    template: str
+    size: int | None = None
+    created: float = 0.0
+    idmap: IdMap | None = None
+
+    def to_json(self) -> dict:
+        d = {f: getattr(self, f) for f in self._fields}
+        d["idmap"] = self.idmap.as_json() if self.idmap else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Volume:
+        d = dict(d)
+        d["idmap"] = IdMap.from_json(d.get("idmap"))
+        return cls(**{k: v for k, v in d.items() if k in cls._fields})
+
+
+def check_name(name: object, what: str = "volume") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"bad {what} name {name!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit")
+    return name
+
+
+def check_size(size: object, minimum: int = 0) -> int:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ConfigError(f"bad size {size!r}: give a positive number of bytes")
+    if size < minimum:
+        raise ConfigError(f"size {size} is too small: at least {minimum} bytes ({minimum >> 20} MiB)")
+    return size
+
+
+def check_template(path: object) -> str:
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ConfigError(f"bad template root {path!r}: give an absolute path")
+    if not os.path.isdir(path):
+        raise NotFound(f"template root {path!r} is not a directory")
+    return os.path.realpath(path)
+
+
+class Pool(ABC):
+    """A storage pool. Subclasses implement the `_` hooks; callers use the public methods."""
+
+    kind: ClassVar[str]
+    #: filesystem types a volume's mount at its target has
+    mount_fstypes: ClassVar[tuple[str, ...]]
+    #: the layout of exported volumes (backup.py)
+    export_layout: ClassVar[str]
+
+    #: whether volumes have a size (a disk quota)
+    has_quota: ClassVar[bool] = True
+    #: the options `open_pool` takes for this backend
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, path: str, **opts: object):
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ConfigError(f"bad pool path {path!r}: give an absolute path")
+        if unknown := sorted(set(opts) - set(self.options)):
+            raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for a "
+                              f"{self.kind} pool (it takes: {', '.join(self.options) or 'none'})")
+        self.path = os.path.realpath(path)
+        self.opts = opts
+        self.volumes_dir = os.path.join(self.path, "volumes")
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def init(self) -> None:
+        """Make the pool's folders (idempotent); refuse a folder that holds another kind of pool."""
+        os.makedirs(self.volumes_dir, mode=0o711, exist_ok=True)
+        meta = os.path.join(self.path, "pool.json")
+        if os.path.exists(meta):
+            kind = read_json(meta).get("kind")
+            if kind != self.kind:
+                raise ConfigError(f"pool {self.path!r} is a {kind!r} pool, not {self.kind!r}")
+        else:
+            write_json(meta, {"kind": self.kind, "created": time.time()})
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    # --- paths and metadata ---------------------------------------------------------------------
+    def vdir(self, name: str) -> str:
+        return os.path.join(self.volumes_dir, name)
+
+    def _meta(self, name: str) -> Volume:
+        check_name(name)
+        try:
+            return Volume.from_json(read_json(os.path.join(self.vdir(name), "volume.json")))
+        except FileNotFoundError:
+            raise NotFound(f"no volume {name!r} in pool {self.path!r}") from None
+
+    def _save(self, vdir: str, vol: Volume) -> None:
+        write_json(os.path.join(vdir, "volume.json"), vol.to_json())
+
+    def _absent(self, name: str) -> None:
+        check_name(name)
+        if os.path.lexists(self.vdir(name)):
+            raise Exists(f"volume {name!r} already exists in pool {self.path!r}")
+
+    def _snap_dir(self, name: str, snap: str) -> str:
+        return os.path.join(self.vdir(name), "snapshots", snap)
+
+    # --- queries --------------------------------------------------------------------------------
+    def volume(self, name: str) -> Volume:
+        return self._meta(name)
+
+    def volumes(self) -> list[Volume]:
+        names = sorted(n for n in os.listdir(self.volumes_dir) if not n.startswith("."))
+        return [self._meta(n) for n in names if os.path.exists(os.path.join(self.vdir(n), "volume.json"))]
+
+    def mounted_at(self, name: str) -> str | None:
+        """Where volume `name` is mounted in this mount namespace, or None."""
+        self._meta(name)
+        return self._mounted_at(name)
+
+    def _mounted_at(self, name: str) -> str | None:
+        try:
+            target = read_json(os.path.join(self.vdir(name), "mount.json"))["target"]
+        except FileNotFoundError:
+            return None
+        fstype, source = mount_points().get(target, ("", ""))
+        if fstype not in self.mount_fstypes:
+            return None
+        expected = self._mount_source(name)
+        return target if expected is None or source == expected else None
+
+    def _unmounted(self, name: str, doing: str) -> None:
+        if (target := self._mounted_at(name)) is not None:
+            raise BadState(f"cannot {doing} volume {name!r}: it is mounted at {target!r}; unmount it first")
+
+    def snapshots(self, name: str) -> list[str]:
+        """Snapshot names of volume `name`, oldest first."""
+        self._meta(name)
+        base = os.path.join(self.vdir(name), "snapshots")
+        found = []
+        for snap in os.listdir(base) if os.path.isdir(base) else []:
+            if snap.startswith("."):
+                continue
+            try:
+                found.append((read_json(os.path.join(base, snap, "snapshot.json"))["created"], snap))
+            except FileNotFoundError:
+                continue
+        return [snap for _, snap in sorted(found)]
+
+    def usage(self, name: str) -> int:
+        """Bytes of host disk held by the volume's own data (its layer; snapshots not counted)."""
+        vol = self._meta(name)
+        return self._usage(self.vdir(name), vol)
+
+    # --- volumes --------------------------------------------------------------------------------
+    def create_volume(self, name: str, template_rootfs: str, size: int | None = None) -> Volume:
+        """A new volume over template root `template_rootfs`, with a quota of `size` bytes."""
+        self._absent(name)
+        template = check_template(template_rootfs)
+        size = self._check_size(size)
+        with self._locked():
+            self._absent(name)
+            vol = Volume(name=name, kind=self.kind, template=template, size=size, created=time.time())
+            return self._build(name, vol, lambda vdir: self._create(vdir, vol))
+
+    def _build(self, name: str, vol: Volume, fill) -> Volume:
+        """Make the volume folder under a temporary name, `fill` it, save metadata, rename into place."""
+        tmp = os.path.join(self.volumes_dir, NEW + name)
+        if os.path.lexists(tmp):  # left by a crash
+            self._remove(tmp)
+        os.mkdir(tmp, 0o711)
+        try:
+            fill(tmp)
+            self._save(tmp, vol)
+            os.rename(tmp, self.vdir(name))
+        except BaseException:
+            self._remove(tmp)
+            raise
+        return vol
+
+    def delete_volume(self, name: str) -> None:
+        self._meta(name)
+        with self._locked():
+            self._meta(name)
+            self._unmounted(name, "delete")
+            gone = os.path.join(self.volumes_dir, f".del-{name}-{os.getpid()}")
+            os.rename(self.vdir(name), gone)  # from here on the name is free
+            self._remove(gone)
+
+    def _remove(self, vdir: str) -> None:
+        """Delete a volume folder with whatever the backend keeps in it."""
+        shutil.rmtree(vdir)
+
+    def mount(self, name: str, target: str, idmap: IdMap | None = None) -> None:
+        """Mount volume `name` as the root tree at `target` (a directory).
+
+        With `idmap`, the tree shows template files owned by host id 0 as owned by
+        `idmap.uid_base`, so a user namespace mapping 0 to that base sees them owned by root.
+        """
+        vol = self._meta(name)
+        if idmap is not None and not isinstance(idmap, IdMap):
+            raise ConfigError(f"bad idmap {idmap!r}: give an IdMap(uid_base, gid_base, size)")
+        if idmap is not None:
+            idmap.validate()
+        if not isinstance(target, str) or not os.path.isabs(target) or not os.path.isdir(target):
+            raise ConfigError(f"bad mount target {target!r}: give the absolute path of a directory")
+        target = os.path.realpath(target)
+        with self._locked():
+            vol = self._meta(name)
+            if (where := self._mounted_at(name)) is not None:
+                raise BadState(f"volume {name!r} is already mounted at {where!r}")
+            self._mount(self.vdir(name), vol, target, idmap)
+            try:
+                write_json(os.path.join(self.vdir(name), "mount.json"),
+                           {"target": target, "idmap": idmap.as_json() if idmap else None})
+            except BaseException:
+                self._unmount(self.vdir(name), vol, target)
+                raise
+
+    def unmount(self, name: str) -> None:
+        """Unmount volume `name`; nothing to do when it is not mounted."""
+        vol = self._meta(name)
+        with self._locked():
+            state = os.path.join(self.vdir(name), "mount.json")
+            target = self._mounted_at(name)
+            if target is not None:
+                self._unmount(self.vdir(name), vol, target)
+            else:
+                self._stale(self.vdir(name))
+            if os.path.exists(state):
+                os.unlink(state)
+
+    def resize(self, name: str, size: int) -> None:
+        """Change volume `name`'s quota to `size` bytes (grow only on `loop`), mounted or not."""
+        vol = self._meta(name)
+        if not self.has_quota:
+            raise ConfigError(f"{self.kind} pools have no per-volume disk quota: use a loop or btrfs pool")
+        size = self._check_size(check_size(size))
+        with self._locked():
+            vol = self._meta(name)
+            self._resize(self.vdir(name), vol, size, self._mounted_at(name) is not None)
+            vol.size = size
+            self._save(self.vdir(name), vol)
+
+    def clone(self, src: str, dst: str) -> Volume:
+        """A new volume `dst` holding what `src` holds now (its snapshots are not copied)."""
+        vol = self._meta(src)
+        self._absent(dst)
+        with self._locked():
+            vol = self._meta(src)
+            self._absent(dst)
+            new = vol.replace(name=dst, created=time.time())
+            mounted = self._mounted_at(src) is not None
+            return self._build(dst, new, lambda vdir: self._clone(self.vdir(src), vol, vdir, mounted))
+
+    # --- snapshots ------------------------------------------------------------------------------
+    def snapshot(self, name: str, snap: str) -> None:
+        """Keep the volume's present content as snapshot `snap`.
+
+        A mounted volume may be snapshotted: loop volumes are frozen for the copy (consistent),
+        dir volumes are copied as they are (as a crash would leave them), btrfs is atomic.
+        """
+        vol = self._meta(name)
+        check_name(snap, "snapshot")
+        with self._locked():
+            vol = self._meta(name)
+            final = self._snap_dir(name, snap)
+            if os.path.lexists(final):
+                raise Exists(f"volume {name!r} already has a snapshot {snap!r}")
+            os.makedirs(os.path.dirname(final), mode=0o711, exist_ok=True)
+            tmp = os.path.join(os.path.dirname(final), NEW + snap)
+            if os.path.lexists(tmp):
+                self._remove_snapshot(tmp)
+            os.mkdir(tmp, 0o711)
+            try:
+                self._snapshot(self.vdir(name), vol, tmp, self._mounted_at(name) is not None)
+                write_json(os.path.join(tmp, "snapshot.json"), {"name": snap, "created": time.time(),
+                                                                "size": vol.size, "idmap": vol.to_json()["idmap"]})
+                os.rename(tmp, final)
+            except BaseException:
+                self._remove_snapshot(tmp)
+                raise
+
+    def _snap(self, name: str, snap: str) -> tuple[Volume, str]:
+        vol = self._meta(name)
+        check_name(snap, "snapshot")
+        sdir = self._snap_dir(name, snap)
+        if not os.path.exists(os.path.join(sdir, "snapshot.json")):
+            raise NotFound(f"volume {name!r} has no snapshot {snap!r}")
+        return vol, sdir
+
+    def restore(self, name: str, snap: str) -> None:
+        """Bring volume `name` back to snapshot `snap` (kept); the volume must be unmounted."""
+        self._snap(name, snap)
+        with self._locked():
+            vol, sdir = self._snap(name, snap)
+            self._unmounted(name, "restore")
+            meta = read_json(os.path.join(sdir, "snapshot.json"))
+            self._restore(self.vdir(name), vol, sdir, meta)
+            vol.idmap = IdMap.from_json(meta.get("idmap"))
+            self._save(self.vdir(name), vol)
+
+    def delete_snapshot(self, name: str, snap: str) -> None:
+        self._snap(name, snap)
+        with self._locked():
+            _, sdir = self._snap(name, snap)
+            gone = os.path.join(os.path.dirname(sdir), f".del-{snap}-{os.getpid()}")
+            os.rename(sdir, gone)
+            self._remove_snapshot(gone)
+
+    def _remove_snapshot(self, sdir: str) -> None:
+        shutil.rmtree(sdir)
+
+    # --- backup ---------------------------------------------------------------------------------
+    def export(self, name: str, tar_path: str) -> None:
+        """Write volume `name` (its own layer and metadata, no snapshots) to tarball `tar_path`.
+
+        See backup.py for the format. Owners are written as seen inside the instance.
+        """
+        from jaula.storage import backup
+
+        vol = self._meta(name)
+        if not isinstance(tar_path, str) or not os.path.isdir(os.path.dirname(os.path.abspath(tar_path))):
+            raise ConfigError(f"bad export path {tar_path!r}: its folder must exist")
+        with self._locked():
+            vol = self._meta(name)
+            with self._layer(self.vdir(name), vol, self._mounted_at(name) is not None) as (parent, arcname):
+                backup.write(tar_path, backup.meta_of(vol, self.export_layout), parent, arcname, vol.idmap)
+
+    def import_(self, name: str, tar_path: str, template_rootfs: str | None = None, size: int | None = None) -> Volume:
+        """A new volume `name` from tarball `tar_path` made by `export` (of a pool of a compatible kind).
+
+        `template_rootfs` replaces the template path recorded in the tarball, `size` its size.
+        """
+        from jaula.storage import backup
+
+        self._absent(name)
+        meta = backup.read_meta(tar_path, self.export_layout)
+        template = check_template(template_rootfs if template_rootfs is not None else meta["template"])
+        if size is None and self.has_quota:  # the size it had, where this pool has quotas
+            size = meta.get("size")
+        size = self._check_size(size)
+        with self._locked():
+            self._absent(name)
+            vol = Volume(name=name, kind=self.kind, template=template, size=size, created=time.time())
+            return self._build(name, vol, lambda vdir: self._import(vdir, vol, tar_path))
+
+    # --- backend hooks --------------------------------------------------------------------------
+    def _check_size(self, size: int | None) -> int | None:
+        """The volume size to record: None when the backend has no quota."""
+        return None if size is None else check_size(size)
+
+    def _mount_source(self, name: str) -> str | None:
+        """The source its mount shows in mountinfo, where the backend names it (else not checked)."""
+        return None
+
+    def _stale(self, vdir: str) -> None:
+        """Undo what a mount left when its target was unmounted behind our back."""
+
+    @abstractmethod
+    def _create(self, vdir: str, vol: Volume) -> None: ...
+
+    @abstractmethod
+    def _mount(self, vdir: str, vol: Volume, target: str, idmap: IdMap | None) -> None:
+        """Mount; when the layer's ids are shifted to `idmap` first, save `vol` before mounting."""
+
+    @abstractmethod
+    def _unmount(self, vdir: str, vol: Volume, target: str) -> None: ...
+
+    @abstractmethod
+    def _usage(self, vdir: str, vol: Volume) -> int: ...
+
+    @abstractmethod
+    def _resize(self, vdir: str, vol: Volume, size: int, mounted: bool) -> None: ...
+
+    @abstractmethod
+    def _clone(self, src_vdir: str, vol: Volume, dst_vdir: str, mounted: bool) -> None: ...
+
+    @abstractmethod
+    def _snapshot(self, vdir: str, vol: Volume, sdir: str, mounted: bool) -> None: ...
+
+    @abstractmethod
+    def _restore(self, vdir: str, vol: Volume, sdir: str, meta: dict) -> None:
+        """Replace the volume's content by snapshot `sdir`'s; may set fields of `vol` from `meta`."""
+
+    @abstractmethod
+    def _layer(self, vdir: str, vol: Volume, mounted: bool):
+        """Context manager: (parent folder, name) of the tree to export, reachable meanwhile."""
+
+    @abstractmethod
+    def _import(self, vdir: str, vol: Volume, tar_path: str) -> None: ...
+
+
+def open_pool(kind: str, path: str, **opts: object) -> Pool:
+    """The pool of backend `kind` at `path`, made if new. Options: see each backend's class."""
+    if kind == "dir":
+        from jaula.storage.pool_dir import DirPool as cls
+    elif kind == "loop":
+        from jaula.storage.pool_loop import LoopPool as cls
+    elif kind == "btrfs":
+        from jaula.storage.pool_btrfs import BtrfsPool as cls
+    else:
+        raise ConfigError(f"unknown pool kind {kind!r}: use one of {', '.join(KINDS)}")
+    pool = cls(path, **opts)
+    pool.init()
+    return pool
