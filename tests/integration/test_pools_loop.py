@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 
 import pytest
 from pool_checks import MiB, area, make_template  # noqa: F401
 
 from jaula.errors import BadState, ConfigError
+from jaula.storage import pool_loop
 from jaula.storage.pool import open_pool
 from jaula.storage.pool_loop import has_cap_sys_resource
 
@@ -84,7 +86,10 @@ def test_quota_stops_writes_with_enospc_and_grows_online(area):
         held = pool.usage("q")
         os.unlink(target / "fill")
         subprocess.run(["sync", "-f", str(target)], check=True)  # ext4 mounted with discard: the
-        # freed blocks are punched out of the image at the journal commit
+        # freed blocks are punched out of the image after the journal commit, asynchronously
+        deadline = time.monotonic() + 10
+        while pool.usage("q") >= held - 40 * MiB and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert pool.usage("q") < held - 40 * MiB
         more, err = fill(str(target / "more2"), 96 * MiB)
         assert (more, err) == (96 * MiB, None)
@@ -104,3 +109,46 @@ def test_snapshot_keeps_the_size_it_had(area):
     pool.restore("s", "small")
     assert pool.volume("s").size == 48 * MiB
     assert os.path.getsize(os.path.join(pool.vdir("s"), "disk.img")) == 48 * MiB
+
+
+def test_an_image_held_by_another_mount_namespace_is_not_mounted_twice(area, monkeypatch):
+    """A mount namespace made while the volume was mounted keeps its ext4 alive after unmount;
+    mounting the image again then would put two superblocks on it: refused until it goes."""
+    template = make_template(str(area / "template"))
+    target = area / "root"
+    target.mkdir()
+    pool = open_pool("loop", str(area / "pool"))
+    pool.create_volume("h", template, size=48 * MiB)
+    pool.mount("h", str(target))
+    with open(target / "written", "w") as f:
+        f.write("kept\n")
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # holds a copy of every mount, the volume's included, until told to go
+        try:
+            from jaula.linux import ns as nsys
+
+            nsys.unshare(nsys.CLONE_NEWNS)
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        pool.unmount("h")
+        monkeypatch.setattr(pool_loop, "RELEASE_WAIT_S", 0.2)
+        with pytest.raises(BadState, match="still in use .* a mount namespace made while it was mounted"):
+            pool.mount("h", str(target))
+        assert pool.mounted_at("h") is None
+    finally:
+        os.write(go_w, b"1")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, go_r, go_w):
+            os.close(fd)
+    monkeypatch.setattr(pool_loop, "RELEASE_WAIT_S", 10.0)
+    pool.mount("h", str(target))  # the namespace is gone, and its superblock flushed the file
+    try:
+        assert (target / "written").read_text() == "kept\n"
+    finally:
+        pool.unmount("h")

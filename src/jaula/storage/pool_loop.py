@@ -9,6 +9,13 @@ punched out of the image again).
   volumes/<name>/snapshots/<s>/disk.img   a snapshot: a sparse copy of the image, taken with the
                                           filesystem frozen (FIFREEZE) when mounted
 Options: default_size (bytes, for volumes made without a size; 10 GiB).
+
+An unmount here is not always the end of the image's filesystem: a mount namespace made while it
+was mounted (any unshare(CLONE_NEWNS) on the host, a container's runtime included) holds a copy
+of the mount, so the ext4 superblock, unflushed, lives on until that copy goes. Mounting the
+image again meanwhile would put a second superblock over the same blocks. The loop device is
+bound with autoclear, so it is released exactly when the last superblock is gone: the pool waits
+for that (RELEASE_WAIT_S) before it mounts, copies or resizes an image, and refuses after.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 
 from jaula.errors import BadState, ConfigError, JaulaError
 from jaula.linux import loop
@@ -33,6 +41,7 @@ DEFAULT_SIZE = 10 << 30
 MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-L", "jaula-volume",
         "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"]
 MOUNT_DATA = "discard"
+RELEASE_WAIT_S = 10.0
 
 
 class LoopPool(OverlayPool):
@@ -65,12 +74,24 @@ class LoopPool(OverlayPool):
         self._make_image(self._image(vdir), vol.size, vol, upper)
         os.mkdir(self._layer_dir(vdir), 0o700)
 
+    def _released(self, vdir: str) -> None:
+        """Wait until no loop device holds the image (its filesystem is shut down everywhere)."""
+        image = self._image(vdir)
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while devs := loop.devices_of(image):
+            if time.monotonic() > deadline:
+                raise BadState(f"the image {image!r} is still in use ({', '.join(devs)}) although not mounted "
+                               "here: a mount namespace made while it was mounted holds it; try again when "
+                               "that namespace is gone")
+            time.sleep(0.01)
+
     def _attach(self, vdir: str) -> str:
         """Bind the image to a loop device (autoclear) and mount its ext4 on mnt/."""
         mnt = self._layer_dir(vdir)
         if mount_points().get(mnt, ("",))[0] == "ext4":
             raise BadState(f"{mnt!r} is already mounted: another jaula process is using volume "
                            f"{os.path.basename(vdir)!r}, or one crashed (unmount it)")
+        self._released(vdir)
         dev, fd = loop.attach(self._image(vdir))
         try:
             m.mount(dev, mnt, "ext4", 0, MOUNT_DATA)
@@ -109,6 +130,7 @@ class LoopPool(OverlayPool):
                 loop.set_capacity(dev)
                 run(["resize2fs", dev])
             else:
+                self._released(vdir)
                 run(["e2fsck", "-f", "-p", image])
                 run(["resize2fs", image])
         except BaseException:
@@ -122,6 +144,7 @@ class LoopPool(OverlayPool):
             with frozen(self._layer_dir(vdir)):
                 _sparse_copy(self._image(vdir), dest)
         else:
+            self._released(vdir)
             _sparse_copy(self._image(vdir), dest)
 
     def _clone(self, src_vdir: str, vol: Volume, dst_vdir: str, mounted: bool) -> None:
@@ -132,6 +155,7 @@ class LoopPool(OverlayPool):
         self._copy_image(vdir, os.path.join(sdir, "disk.img"), mounted)
 
     def _restore(self, vdir: str, vol: Volume, sdir: str, meta: dict) -> None:
+        self._released(vdir)
         new = os.path.join(vdir, ".disk.img-new")
         if os.path.exists(new):
             os.unlink(new)
