@@ -16,7 +16,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +84,7 @@ def assert_same_tree(got: Path, want: Path) -> None:
 # --- busybox ---------------------------------------------------------------------------------------------
 def test_busybox_template(store: TemplateStore) -> None:
     stages: list[str] = []
-    t0 = time.monotonic()
     t = store.build("bb", "busybox", progress=lambda stage, done, total: stages.append(stage))
-    elapsed = time.monotonic() - t0
-    assert elapsed < 10, f"a busybox template took {elapsed:.1f} s"
     root = t.rootfs
     assert t.path == store.root / "bb"
     assert (t.name, t.os, t.os_version, t.arch, t.cmd, t.entrypoint, t.workdir, t.user) == \
