@@ -116,13 +116,10 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
             pass
 
     undo.append(kill_children)
-    sync.expect(parent, sync.USERNS)
     if lx.namespace("user") is not None and not lx.namespace("user").path:
+        sync.expect(parent, sync.USERNS)
         write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
-    if spec.process.oom_score_adj is not None:
-        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
-            f.write(str(spec.process.oom_score_adj))
-    sync.send(parent, sync.GO_ON)
+        sync.send(parent, sync.GO_ON)
     ipid = int(sync.expect(parent, sync.PID))
     os.waitpid(pid, 0)
     data.update(pid=ipid, pidStart=state.proc_start_time(ipid))

@@ -57,8 +57,6 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
         os.close(fd)
     epid = 0
     try:
-        sync.expect(parent, sync.USERNS)
-        sync.send(parent, sync.GO_ON)
         epid = int(sync.expect(parent, sync.PID))
         os.waitpid(pid, 0)
         name, payload, _ = sync.recv(parent)
@@ -159,8 +157,6 @@ def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], c
         from jaula.oci.init import join_cgroup
 
         join_cgroup(cgroup_files)
-        sync.send(sock, sync.USERNS)
-        sync.expect(sock, sync.GO_ON)
         for kind in _ORDER:
             if kind in ns_fds:
                 nsys.setns(ns_fds[kind], _FLAG[kind], kind)

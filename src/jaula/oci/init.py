@@ -39,6 +39,10 @@ def intermediate(plan: Plan) -> None:
     try:
         proc.set_dumpable(False)
         join_cgroup(plan.cgroup_files)
+        adj = plan.spec.process.oom_score_adj
+        if adj is not None:  # inherited by init; set while we are still the host's root
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(adj))
         _namespaces(plan)
         pid = os.fork()
         if pid == 0:
@@ -61,9 +65,9 @@ def _namespaces(plan: Plan) -> None:
             nsys.setns_path(ns.path, nsys.NAMESPACES[ns.type][0])
     if user is not None and not user.path:
         nsys.unshare(nsys.CLONE_NEWUSER)
-    # The runtime writes the id maps.
-    sync.send(plan.sock, sync.USERNS)
-    sync.expect(plan.sock, sync.GO_ON)
+        # The runtime writes the id maps.
+        sync.send(plan.sock, sync.USERNS)
+        sync.expect(plan.sock, sync.GO_ON)
     if user is not None:
         try:
             os.setresgid(0, 0, 0)

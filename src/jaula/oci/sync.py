@@ -15,7 +15,7 @@ import _socket
 from jaula.errors import JaulaError
 
 # init (or the intermediate) -> runtime
-USERNS = "USERNS"                # the user namespace exists: write the id maps
+USERNS = "USERNS"                # a new user namespace exists: write the id maps
 PID = "PID"                      # payload: host pid of the container's init
 CREATE_RUNTIME = "CREATE_RUNTIME"  # namespaces exist, before pivot_root: run prestart/createRuntime hooks
 READY = "READY"                  # init waits for start; create may return
@@ -23,7 +23,7 @@ SECCOMP = "SECCOMP"              # fds: the seccomp notify listener, for linux.s
 ERROR = "ERROR"                  # payload: the error text; init exits
 # runtime -> init
 IDMAPPED = "IDMAPPED"            # fds: detached idmapped mounts, in the order of the config's idmap mounts
-GO_ON = "GO_ON"                  # reply to USERNS and CREATE_RUNTIME (payload: the init's host pid)
+GO_ON = "GO_ON"                  # reply to USERNS (maps written) and CREATE_RUNTIME (payload: the init's host pid)
 
 _MAX = 65536
 
