@@ -15,7 +15,7 @@ PROG = "jaula-runtime"
 SPEC_VERSION = "1.2.0"
 
 GLOBAL = [
-    Flag("--root", "state directory for containers", "DIR", default="/run/jaula-runtime"),
+    Flag("--root", "state directory for containers (default /run/jaula-runtime)", "DIR", default="/run/jaula-runtime"),
     Flag("--log", "log file (default: stderr)", "FILE"),
     Flag("--log-format", "log format: text or json", "FORMAT", default="text"),
     Flag("--debug", "log debug messages"),
@@ -89,7 +89,7 @@ COMMANDS = {c.name: c for c in [
     Command("pause", "Freeze every process of a container.", "ID", []),
     Command("resume", "Thaw a paused container.", "ID", []),
     Command("update", "Change the resource limits of a container.", "[options] ID", _UPDATE_FLAGS),
-    Command("events", "Print a container's resource statistics (and OOM events) as JSON.", "[options] ID",
+    Command("events", "Print a container's resource statistics as JSON lines (once with --stats).", "[options] ID",
             [Flag("--stats", "print one set of statistics and exit"),
              Flag("--interval", "seconds between statistics", "SECONDS", default="5")]),
     Command("spec", "Write a default config.json.", "[options]",
