@@ -232,7 +232,7 @@ class Database(Tables):
         with self._read() as conn:
             return self._instances(conn.execute("SELECT * FROM instances ORDER BY name").fetchall())
 
-    def update_instance(self, name: str, **changes: object) -> InstanceRow:
+    def update_instance(self, name: str, /, **changes: object) -> InstanceRow:
         """Change some of: mode, template, description, status, autostart, pid, pid_start."""
         if unknown := sorted(set(changes) - _UPDATABLE):
             raise ConfigError(f"Instance fields {unknown} cannot be updated here "
