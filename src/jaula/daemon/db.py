@@ -69,6 +69,7 @@ class Database(Tables):
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
         self._depth = 0
+        self._reading = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The database holds every instance's config: readable by root only. Made before
         # connecting so it is never there with wider modes (the -wal and -shm files follow it).
@@ -142,13 +143,15 @@ class Database(Tables):
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for reads of several statements (joins an open transaction)."""
         with self._lock:
-            if self._depth:
+            if self._depth or self._reading:
                 yield self._conn
                 return
             self._conn.execute("BEGIN")
+            self._reading = True
             try:
                 yield self._conn
             finally:
+                self._reading = False
                 self._conn.execute("COMMIT")
 
     def _locked_call(self, call):  # type: ignore[no-untyped-def]

@@ -180,7 +180,7 @@ class Tables:
             check_choice(status, OPERATION_STATUSES, "Operation status")
         with self._read() as conn:
             rows = conn.execute("SELECT * FROM operations WHERE ?1 IS NULL OR status = ?1 "
-                                "ORDER BY created, id", (status,)).fetchall()
+                                "ORDER BY created, rowid", (status,)).fetchall()
         return [_operation(r) for r in rows]
 
     def delete_operation(self, op_id: str) -> None:
@@ -192,7 +192,7 @@ class Tables:
         """At daemon start: operations left pending or running by a previous life failed."""
         with self.transaction():
             ids = [r[0] for r in self._conn.execute(
-                "SELECT id FROM operations WHERE status IN ('pending', 'running') ORDER BY created")]
+                "SELECT id FROM operations WHERE status IN ('pending', 'running') ORDER BY created, rowid")]
             self._conn.execute("UPDATE operations SET status = 'failure', error = ?, updated = ? "
                                "WHERE status IN ('pending', 'running')", (error, now()))
         return ids
