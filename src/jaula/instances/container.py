@@ -1,0 +1,398 @@
+"""The container driver: an instance as an OCI container run by jaula.oci as a library.
+
+Layout under the driver's root (a tmpfs such as /run/jaula in production):
+  runtime/<name>/state.json     jaula-runtime's own state (runc's layout)
+  bundles/<name>/config.json    the rendered config; bundles/<name>/rootfs the mounted volume
+  logs/<name>/console.log       the init's stdout and stderr (truncated at each start)
+
+`create` in jaula.oci forks the container's first process, so `start` must be called from a
+single-threaded process (jaulad's spawner; a test). The init's parent exits during create:
+it is reaped by the host's init or by the caller when the caller is a subreaper.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import time
+from contextlib import ExitStack
+from typing import Any
+
+from jaula.errors import BadState, ConfigError, JaulaError, NotFound
+from jaula.instances import render, settings
+from jaula.instances.driver import FROZEN, RUNNING, STARTING, STOPPED, Driver, InstanceState
+from jaula.instances.model import ID_RANGE, Instance, validate_name
+
+_BUNDLE_FILES = ("config.json", "runtime.log")
+
+
+class ContainerDriver(Driver):
+    kind = "container"
+    SETTINGS = frozenset(settings.SETTINGS)
+
+    def __init__(self, root: str, pool: Any, templates: Any, *, cgroup_parent: str | None = None) -> None:
+        """`pool`: a jaula.storage pool holding one volume per instance (named as it);
+        `templates`: a TemplateStore; `cgroup_parent`: where instances' cgroups go (OCI
+        cgroupsPath rules; None: <caller's cgroup>/jaula/<name>)."""
+        self.root = os.path.abspath(root)
+        self.runtime_root = os.path.join(self.root, "runtime")
+        self.pool = pool
+        self.templates = templates
+        self.cgroup_parent = cgroup_parent
+
+    # --- paths and state ---------------------------------------------------------------------------
+    def bundle(self, name: str) -> str:
+        return os.path.join(self.root, "bundles", validate_name(name))
+
+    def console_log(self, name: str) -> str:
+        return os.path.join(self.root, "logs", validate_name(name), "console.log")
+
+    def _container(self, name: str):
+        from jaula.oci import state
+
+        try:
+            return state.load(self.runtime_root, validate_name(name))
+        except NotFound:
+            return None
+
+    def _running(self, inst: Instance):
+        """The runtime's container when the instance's processes are there, else BadState."""
+        from jaula.oci.state import STOPPED as GONE
+
+        c = self._container(inst.name)
+        if c is None or c.status() == GONE:
+            raise BadState(f"instance {inst.name!r} is not running")
+        return c
+
+    def _log(self, name: str):
+        from jaula.oci.log import Log
+
+        return Log(path=os.path.join(self.bundle(name), "runtime.log"))
+
+    # --- storage -----------------------------------------------------------------------------------
+    def create(self, inst: Instance) -> None:
+        inst.validate()
+        cfg = settings.effective(inst.config)
+        template = self.templates.get(inst.template)
+        size = cfg.get("limits.disk")
+        if size is not None and not self.pool.has_quota:
+            raise ConfigError(f"limits.disk: a {self.pool.kind} pool has no per-instance disk quota; "
+                              "use a loop or btrfs pool, or unset limits.disk")
+        self.pool.create_volume(inst.name, str(template.rootfs), size=size)
+
+    def delete(self, inst: Instance) -> None:
+        validate_name(inst.name)
+        if self.state(inst).status != STOPPED:
+            raise BadState(f"cannot delete instance {inst.name!r}: it is running; stop it first")
+        self._release(inst.name)
+        self.pool.delete_volume(inst.name)
+        log = self.console_log(inst.name)
+        for path in (log, os.path.dirname(log)):
+            try:
+                os.unlink(path) if path == log else os.rmdir(path)
+            except FileNotFoundError:
+                pass
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def start(self, inst: Instance) -> InstanceState:
+        from jaula.oci.state import STOPPED as GONE
+
+        inst.validate()
+        name = inst.name
+        cfg = settings.effective(inst.config)
+        old = self._container(name)
+        if old is not None:
+            if old.status() != GONE:
+                raise BadState(f"cannot start instance {name!r}: it is {self.state(inst).status}")
+            self._cleanup(old, name)  # it ended by itself: free what it held first
+        template = self.templates.get(inst.template)
+        init = render.detect_init(str(template.rootfs)) if inst.mode == "system" else render.INITS["app"]
+        if inst.mode == "system" and not os.path.lexists(os.path.join(str(template.rootfs), "sbin/init")):
+            raise ConfigError(f"template {inst.template!r} has no /sbin/init: run it as an app instance")
+        bundle = self.bundle(name)
+        rootfs = os.path.join(bundle, "rootfs")
+        cgroups_path = f"{self.cgroup_parent.rstrip('/')}/{name}" if self.cgroup_parent else None
+        with ExitStack() as undo:
+            os.makedirs(rootfs, 0o711, exist_ok=True)
+            undo.callback(self._remove_bundle, name)
+            idmap = None
+            if not inst.privileged:
+                if inst.idmap_base is None:
+                    raise ConfigError(f"instance {name!r} has no id range (idmap_base): allocate one, "
+                                      "or set security.privileged=true")
+                from jaula.storage.idmap import IdMap
+
+                idmap = IdMap(inst.idmap_base, inst.idmap_base, ID_RANGE)
+                _check_reachable(rootfs, inst.idmap_base)
+            self.pool.mount(name, rootfs, idmap=idmap)
+            undo.callback(self.pool.unmount, name)
+            spec = render.render(inst, cfg, template, rootfs, init, cgroups_path)
+            tmp = os.path.join(bundle, ".config.json.tmp")
+            with open(tmp, "w") as f:
+                json.dump(spec, f, indent=1)
+            os.rename(tmp, os.path.join(bundle, "config.json"))
+            c = self._create(name, bundle)
+            undo.callback(self._destroy, c, name)
+            from jaula.oci import lifecycle
+
+            lifecycle.start(c, self._log(name))
+            undo.pop_all()
+        return self.state(inst)
+
+    def _create(self, name: str, bundle: str):
+        """jaula.oci's create with the init's stdin on /dev/null and its output in the console log."""
+        from jaula.oci.create import Options, create
+
+        log_path = self.console_log(name)
+        os.makedirs(os.path.dirname(log_path), 0o700, exist_ok=True)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        saved: list[int | None] = []
+        try:
+            for fd in (0, 1, 2):
+                try:
+                    saved.append(os.dup(fd))
+                except OSError:
+                    saved.append(None)
+            # The forked init inherits fds 0-2 (and closes every other one).
+            os.dup2(null, 0)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            return create(self.runtime_root, name, bundle, Options(), self._log(name))
+        finally:
+            for fd, copy in enumerate(saved):
+                if copy is None:
+                    os.close(fd)
+                else:
+                    os.dup2(copy, fd)
+                    os.close(copy)
+            os.close(null)
+            os.close(out)
+
+    def stop(self, inst: Instance, timeout: float = 30.0, force: bool = False) -> bool:
+        from jaula.oci import lifecycle
+        from jaula.oci.state import CREATED, PAUSED, RUNNING as UP
+
+        name = validate_name(inst.name)
+        c = self._container(name)
+        if c is None:
+            if self.pool.mounted_at(name) is None and not os.path.exists(self.bundle(name)):
+                raise BadState(f"instance {name!r} is not running")
+            self._release(name)
+            return True
+        st = c.status()
+        clean = st not in (UP, PAUSED, CREATED)   # it had ended by itself
+        if not clean and not force and st != CREATED:
+            if st == PAUSED:
+                lifecycle._cgroup(c).thaw()
+            sig = int(c.data.get("annotations", {}).get(render.ANNOTATION + "stop-signal", 15))
+            try:
+                lifecycle.signal_init(c, sig)
+                clean = _wait_exit(c, timeout)
+            except BadState:
+                clean = True  # it went while we looked
+        self._cleanup(c, name)
+        return clean
+
+    def _cleanup(self, c: Any, name: str) -> None:
+        """Kill what is left, remove the cgroup and the runtime state, unmount the root."""
+        self._destroy(c, name)
+        self._release(name)
+
+    def _destroy(self, c: Any, name: str) -> None:
+        from jaula.oci import lifecycle
+
+        lifecycle.destroy_processes(c)
+        _reap(c.pid)
+        lifecycle.cleanup(c, self._log(name))
+
+    def _release(self, name: str) -> None:
+        if self.pool.mounted_at(name) is not None:
+            self.pool.unmount(name)
+        self._remove_bundle(name)
+
+    def _remove_bundle(self, name: str) -> None:
+        """Remove the bundle's own files only: rmdir of the root fails if a volume is still there."""
+        bundle = self.bundle(name)
+        for f in _BUNDLE_FILES + (".config.json.tmp",):
+            try:
+                os.unlink(os.path.join(bundle, f))
+            except FileNotFoundError:
+                pass
+        for d in (os.path.join(bundle, "rootfs"), bundle):
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+
+    def freeze(self, inst: Instance) -> None:
+        from jaula.oci import lifecycle
+
+        lifecycle.pause(self._running(inst))
+
+    def unfreeze(self, inst: Instance) -> None:
+        from jaula.oci import lifecycle
+
+        lifecycle.resume(self._running(inst))
+
+    # --- inside ------------------------------------------------------------------------------------
+    def exec(self, inst: Instance, args: list[str], *, env: dict[str, str] | None = None,
+             user: tuple[int, int] | None = None, cwd: str | None = None, tty: bool = False,
+             stdin: int | None = None, stdout: int | None = None, stderr: int | None = None) -> int:
+        from jaula.oci import config
+
+        if not args or not all(isinstance(a, str) for a in args):
+            raise ConfigError("exec: give the command as a list of strings")
+        c = self._running(inst)
+        if c.frozen():
+            raise BadState(f"cannot exec in instance {inst.name!r}: it is frozen")
+        spec = config.load(c.bundle)
+        base = spec.process
+        merged: dict[str, str] = dict(e.split("=", 1) for e in base.env)
+        merged.update(dict(e.split("=", 1) for e in settings.environment(inst.config)))
+        merged.update(env or {})
+        uid, gid = user if user is not None else (base.user.uid, base.user.gid)
+        p = config.Process(
+            terminal=tty, args=list(args), env=[f"{k}={v}" for k, v in merged.items()], cwd=cwd or base.cwd,
+            user=config.User(uid=uid, gid=gid), capabilities={k: list(v) for k, v in (base.capabilities or {}).items()},
+            rlimits=list(base.rlimits), no_new_privileges=base.no_new_privileges)
+        return _exec_in_child(c, spec, p, (stdin, stdout, stderr), self._log(inst.name))
+
+    # --- looking and changing ----------------------------------------------------------------------
+    def state(self, inst: Instance) -> InstanceState:
+        from jaula.oci.state import CREATED, CREATING, PAUSED, RUNNING as UP
+
+        c = self._container(inst.name)
+        if c is None:
+            return InstanceState(status=STOPPED)
+        st = c.status()
+        ann = c.data.get("annotations") or {}
+        status = {UP: RUNNING, PAUSED: FROZEN, CREATED: STARTING, CREATING: STARTING}.get(st, STOPPED)
+        return InstanceState(status=status, pid=c.pid if status != STOPPED else 0,
+                             init=ann.get(render.ANNOTATION + "init", ""),
+                             stop_signal=int(ann.get(render.ANNOTATION + "stop-signal", 15)))
+
+    def stats(self, inst: Instance):
+        from jaula.cgroups.base import reopen
+
+        c = self._running(inst)
+        st = reopen(c.data.get("cgroupPaths") or {}).stats()
+        st.name = inst.name
+        return st
+
+    def update(self, inst: Instance, config: dict[str, Any]) -> dict[str, Any]:
+        new = settings.validate(config)
+        old = settings.validate(inst.config)
+        changed = settings.changed_keys(old, new)
+        c = self._container(inst.name)
+        from jaula.oci.state import STOPPED as GONE
+
+        running = c is not None and c.status() != GONE
+        if running:
+            fixed = [k for k in changed if not settings.is_live(k)]
+            if fixed:
+                raise BadState(f"instance {inst.name!r} is running: {', '.join(fixed)} cannot change while it runs; "
+                               "stop it first")
+        if "limits.disk" in changed:
+            size = new.get("limits.disk")
+            if size is None:
+                raise ConfigError("limits.disk: a disk quota cannot be removed; set a larger size instead")
+            if not self.pool.has_quota:
+                raise ConfigError(f"limits.disk: a {self.pool.kind} pool has no per-instance disk quota")
+            self.pool.resize(inst.name, size)
+        if running:
+            res = render.resources_update(settings.effective(old), settings.effective(new))
+            if res:
+                from jaula.oci import lifecycle
+
+                lifecycle.update(c, res)
+        return new
+
+
+def _check_reachable(path: str, uid: int) -> None:
+    """The instance's root (host uid `uid`, no capability over host files) must traverse every
+    folder above its root tree, or the runtime's bind mount of it fails with a bare EACCES."""
+    import stat
+
+    d = os.path.dirname(os.path.abspath(path))
+    while True:
+        mode = os.stat(d).st_mode
+        if not mode & stat.S_IXOTH:
+            raise ConfigError(f"the instance's root (host uid {uid}) cannot reach {path!r}: {d!r} is mode "
+                              f"{stat.S_IMODE(mode):04o}; give the driver a root every user may traverse (chmod o+x)")
+        if d == "/":
+            return
+        d = os.path.dirname(d)
+
+
+def _wait_exit(c: Any, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the container's init to exit (its pidfd turns readable)."""
+    from jaula.linux import proc
+
+    try:
+        pfd = proc.pidfd_open(c.pid)
+    except OSError as e:
+        if e.errno == errno.ESRCH:
+            return True
+        raise
+    try:
+        if not c.alive():
+            return True
+        poller = select.poll()
+        poller.register(pfd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return not c.alive()
+            if poller.poll(max(1, int(left * 1000))):
+                return True
+    finally:
+        os.close(pfd)
+
+
+def _reap(pid: int) -> None:
+    """Reap the init when it was ours (the caller is a subreaper); nothing to do otherwise."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _exec_in_child(c: Any, spec: Any, p: Any, fds: tuple[int | None, int | None, int | None], log: Any) -> int:
+    """jaula.oci's exec from a child of ours: it becomes a subreaper and forwards signals while it
+    waits, which must not change this process; the child puts the given fds on 0-2 first."""
+    from jaula.oci.execute import ExecOptions, execute
+
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 255
+        try:
+            os.close(rfd)
+            for target, fd in enumerate(fds):
+                if fd is not None:
+                    os.dup2(fd, target)
+            code = execute(c, spec, p, ExecOptions(), log)
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            try:
+                os.write(wfd, f"{type(e).__name__}\0{e}".encode()[:4000])
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    try:
+        err = b""
+        while chunk := os.read(rfd, 4096):
+            err += chunk
+    finally:
+        os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    if err:
+        kind, _, text = err.decode(errors="replace").partition("\0")
+        raise (BadState if kind == "BadState" else JaulaError)(f"exec in {c.id!r}: {text}")
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code

@@ -1,0 +1,263 @@
+"""An instance's OCI config.json: instance settings + template metadata + its mounted root.
+
+Pure (no kernel call) so that every choice is unit-tested: namespaces (a user namespace mapping
+0..65535 to the instance's range unless security.privileged), capabilities (the full set for a
+system instance, root of its own server; docker's reduced set for an app), no_new_privs for
+apps, masked and read-only paths from jaula.oci.spec, a pids limit always, and the limits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jaula.errors import ConfigError
+from jaula.instances import settings
+from jaula.instances.model import ID_RANGE, Instance
+from jaula.record import Record
+
+ANNOTATION = "org.jaula."
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SYSTEM_INIT = "/sbin/init"
+CPU_PERIOD = 100000
+DEFAULT_SHARES = 1024       # cgroup v1's cpu.shares default (limits.cpu.weight unset)
+
+# Docker's default set (moby's oci/caps/defaults.go): enough for an app to drop root itself.
+APP_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+]
+# Without a user namespace the full set would be the host's: drop what reaches its global state
+# (Incus/LXC's lxc.cap.drop for privileged containers).
+PRIVILEGED_DROP = {"CAP_SYS_MODULE", "CAP_SYS_TIME", "CAP_SYS_RAWIO", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE"}
+
+
+class InitKind(Record, frozen=True):
+    """An init system and the signal that asks it to power off (what `stop` sends)."""
+
+    name: str
+    stop_signal: int
+    why: str
+
+
+# busybox init(8): SIGUSR1 halts, SIGUSR2 powers off, SIGTERM reboots (init/init.c); each runs
+# the inittab's shutdown actions, then SIGTERM/SIGKILL to all. systemd: SIGRTMIN+4 starts
+# poweroff.target (systemd(1); glibc's SIGRTMIN is 34). sysvinit: SIGPWR runs the inittab's
+# powerfail entry, which a container's inittab points at `init 0` (LXC's default halt signal).
+INITS = {
+    "busybox": InitKind("busybox", 12, "busybox init powers off on SIGUSR2"),
+    "systemd": InitKind("systemd", 38, "systemd powers off on SIGRTMIN+4"),
+    "sysvinit": InitKind("sysvinit", 30, "sysvinit runs its powerfail action on SIGPWR"),
+    "unknown": InitKind("unknown", 15, "an unknown init gets SIGTERM"),
+    "app": InitKind("app", 15, "an app gets SIGTERM"),
+}
+
+
+def detect_init(rootfs: str, path: str = SYSTEM_INIT) -> InitKind:
+    """Which init `path` is in the tree at `rootfs`: symlinks followed inside the tree, then the
+    binary's own markers (a copied busybox, sysvinit's INIT_VERSION)."""
+    target = path
+    for _ in range(16):
+        host = os.path.join(rootfs, target.lstrip("/"))
+        if not os.path.islink(host):
+            break
+        link = os.readlink(host)
+        target = os.path.normpath(link if link.startswith("/") else os.path.join(os.path.dirname(target), link))
+        if not target.startswith("/"):
+            target = "/" + target
+    name = os.path.basename(target)
+    if name == "busybox":
+        return INITS["busybox"]
+    if "systemd" in target:
+        return INITS["systemd"]
+    try:
+        with open(os.path.join(rootfs, target.lstrip("/")), "rb") as f:
+            data = f.read(8 << 20)
+    except OSError:
+        return INITS["unknown"]
+    if b"BusyBox v" in data:
+        return INITS["busybox"]
+    if b"INIT_VERSION" in data:
+        return INITS["sysvinit"]
+    if b"systemd" in data:
+        return INITS["systemd"]
+    return INITS["unknown"]
+
+
+def all_caps() -> list[str]:
+    """Every capability this kernel knows (the bounding set refuses higher numbers)."""
+    from jaula.linux.caps import NAMES, last_cap
+
+    return NAMES[: last_cap() + 1]
+
+
+def capabilities(mode: str, privileged: bool, known: list[str] | None = None) -> list[str]:
+    if mode == "app":
+        return list(APP_CAPS)
+    caps = known if known is not None else all_caps()
+    return [c for c in caps if not (privileged and c in PRIVILEGED_DROP)]
+
+
+def resources(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The OCI linux.resources of an effective config (settings.effective)."""
+    r: dict[str, Any] = {}
+    mem = cfg.get("limits.memory")
+    if mem is not None:
+        swap = cfg.get("limits.memory.swap")
+        r["memory"] = {"limit": mem, "swap": -1 if swap is None else mem + swap}
+    cpu: dict[str, Any] = {}
+    if cfg.get("limits.cpu") is not None:
+        from jaula.cgroups.resources import cpus_to_quota
+
+        cpu["quota"], cpu["period"] = cpus_to_quota(cfg["limits.cpu"], CPU_PERIOD)
+    if cfg.get("limits.cpu.weight") is not None:
+        cpu["shares"] = weight_to_shares(cfg["limits.cpu.weight"])
+    if cfg.get("limits.cpuset") is not None:
+        cpu["cpus"] = cfg["limits.cpuset"]
+    if cpu:
+        r["cpu"] = cpu
+    r["pids"] = {"limit": cfg.get("limits.processes", settings.DEFAULT_PROCESSES)}
+    return r
+
+
+def weight_to_shares(weight: int) -> int:
+    """limits.cpu.weight (v2's 1..10000, default 100) as v1 shares, 100 -> 1024 (proportional)."""
+    return max(2, min(262144, weight * DEFAULT_SHARES // 100))
+
+
+def resources_update(old: dict[str, Any], new: dict[str, Any], online_cpus: str | None = None) -> dict[str, Any]:
+    """The linux.resources that take a running instance from effective config `old` to `new`;
+    a limit removed goes back to none (the cpuset to every online cpu)."""
+    r: dict[str, Any] = {}
+    changed = set(settings.changed_keys(old, new))
+    want = resources(new)
+    if changed & {"limits.memory", "limits.memory.swap"}:
+        r["memory"] = want.get("memory", {"limit": -1, "swap": -1})
+    cpu: dict[str, Any] = {}
+    if "limits.cpu" in changed:
+        c = want.get("cpu", {})
+        cpu.update(quota=c.get("quota", -1), period=c.get("period", CPU_PERIOD))
+    if "limits.cpu.weight" in changed:
+        cpu["shares"] = want.get("cpu", {}).get("shares", DEFAULT_SHARES)
+    if "limits.cpuset" in changed:
+        cpu["cpus"] = want.get("cpu", {}).get("cpus") or online_cpus or _online_cpus()
+    if cpu:
+        r["cpu"] = cpu
+    if "limits.processes" in changed:
+        r["pids"] = want["pids"]
+    return r
+
+
+def _online_cpus() -> str:
+    with open("/sys/devices/system/cpu/online") as f:
+        return f.read().strip()
+
+
+def process_user(spec_user: str, rootfs: str) -> tuple[int, int]:
+    """An image's User ("1000", "1000:100", "app", "app:grp") as uid, gid, names looked up in the
+    tree's /etc/passwd and /etc/group."""
+    if not spec_user:
+        return 0, 0
+    user, _, group = spec_user.partition(":")
+
+    def lookup(name: str, table: str, field: int) -> int:
+        if name.isdigit():
+            return int(name)
+        try:
+            with open(os.path.join(rootfs, "etc", table)) as f:
+                for line in f:
+                    parts = line.rstrip("\n").split(":")
+                    if parts[0] == name and len(parts) > field and parts[field].isdigit():
+                        return int(parts[field])
+        except OSError:
+            pass
+        raise ConfigError(f"the template's user {spec_user!r}: no {name!r} in its /etc/{table}")
+
+    uid = lookup(user, "passwd", 2)
+    if group:
+        return uid, lookup(group, "group", 2)
+    if user.isdigit():
+        return uid, uid
+    try:
+        with open(os.path.join(rootfs, "etc/passwd")) as f:
+            for line in f:
+                parts = line.split(":")
+                if parts[0] == user and len(parts) > 3 and parts[3].isdigit():
+                    return uid, int(parts[3])
+    except OSError:
+        pass
+    return uid, uid
+
+
+def process_env(template_env: list[str], cfg: dict[str, Any], mode: str) -> list[str]:
+    """The template's environment, then the instance's environment.* over it; PATH always set."""
+    env: dict[str, str] = {}
+    for line in [DEFAULT_PATH] + list(template_env):
+        k, _, v = line.partition("=")
+        env[k] = v
+    if mode == "system":
+        env["container"] = "jaula"  # systemd and others look for it
+    for line in settings.environment(cfg):
+        k, _, v = line.partition("=")
+        env[k] = v
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init: InitKind,
+           cgroups_path: str | None = None, known_caps: list[str] | None = None,
+           nofile: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The config.json of `inst` (effective config `cfg`) on its mounted root `rootfs`.
+
+    `template`: its Template (command, env, workdir, user); `init`: what runs as pid 1;
+    `nofile`: RLIMIT_NOFILE (soft, hard), by default the caller's.
+    """
+    if nofile is None:
+        import resource
+
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = tuple(2**64 - 1 if n < 0 else n for n in nofile)  # RLIM_INFINITY reads as -1
+    from jaula.oci.spec import default_spec
+
+    privileged = cfg.get("security.privileged") is True
+    nesting = cfg.get("security.nesting") is True
+    if inst.mode == "app":
+        args = list(inst.command) or list(template.command)
+        if not args:
+            raise ConfigError(f"template {inst.template!r} has no command (entrypoint or cmd): "
+                              "give the app instance one")
+        uid, gid = process_user(template.user, str(template.rootfs))
+        cwd = template.workdir or "/"
+    else:
+        args, uid, gid, cwd = [SYSTEM_INIT], 0, 0, "/"
+    if not privileged and inst.idmap_base is None:
+        raise ConfigError(f"instance {inst.name!r} has no id range (idmap_base): allocate one, "
+                          "or set security.privileged=true")
+    spec = default_spec(args=args)
+    caps = capabilities(inst.mode, privileged, known_caps)
+    p = spec["process"]
+    p.update(terminal=False, cwd=cwd, env=process_env(template.env, cfg, inst.mode), user={"uid": uid, "gid": gid},
+             capabilities={k: list(caps) for k in ("bounding", "effective", "permitted")},
+             noNewPrivileges=inst.mode == "app")
+    # jaulad's own (its LimitNOFILE): a hard limit above it cannot be raised inside a user namespace
+    p["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": nofile[0], "hard": nofile[1]}]
+    spec["root"] = {"path": rootfs, "readonly": False}
+    spec["hostname"] = inst.name
+    lx = spec["linux"]
+    if not privileged:
+        lx["namespaces"].append({"type": "user"})
+        lx["uidMappings"] = [{"containerID": 0, "hostID": inst.idmap_base, "size": ID_RANGE}]
+        lx["gidMappings"] = [{"containerID": 0, "hostID": inst.idmap_base, "size": ID_RANGE}]
+    if nesting:
+        for mt in spec["mounts"]:
+            if mt["destination"] == "/sys/fs/cgroup":
+                mt["options"] = [o for o in mt["options"] if o != "ro"] + ["rw"]
+        lx["readonlyPaths"] = [x for x in lx["readonlyPaths"] if x != "/proc/sys"]
+    lx["resources"].update(resources(cfg))
+    if cgroups_path:
+        lx["cgroupsPath"] = cgroups_path
+    spec["annotations"] = {
+        ANNOTATION + "instance": inst.name, ANNOTATION + "mode": inst.mode, ANNOTATION + "init": init.name,
+        ANNOTATION + "stop-signal": str(init.stop_signal),
+    }
+    return spec
