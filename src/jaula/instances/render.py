@@ -55,26 +55,18 @@ INITS = {
 
 
 def detect_init(rootfs: str, path: str = SYSTEM_INIT) -> InitKind:
-    """Which init `path` is in the tree at `rootfs`: symlinks followed inside the tree, then the
-    binary's own markers (a copied busybox, sysvinit's INIT_VERSION)."""
-    target = path
-    for _ in range(16):
-        host = os.path.join(rootfs, target.lstrip("/"))
-        if not os.path.islink(host):
-            break
-        link = os.readlink(host)
-        target = os.path.normpath(link if link.startswith("/") else os.path.join(os.path.dirname(target), link))
-        if not target.startswith("/"):
-            target = "/" + target
-    name = os.path.basename(target)
-    if name == "busybox":
+    """Which init `path` is in the tree at `rootfs`: its symlinks followed inside the tree (as
+    the instance sees them, never the host's), then the binary's own markers (a copied busybox,
+    sysvinit's INIT_VERSION)."""
+    target = resolve_in_tree(rootfs, path)
+    if target is None:
+        return INITS["unknown"]
+    if os.path.basename(target) == "busybox":
         return INITS["busybox"]
     if "systemd" in target:
         return INITS["systemd"]
-    try:
-        with open(os.path.join(rootfs, target.lstrip("/")), "rb") as f:
-            data = f.read(8 << 20)
-    except OSError:
+    data = _read(rootfs, target, 8 << 20)
+    if data is None:
         return INITS["unknown"]
     if b"BusyBox v" in data:
         return INITS["busybox"]
@@ -83,6 +75,45 @@ def detect_init(rootfs: str, path: str = SYSTEM_INIT) -> InitKind:
     if b"systemd" in data:
         return INITS["systemd"]
     return INITS["unknown"]
+
+
+def resolve_in_tree(rootfs: str, path: str, hops: int = 40) -> str | None:
+    """`path` with every symlink followed as inside the tree (absolute links and '..' stop at its
+    root); None for a link loop."""
+    parts = [p for p in path.split("/") if p]
+    done: list[str] = []
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        host = os.path.join(rootfs, *done, part)
+        if os.path.islink(host):
+            hops -= 1
+            if hops < 0:
+                return None
+            link = os.readlink(host)
+            if link.startswith("/"):
+                done = []
+            parts = [p for p in link.split("/") if p] + parts
+        else:
+            done.append(part)
+    return "/" + "/".join(done)
+
+
+def _read(rootfs: str, path: str, limit: int) -> bytes | None:
+    """A file of the tree, resolved inside it (openat2 RESOLVE_IN_ROOT)."""
+    from pathlib import Path
+
+    from jaula.storage.templates import read_in_root
+
+    try:
+        return read_in_root(Path(rootfs), path, limit)
+    except OSError:
+        return None
 
 
 def all_caps() -> list[str]:
@@ -164,14 +195,10 @@ def process_user(spec_user: str, rootfs: str) -> tuple[int, int]:
     def lookup(name: str, table: str, field: int) -> int:
         if name.isdigit():
             return int(name)
-        try:
-            with open(os.path.join(rootfs, "etc", table)) as f:
-                for line in f:
-                    parts = line.rstrip("\n").split(":")
-                    if parts[0] == name and len(parts) > field and parts[field].isdigit():
-                        return int(parts[field])
-        except OSError:
-            pass
+        for line in (_read(rootfs, f"/etc/{table}", 1 << 20) or b"").decode(errors="replace").splitlines():
+            parts = line.split(":")
+            if parts[0] == name and len(parts) > field and parts[field].isdigit():
+                return int(parts[field])
         raise ConfigError(f"the template's user {spec_user!r}: no {name!r} in its /etc/{table}")
 
     uid = lookup(user, "passwd", 2)
@@ -179,14 +206,10 @@ def process_user(spec_user: str, rootfs: str) -> tuple[int, int]:
         return uid, lookup(group, "group", 2)
     if user.isdigit():
         return uid, uid
-    try:
-        with open(os.path.join(rootfs, "etc/passwd")) as f:
-            for line in f:
-                parts = line.split(":")
-                if parts[0] == user and len(parts) > 3 and parts[3].isdigit():
-                    return uid, int(parts[3])
-    except OSError:
-        pass
+    for line in (_read(rootfs, "/etc/passwd", 1 << 20) or b"").decode(errors="replace").splitlines():
+        parts = line.split(":")
+        if parts[0] == user and len(parts) > 3 and parts[3].isdigit():
+            return uid, int(parts[3])
     return uid, uid
 
 
