@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from jaula.daemon.db import Database
@@ -82,7 +83,7 @@ def check(path: Path) -> int:
             assert len(set(row.config.values())) == 1, (row.name, row.config)  # one generation
             assert row.profiles == ["base"], row
         bases = sorted((r.idmap_base, r.idmap_base + r.idmap_size) for r in rows)
-        assert all(end <= start for (_, end), (start, _) in zip(bases, bases[1:]))
+        assert all(end <= start for (_, end), (start, _) in pairwise(bases))
         events = db.events()
         return max((e.payload["step"] for e in events), default=0)
 

@@ -110,11 +110,10 @@ def test_current_version_of_an_empty_file(tmp_path: Path) -> None:
 
 
 def test_rollback_on_exception_leaves_nothing(db: Database) -> None:
-    with pytest.raises(RuntimeError, match="boom"):
-        with db.transaction():
-            db.create_instance(InstanceRow("web1", config={"a": "1"}))
-            db.add_event("created", {"name": "web1"})
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), db.transaction():
+        db.create_instance(InstanceRow("web1", config={"a": "1"}))
+        db.add_event("created", {"name": "web1"})
+        raise RuntimeError("boom")
     assert db.list_instances() == []
     assert db.events() == []
     assert db._conn.execute("SELECT count(*) FROM instance_config").fetchone()[0] == 0
@@ -122,20 +121,18 @@ def test_rollback_on_exception_leaves_nothing(db: Database) -> None:
 
 
 def test_a_failed_write_inside_a_transaction_rolls_back_the_whole(db: Database) -> None:
-    with pytest.raises(ConfigError):
-        with db.transaction():
-            db.create_instance(InstanceRow("web1"))
-            db.create_instance(InstanceRow("Bad Name"))
+    with pytest.raises(ConfigError), db.transaction():
+        db.create_instance(InstanceRow("web1"))
+        db.create_instance(InstanceRow("Bad Name"))
     assert db.list_instances() == []
 
 
 def test_nested_transaction_undoes_only_the_inner_block(db: Database) -> None:
     with db.transaction():
         db.create_instance(InstanceRow("outer"))
-        with pytest.raises(KeyError):
-            with db.transaction():
-                db.create_instance(InstanceRow("inner"))
-                raise KeyError("x")
+        with pytest.raises(KeyError), db.transaction():
+            db.create_instance(InstanceRow("inner"))
+            raise KeyError("x")
         assert [i.name for i in db.list_instances()] == ["outer"]
     assert [i.name for i in db.list_instances()] == ["outer"]
 

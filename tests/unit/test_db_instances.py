@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,7 @@ def test_idmap_ranges_never_overlap_over_200_allocations_and_free_on_delete(db: 
             db.delete_instance(victim)
             live.remove(victim)
         ranges = sorted((r.idmap_base, r.idmap_base + r.idmap_size) for r in db.list_instances())
-        for (_, end), (start, _) in zip(ranges, ranges[1:]):
+        for (_, end), (start, _) in pairwise(ranges):
             assert end <= start, ranges
         assert all((start - DEFAULT_IDMAP_BASE) % IDMAP_SIZE == 0 for start, _ in ranges)
     # Everything packed from the base up: the lowest free range is always taken.
@@ -191,9 +192,8 @@ def test_explicit_overlapping_range_is_refused(db: Database) -> None:
         db.create_instance(InstanceRow("web2", idmap_base=DEFAULT_IDMAP_BASE + 100))
     assert db.create_instance(InstanceRow("web2", idmap_base=5 * IDMAP_SIZE)).idmap_base == 5 * IDMAP_SIZE
     # the trigger also guards writes that bypass the allocator
-    with pytest.raises(Exception, match="overlaps"):
-        with db.transaction():
-            db._conn.execute("UPDATE instances SET idmap_base = ? WHERE name = 'web2'", (DEFAULT_IDMAP_BASE,))
+    with pytest.raises(Exception, match="overlaps"), db.transaction():
+        db._conn.execute("UPDATE instances SET idmap_base = ? WHERE name = 'web2'", (DEFAULT_IDMAP_BASE,))
 
 
 def test_privileged_instance_has_no_range(db: Database) -> None:

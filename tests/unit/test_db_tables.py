@@ -48,9 +48,8 @@ def test_profile_in_use_cannot_be_deleted_even_by_sql(db: Database) -> None:
     assert db.profile_users("base") == ["web1", "web2"]
     with pytest.raises(BadState, match="Profile 'base' is used by web1, web2"):
         db.delete_profile("base")
-    with pytest.raises(Exception, match="FOREIGN KEY"):
-        with db.transaction():
-            db._conn.execute("DELETE FROM profiles WHERE name = 'base'")
+    with pytest.raises(Exception, match="FOREIGN KEY"), db.transaction():
+        db._conn.execute("DELETE FROM profiles WHERE name = 'base'")
     assert db.get_profile("base").name == "base"
 
 

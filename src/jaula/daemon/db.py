@@ -28,12 +28,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from jaula.daemon import migrations as _migrations
-from jaula.daemon.models import IDMAP_SIZE, InstanceRow, config_problems, instance_problems, now, validate_name
-from jaula.daemon.tables import Tables
 from jaula.daemon.migrations import SchemaError
+from jaula.daemon.models import (
+    IDMAP_SIZE,
+    InstanceRow,
+    config_problems,
+    instance_problems,
+    now,
+    validate_name,
+)
+from jaula.daemon.tables import Tables
 from jaula.errors import ConfigError, Exists, JaulaError, Locked, NotFound
 
-__all__ = ["Database", "SchemaError", "DEFAULT_IDMAP_BASE", "ID_LIMIT"]
+__all__ = ["DEFAULT_IDMAP_BASE", "ID_LIMIT", "Database", "SchemaError"]
 
 DEFAULT_IDMAP_BASE = 1_000_000
 ID_LIMIT = 2**32 - 1        # (uid_t)-1 is "no id": a range ends at or before it
@@ -97,14 +104,14 @@ class Database(Tables):
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator["Database"]:
+    def transaction(self) -> Iterator[Database]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (then re-raised).
 
         Nested use joins the outer transaction through a savepoint: an exception inside the

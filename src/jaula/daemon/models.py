@@ -112,7 +112,7 @@ def validate_name(name: object, what: str = "Instance") -> str:
         why = "contains " + ", ".join(repr(c) for c in bad)
     else:
         return name
-    raise ConfigError(f"{what} name {ascii(name)} {why}: {rule}")
+    raise ConfigError(f"{what} name {name!a} {why}: {rule}")
 
 
 def config_problems(config: object, what: str) -> list[str]:

@@ -13,8 +13,18 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from jaula.daemon.models import (
-    FINISHED, OPERATION_CLASSES, OPERATION_STATUSES, EventRow, OperationRow, ProfileRow,
-    TemplateRow, check_choice, config_problems, now, to_json, validate_name,
+    FINISHED,
+    OPERATION_CLASSES,
+    OPERATION_STATUSES,
+    EventRow,
+    OperationRow,
+    ProfileRow,
+    TemplateRow,
+    check_choice,
+    config_problems,
+    now,
+    to_json,
+    validate_name,
 )
 from jaula.errors import BadState, ConfigError, Exists, NotFound
 
