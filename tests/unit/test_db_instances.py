@@ -38,6 +38,12 @@ def test_create_get_list(db: Database) -> None:
     db.create_instance(InstanceRow("db1"))
     assert [i.name for i in db.list_instances()] == ["db1", "web1"]
     assert db.list_instances()[1] == made
+    db.update_instance("db1", status="running", pid=100, pid_start=5)
+    assert [i.name for i in db.list_instances(status="running")] == ["db1"]
+    assert [i.name for i in db.list_instances(autostart=True)] == ["web1"]
+    assert [i.name for i in db.list_instances(status="stopped", autostart=False)] == []
+    with pytest.raises(ConfigError, match="status 'up'"):
+        db.list_instances(status="up")
 
 
 def test_create_twice_is_exists(db: Database) -> None:

@@ -31,7 +31,9 @@ from jaula.daemon import migrations as _migrations
 from jaula.daemon.migrations import SchemaError
 from jaula.daemon.models import (
     IDMAP_SIZE,
+    INSTANCE_STATUSES,
     InstanceRow,
+    check_choice,
     config_problems,
     instance_problems,
     now,
@@ -238,9 +240,15 @@ class Database(Tables):
                 raise NotFound(f"Instance {name!r} not found: `jaula list` shows the instances")
             return self._instances([found])[0]
 
-    def list_instances(self) -> list[InstanceRow]:
+    def list_instances(self, *, status: str | None = None, autostart: bool | None = None) -> list[InstanceRow]:
+        """All instances by name; or those with this status, or this autostart (daemon start)."""
+        if status is not None:
+            check_choice(status, INSTANCE_STATUSES, "Instance status")
         with self._read() as conn:
-            return self._instances(conn.execute("SELECT * FROM instances ORDER BY name").fetchall())
+            return self._instances(conn.execute(
+                "SELECT * FROM instances WHERE (?1 IS NULL OR status = ?1) "
+                "AND (?2 IS NULL OR autostart = ?2) ORDER BY name",
+                (status, None if autostart is None else int(autostart))).fetchall())
 
     def update_instance(self, name: str, /, **changes: object) -> InstanceRow:
         """Change some of: mode, template, description, status, autostart, pid, pid_start."""
