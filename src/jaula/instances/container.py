@@ -81,6 +81,65 @@ class ContainerDriver(Driver):
             raise ConfigError(f"limits.disk: a {self.pool.kind} pool has no per-instance disk quota; "
                               "use a loop or btrfs pool, or unset limits.disk")
         self.pool.create_volume(inst.name, str(template.rootfs), size=size)
+        try:
+            self._personalize(inst)
+        except BaseException:
+            self.pool.unmount(inst.name)
+            self.pool.delete_volume(inst.name)
+            raise
+
+    def _personalize(self, inst: Instance) -> None:
+        """Write the instance's name in its /etc/hostname (a system instance's init sets the host
+        name from it), resolved inside the tree: an image's symlink there is replaced, never followed."""
+        from jaula.linux.fs import open_in_root
+
+        idmap = self._idmap(inst)
+        rootfs = os.path.join(self.bundle(inst.name), "rootfs")
+        os.makedirs(rootfs, 0o711, exist_ok=True)
+        self.pool.mount(inst.name, rootfs, idmap=idmap)
+        try:
+            rfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                try:
+                    etc = open_in_root(rfd, "etc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    return  # no /etc: nothing reads a host name file there
+                try:
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+                    try:
+                        fd = os.open("hostname", flags, 0o644, dir_fd=etc)
+                    except OSError as e:
+                        if e.errno not in (errno.ELOOP, errno.EISDIR):
+                            raise
+                        if e.errno == errno.EISDIR:
+                            return
+                        os.unlink("hostname", dir_fd=etc)
+                        fd = os.open("hostname", flags | os.O_EXCL, 0o644, dir_fd=etc)
+                    try:
+                        os.write(fd, (inst.name + "\n").encode())
+                        if idmap is not None:
+                            os.fchown(fd, idmap.uid_base, idmap.gid_base)
+                    finally:
+                        os.close(fd)
+                finally:
+                    os.close(etc)
+            finally:
+                os.close(rfd)
+        finally:
+            self.pool.unmount(inst.name)
+            self._remove_bundle(inst.name)
+
+    @staticmethod
+    def _idmap(inst: Instance):
+        """The IdMap of an unprivileged instance's range; None for a privileged one."""
+        if inst.privileged:
+            return None
+        if inst.idmap_base is None:
+            raise ConfigError(f"instance {inst.name!r} has no id range (idmap_base): allocate one, "
+                              "or set security.privileged=true")
+        from jaula.storage.idmap import IdMap
+
+        return IdMap(inst.idmap_base, inst.idmap_base, ID_RANGE)
 
     def delete(self, inst: Instance) -> None:
         validate_name(inst.name)
@@ -117,18 +176,14 @@ class ContainerDriver(Driver):
         with ExitStack() as undo:
             os.makedirs(rootfs, 0o711, exist_ok=True)
             undo.callback(self._remove_bundle, name)
-            idmap = None
-            if not inst.privileged:
-                if inst.idmap_base is None:
-                    raise ConfigError(f"instance {name!r} has no id range (idmap_base): allocate one, "
-                                      "or set security.privileged=true")
-                from jaula.storage.idmap import IdMap
-
-                idmap = IdMap(inst.idmap_base, inst.idmap_base, ID_RANGE)
-                _check_reachable(rootfs, inst.idmap_base)
+            idmap = self._idmap(inst)
+            if idmap is not None:
+                _check_reachable(rootfs, idmap.uid_base)
             self.pool.mount(name, rootfs, idmap=idmap)
             undo.callback(self.pool.unmount, name)
-            spec = render.render(inst, cfg, template, rootfs, init, cgroups_path)
+            # A privileged instance's capabilities are the host's: only what our bounding set holds.
+            known = _bounding_caps() if idmap is None else None
+            spec = render.render(inst, cfg, template, rootfs, init, cgroups_path, known_caps=known)
             tmp = os.path.join(bundle, ".config.json.tmp")
             with open(tmp, "w") as f:
                 json.dump(spec, f, indent=1)
@@ -178,7 +233,7 @@ class ContainerDriver(Driver):
         name = validate_name(inst.name)
         c = self._container(name)
         if c is None:
-            if self.pool.mounted_at(name) is None and not os.path.exists(self.bundle(name)):
+            if self._mounted_at(name) is None and not os.path.exists(self.bundle(name)):
                 raise BadState(f"instance {name!r} is not running")
             self._release(name)
             return True
@@ -208,8 +263,14 @@ class ContainerDriver(Driver):
         _reap(c.pid)
         lifecycle.cleanup(c, self._log(name))
 
+    def _mounted_at(self, name: str) -> str | None:
+        try:
+            return self.pool.mounted_at(name)
+        except NotFound:
+            return None  # no volume (deleted, or never made)
+
     def _release(self, name: str) -> None:
-        if self.pool.mounted_at(name) is not None:
+        if self._mounted_at(name) is not None:
             self.pool.unmount(name)
         self._remove_bundle(name)
 
@@ -309,6 +370,14 @@ class ContainerDriver(Driver):
 
                 lifecycle.update(c, res)
         return new
+
+
+def _bounding_caps() -> list[str]:
+    from jaula.linux.caps import NAMES
+
+    with open("/proc/self/status") as f:
+        mask = int(next(line for line in f if line.startswith("CapBnd:")).split()[1], 16)
+    return [name for i, name in enumerate(NAMES) if mask & (1 << i)]
 
 
 def _check_reachable(path: str, uid: int) -> None:
