@@ -189,3 +189,23 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         Database(tmp_path / "a.db", idmap_base=2**32 - 10)
     with pytest.raises(ConfigError, match="events_keep"):
         Database(tmp_path / "b.db", events_keep=0)
+
+
+def test_many_connections_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "jaula.db"
+    barrier = threading.Barrier(6)
+    versions: list[int] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        with Database(path) as db:  # each its own connection, as separate processes would be
+            versions.append(db.schema_version)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert versions == [MIGRATIONS[-1].version] * 6
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(MIGRATIONS)

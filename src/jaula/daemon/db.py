@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,7 +88,7 @@ class Database(Tables):
                                      check_same_thread=False)
         try:
             self._conn.row_factory = sqlite3.Row
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._locked_call(self._set_wal)
             if mode.lower() != "wal":
                 raise SchemaError(f"Database {str(self.path)!r}: journal mode is {mode!r}, WAL refused "
                                   "(a file system without shared memory?): put it on a local disk")
@@ -99,6 +100,19 @@ class Database(Tables):
         except BaseException:
             self._conn.close()
             raise
+
+    def _set_wal(self) -> str:
+        # Turning a new database to WAL needs an exclusive lock, and SQLite does not always call
+        # the busy handler for it (it returns SQLITE_BUSY at once when another connection is
+        # reading the new file): retry until the busy timeout, as the handler would have.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     # -- connection and transactions ------------------------------------------------------
 

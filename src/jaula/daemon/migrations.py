@@ -119,14 +119,22 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def _ensure_version_table(conn: sqlite3.Connection) -> None:
-    # IF NOT EXISTS makes this safe for two processes opening a new database at once.
-    conn.execute(
-        """CREATE TABLE IF NOT EXISTS schema_version (
-            version     INTEGER PRIMARY KEY,
-            description TEXT NOT NULL,
-            applied     TEXT NOT NULL
-        )"""
-    )
+    # IF NOT EXISTS, under the write lock taken first (IMMEDIATE: a deferred transaction that
+    # finds it must write returns SQLITE_BUSY at once, without waiting), makes this safe for
+    # several processes opening a new database at once.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_version (
+                version     INTEGER PRIMARY KEY,
+                description TEXT NOT NULL,
+                applied     TEXT NOT NULL
+            )"""
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def current_version(conn: sqlite3.Connection) -> int:
