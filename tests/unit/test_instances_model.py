@@ -30,7 +30,7 @@ RULE = "use 1 to 63 lowercase letters (a-z), digits and '-', starting and ending
 def test_bad_names_say_why(name: str, why: str) -> None:
     with pytest.raises(ConfigError) as e:
         validate_name(name)
-    assert e.value.problems == [f"Instance name {ascii(name)} {why}: {RULE}"]
+    assert e.value.problems == [f"Instance name {name!a} {why}: {RULE}"]
 
 
 def test_good_names() -> None:

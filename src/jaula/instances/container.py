@@ -228,7 +228,8 @@ class ContainerDriver(Driver):
 
     def stop(self, inst: Instance, timeout: float = 30.0, force: bool = False) -> bool:
         from jaula.oci import lifecycle
-        from jaula.oci.state import CREATED, PAUSED, RUNNING as UP
+        from jaula.oci.state import CREATED, PAUSED
+        from jaula.oci.state import RUNNING as UP
 
         name = validate_name(inst.name)
         c = self._container(name)
@@ -323,7 +324,8 @@ class ContainerDriver(Driver):
 
     # --- looking and changing ----------------------------------------------------------------------
     def state(self, inst: Instance) -> InstanceState:
-        from jaula.oci.state import CREATED, CREATING, PAUSED, RUNNING as UP
+        from jaula.oci.state import CREATED, CREATING, PAUSED
+        from jaula.oci.state import RUNNING as UP
 
         c = self._container(inst.name)
         if c is None:

@@ -52,7 +52,7 @@ def validate_name(name: object, what: str = "Instance") -> str:
         why = "contains " + ", ".join(repr(c) for c in bad)
     else:
         return name
-    raise ConfigError(f"{what} name {ascii(name)} {why}: {_NAME_RULE}")
+    raise ConfigError(f"{what} name {name!a} {why}: {_NAME_RULE}")
 
 
 def now_rfc3339() -> str:

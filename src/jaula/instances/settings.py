@@ -101,7 +101,7 @@ def parse_cpus(value: Any) -> float:
 def _int_range(lo: int, hi: int, what: str) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         try:
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, (bool, float)):
                 raise ValueError
             n = int(value.strip()) if isinstance(value, str) else int(value)
         except (TypeError, ValueError, AttributeError):
