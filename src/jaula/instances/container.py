@@ -190,9 +190,7 @@ class ContainerDriver(Driver):
             os.rename(tmp, os.path.join(bundle, "config.json"))
             c = self._create(name, bundle)
             undo.callback(self._destroy, c, name)
-            from jaula.oci import lifecycle
-
-            lifecycle.start(c, self._log(name))
+            _start_and_wait_exec(c, self._log(name))
             undo.pop_all()
         return self.state(inst)
 
@@ -372,6 +370,21 @@ class ContainerDriver(Driver):
 
                 lifecycle.update(c, res)
         return new
+
+
+def _start_and_wait_exec(c: Any, log: Any) -> None:
+    """jaula.oci's start, returning once the init has exec'd the instance's program (or died), so
+    that a stop right after a start reaches the program's own signal handlers: the init holds the
+    exec fifo open until its execve closes it, and a reader opened before start sees it go."""
+    from jaula.oci import lifecycle
+
+    watch = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        lifecycle.start(c, log)
+    except BaseException:
+        os.close(watch)
+        raise
+    lifecycle._wait_exec(watch)  # closes it
 
 
 def _bounding_caps() -> list[str]:
