@@ -264,6 +264,14 @@ def test_instance_that_powers_off_by_itself_starts_again(host: Host) -> None:
     host.start(inst)  # frees what the old run held first
     booted(host, inst)
     assert host.driver.stop(inst, force=True) is False
+    host.start(inst)
+    host.sh(inst, "poweroff")
+    wait_until("the instance to power off", lambda: host.driver.state(inst).status == "stopped", timeout=15)
+    with pytest.raises(BadState):
+        host.driver.freeze(inst)
+    host.driver.delete(inst)  # frees the ended run's cgroup, state and mount with the volume
+    host.instances.remove(inst)
+    assert host.leaks() == []
 
 
 def test_privileged_instance(host: Host) -> None:

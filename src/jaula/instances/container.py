@@ -142,9 +142,13 @@ class ContainerDriver(Driver):
         return IdMap(inst.idmap_base, inst.idmap_base, ID_RANGE)
 
     def delete(self, inst: Instance) -> None:
-        validate_name(inst.name)
-        if self.state(inst).status != STOPPED:
-            raise BadState(f"cannot delete instance {inst.name!r}: it is running; stop it first")
+        from jaula.oci.state import STOPPED as GONE
+
+        c = self._container(validate_name(inst.name))
+        if c is not None:
+            if c.status() != GONE:
+                raise BadState(f"cannot delete instance {inst.name!r}: it is {self.state(inst).status}; stop it first")
+            self._destroy(c, inst.name)  # it ended by itself: its cgroup and runtime state go too
         self._release(inst.name)
         self.pool.delete_volume(inst.name)
         log = self.console_log(inst.name)
