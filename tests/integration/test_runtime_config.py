@@ -886,3 +886,13 @@ def test_lsm_labels_are_ignored_where_the_lsm_is_off(runtime: Runtime, bundle: B
         assert json.loads(runtime.run(b, check=True).stdout)["pid"] == 1
     finally:
         runtime.global_args = []
+
+
+def test_a_config_without_rlimits_runs(runtime: Runtime, bundle: Bundle) -> None:
+    """Nothing may be imported after pivot_root: a config with no rlimits must not need `resource`."""
+    b = bundle(["/bin/true"])
+    config = json.loads((b / "config.json").read_text())
+    config["process"].pop("rlimits", None)
+    (b / "config.json").write_text(json.dumps(config))
+    result = runtime.run(b)
+    assert result.returncode == 0, result.stderr

@@ -17,6 +17,8 @@ _INFINITY = 2**64 - 1
 
 
 def set_rlimits(p: Process) -> None:
+    if not p.rlimits:
+        return  # and `resource` was not preloaded: after pivot_root it cannot be imported
     import resource
 
     for rl in p.rlimits:
