@@ -247,8 +247,9 @@ class ContainerDriver(Driver):
                 lifecycle._cgroup(c).thaw()
             sig = int(c.data.get("annotations", {}).get(render.ANNOTATION + "stop-signal", 15))
             try:
+                waited = _wait_handler(c.pid, sig, min(timeout, 0.5))
                 lifecycle.signal_init(c, sig)
-                clean = _wait_exit(c, timeout)
+                clean = _wait_exit(c, max(0.0, timeout - waited))
             except BadState:
                 clean = True  # it went while we looked
         self._cleanup(c, name)
@@ -413,6 +414,28 @@ def _check_reachable(path: str, uid: int) -> None:
         if d == "/":
             return
         d = os.path.dirname(d)
+
+
+def _wait_handler(pid: int, sig: int, timeout: float) -> float:
+    """Wait until the init catches `sig` (SigCgt in /proc/PID/status); the seconds waited.
+
+    A pid 1 ignores signals from outside its namespace that it has no handler for: sent in the
+    moment between its execve and its sigaction (a stop right after a start), the stop signal
+    would be lost and the stop would wait its whole timeout.
+    """
+    start = time.monotonic()
+    bit = 1 << (sig - 1)
+    while True:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                caught = next((int(line.split()[1], 16) for line in f if line.startswith("SigCgt:")), 0)
+        except (OSError, ValueError):
+            break  # gone: nothing to wait for
+        waited = time.monotonic() - start
+        if caught & bit or waited >= timeout:
+            return waited
+        time.sleep(0.005)
+    return time.monotonic() - start
 
 
 def _wait_exit(c: Any, timeout: float) -> bool:
