@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def sp(host: Host) -> Iterator[Spawner]:  # noqa: F811
         s.close()  # before the host fixture's own cleanup and leak check
 
 
-def _started(host: Host, inst, st: dict) -> None:  # noqa: ANN001
+def _started(host: Host, inst, st: dict) -> None:  # noqa: F811
     host.pids.add(st["pid"])
     c = host.driver._container(inst.name)
     host.cgroups |= set(c.data["cgroupPaths"].values())
@@ -68,7 +69,7 @@ def test_spawner_starts_an_instance_and_the_supervisor_sees_it_stop(host: Host, 
         assert (st["status"], st["init"], st["stop_signal"]) == ("running", "busybox", signal.SIGUSR2)
         sup.watch(inst.name, st["pidfd"], st["pid"])
         # the init's parent is the spawner (a subreaper): it alone can reap it
-        ppid = int(open(f"/proc/{st['pid']}/stat").read().rsplit(")", 1)[1].split()[1])  # noqa: SIM115
+        ppid = int(Path(f"/proc/{st['pid']}/stat").read_text().rsplit(")", 1)[1].split()[1])
         assert ppid == sp.pid
         await asyncio.get_running_loop().run_in_executor(None, booted, host, inst)
         assert (await sp.acall("state", inst))["status"] == "running"
