@@ -1,0 +1,159 @@
+"""A client of jaulad's REST API over its UNIX socket (httpx), for the CLI, tests and scripts.
+
+Responses come back as the API's `metadata` (plain JSON); an error response raises the
+`jaula.errors` class of its exit code (NotFound, ConfigError with `.problems`, BadState...) with
+the API's message, and a failed operation raises the same way once waited on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from jaula.errors import BadState, ConfigError, Exists, ExitCode, JaulaError, Locked, NotFound
+
+DEFAULT_SOCKET = "/run/jaula/jaula.sock"
+_BY_EXIT = {ExitCode.INVALID_CONFIG: ConfigError, ExitCode.NOT_FOUND: NotFound, ExitCode.EXISTS: Exists,
+            ExitCode.BAD_STATE: BadState, ExitCode.LOCKED: Locked}
+
+
+class Unreachable(JaulaError):
+    """No jaulad answers on the socket."""
+
+
+def default_socket() -> str:
+    return os.environ.get("JAULA_SOCKET") or DEFAULT_SOCKET
+
+
+def error_from(body: dict[str, Any], status: int | None = None) -> JaulaError:
+    """The jaula.errors exception an error envelope (or a failed operation) stands for."""
+    message = body.get("error") or body.get("err") or f"jaulad answered {status} with no message"
+    exit_code = body.get("exit_code", body.get("metadata", {}).get("exit_code", ExitCode.FAILURE))
+    cls = _BY_EXIT.get(exit_code, JaulaError)
+    exc: JaulaError = ConfigError(body.get("problems") or [message]) if cls is ConfigError else cls(message)
+    if cls is ConfigError:
+        exc.args = (message,)
+    exc.status_code = status  # type: ignore[attr-defined]
+    return exc
+
+
+class Client:
+    """`Client("/run/jaula/jaula.sock")`: one connection pool; use as a context manager or close()."""
+
+    def __init__(self, socket_path: str | None = None, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path or default_socket()
+        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path),
+                                  base_url="http://jaulad", timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
+                timeout: float | None | object = httpx.USE_CLIENT_DEFAULT) -> dict[str, Any]:
+        """The whole envelope of a successful response; raises the error of any other."""
+        try:
+            resp = self._http.request(method, path, json=json, params=params, timeout=timeout)  # type: ignore[arg-type]
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+            raise Unreachable(f"Cannot reach jaulad at {self.socket_path!r} ({exc}): is it running? "
+                              "Start it, or give its socket with --socket or JAULA_SOCKET") from None
+        except httpx.TimeoutException:
+            raise JaulaError(f"jaulad at {self.socket_path!r} did not answer {method} {path} in time") from None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise JaulaError(f"jaulad answered {method} {path} with {resp.status_code} and no JSON") from None
+        if body.get("type") == "error" or resp.status_code >= 400:
+            raise error_from(body, resp.status_code)
+        return body
+
+    def _sync(self, method: str, path: str, **kw: Any) -> Any:
+        return self.request(method, path, **kw)["metadata"]
+
+    def _async(self, method: str, path: str, wait: bool, **kw: Any) -> dict[str, Any]:
+        op = self.request(method, path, **kw)["metadata"]
+        return self.wait_operation(op["id"]) if wait else op
+
+    # -- server, operations ----------------------------------------------------------------
+    def server(self) -> dict[str, Any]:
+        return self._sync("GET", "/1.0")
+
+    def operations(self, status: str | None = None) -> list[dict[str, Any]]:
+        return self._sync("GET", "/1.0/operations", params={"status": status} if status else None)
+
+    def operation(self, op_id: str) -> dict[str, Any]:
+        return self._sync("GET", f"/1.0/operations/{op_id}")
+
+    def wait_operation(self, op_id: str, timeout: float | None = None, check: bool = True) -> dict[str, Any]:
+        """The operation once ended (or after `timeout` s); with `check`, a failure raises its error."""
+        op = self._sync("GET", f"/1.0/operations/{op_id}/wait",
+                        params={"timeout": -1 if timeout is None else timeout},
+                        timeout=None if timeout is None else timeout + 10)
+        if check and op["status"] == "failure":
+            raise error_from(op)
+        return op
+
+    # -- instances ---------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        return self._sync("GET", "/1.0/instances")
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._sync("GET", f"/1.0/instances/{name}")
+
+    def state(self, name: str) -> dict[str, Any]:
+        return self._sync("GET", f"/1.0/instances/{name}/state")
+
+    def create(self, template: str, name: str, *, config: dict[str, str] | None = None,
+               profiles: list[str] | None = None, mode: str = "system", description: str = "",
+               wait: bool = True) -> dict[str, Any]:
+        body = {"name": name, "template": template, "mode": mode, "config": config or {},
+                "profiles": profiles or [], "description": description}
+        return self._async("POST", "/1.0/instances", wait, json=body)
+
+    def update(self, name: str, *, config: dict[str, str | None] | None = None,
+               profiles: list[str] | None = None, description: str | None = None) -> dict[str, Any]:
+        """Change settings (None or "" unsets a key), profiles or description; the instance after."""
+        body = {k: v for k, v in (("config", config), ("profiles", profiles), ("description", description))
+                if v is not None}
+        return self._sync("PATCH", f"/1.0/instances/{name}", json=body)
+
+    def delete(self, name: str, *, force: bool = False, wait: bool = True) -> dict[str, Any]:
+        return self._async("DELETE", f"/1.0/instances/{name}", wait, params={"force": force})
+
+    def _state(self, name: str, action: str, wait: bool, **kw: Any) -> dict[str, Any]:
+        return self._async("PUT", f"/1.0/instances/{name}/state", wait, json={"action": action, **kw})
+
+    def start(self, name: str, *, wait: bool = True) -> dict[str, Any]:
+        return self._state(name, "start", wait)
+
+    def stop(self, name: str, *, force: bool = False, timeout: float = 30.0, wait: bool = True) -> dict[str, Any]:
+        return self._state(name, "stop", wait, force=force, timeout=timeout)
+
+    def restart(self, name: str, *, force: bool = False, timeout: float = 30.0, wait: bool = True) -> dict[str, Any]:
+        return self._state(name, "restart", wait, force=force, timeout=timeout)
+
+    def freeze(self, name: str, *, wait: bool = True) -> dict[str, Any]:
+        return self._state(name, "freeze", wait)
+
+    def unfreeze(self, name: str, *, wait: bool = True) -> dict[str, Any]:
+        return self._state(name, "unfreeze", wait)
+
+    # -- profiles ----------------------------------------------------------------------------
+    def profiles(self) -> list[dict[str, Any]]:
+        return self._sync("GET", "/1.0/profiles")
+
+    def profile(self, name: str) -> dict[str, Any]:
+        return self._sync("GET", f"/1.0/profiles/{name}")
+
+    def create_profile(self, name: str, config: dict[str, str] | None = None,
+                       description: str = "") -> dict[str, Any]:
+        return self._sync("POST", "/1.0/profiles",
+                          json={"name": name, "config": config or {}, "description": description})

@@ -1,0 +1,354 @@
+"""jaulad's REST API (FastAPI), served on a UNIX socket: instances, their state, profiles and
+operations, in Incus's envelope (schemas.py).
+
+Everything a request names (instance and profile names, settings, profiles) is checked before
+any change, with every problem listed; long actions (create, start, stop, delete) return an
+operation at once and run in a worker (operations.py). Instances are driven through a
+`Backend` (backend.py): the spawner in jaulad, a fake in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from jaula import __version__ as _version
+from jaula.daemon import schemas as s
+from jaula.daemon.backend import Backend
+from jaula.daemon.db import Database
+from jaula.daemon.models import InstanceRow, OperationRow, ProfileRow
+from jaula.daemon.operations import Operations
+from jaula.errors import BadState, ConfigError, Exists, ExitCode, JaulaError, Locked, NotFound
+from jaula.instances import settings
+from jaula.instances.model import Instance, validate_name
+
+log = logging.getLogger("jaula.api")
+
+_HTTP = ((ConfigError, 400), (NotFound, 404), (Exists, 409), (BadState, 409), (Locked, 503))
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": s.Error, "description": why} for code, why in (
+        (400, "refused by validation: `problems` lists each problem"),
+        (404, "no such instance, profile or operation"),
+        (409, "the name is taken, or the action does not fit the instance's state"),
+        (422, "the request body does not fit the schema"),
+    )}
+
+
+def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
+    """The API over `db` (the source of truth) and `backend` (what runs instances)."""
+    app = FastAPI(title="jaulad", version=_version, description=__doc__,
+                  responses=_ERRORS)  # type: ignore[arg-type]
+    ops = Operations(db, workers=workers)
+    app.state.db, app.state.backend, app.state.operations = db, backend, ops
+    app.router.add_event_handler("shutdown", lambda: ops.shutdown(wait=True))
+    _error_handlers(app)
+    svc = _Service(db, backend, ops)
+
+    @app.get("/1.0", response_model=s.Sync[s.Server], tags=["server"])
+    def server() -> dict:
+        return _sync(s.Server(server_version=_version, settings=[
+            s.SettingInfo(key=k, type=v.type, default=None if v.default is None else settings.show(k, v.default),
+                          live=v.live, description=v.description) for k, v in settings.SETTINGS.items()]))
+
+    @app.get("/1.0/instances", response_model=s.Sync[list[s.Instance]], tags=["instances"])
+    def list_instances() -> dict:
+        return _sync([svc.instance_out(r) for r in db.list_instances()])
+
+    @app.post("/1.0/instances", response_model=s.Async, status_code=202, tags=["instances"])
+    def create_instance(body: s.InstanceCreate) -> dict:
+        return _async(svc.create(body))
+
+    @app.get("/1.0/instances/{name}", response_model=s.Sync[s.Instance], tags=["instances"])
+    def get_instance(name: str) -> dict:
+        return _sync(svc.instance_out(db.get_instance(name)))
+
+    @app.patch("/1.0/instances/{name}", response_model=s.Sync[s.Instance], tags=["instances"])
+    def patch_instance(name: str, body: s.InstancePatch) -> dict:
+        return _sync(svc.instance_out(svc.patch(name, body)))
+
+    @app.delete("/1.0/instances/{name}", response_model=s.Async, status_code=202, tags=["instances"])
+    def delete_instance(name: str, force: bool = Query(False, description="stop it first when running")) -> dict:
+        return _async(svc.delete(name, force))
+
+    @app.get("/1.0/instances/{name}/state", response_model=s.Sync[s.InstanceState], tags=["instances"])
+    def get_state(name: str) -> dict:
+        st = backend.state(svc.instance(db.get_instance(name)))
+        return _sync(s.InstanceState(status=st.status, pid=st.pid, init=st.init, stop_signal=st.stop_signal))
+
+    @app.put("/1.0/instances/{name}/state", response_model=s.Async, status_code=202, tags=["instances"])
+    def change_state(name: str, body: s.StateChange) -> dict:
+        return _async(svc.change_state(name, body))
+
+    @app.get("/1.0/operations", response_model=s.Sync[list[s.Operation]], tags=["operations"])
+    def list_operations(status: str | None = None) -> dict:
+        return _sync([_op_out(o) for o in db.list_operations(status)])
+
+    @app.get("/1.0/operations/{op_id}", response_model=s.Sync[s.Operation], tags=["operations"])
+    def get_operation(op_id: str) -> dict:
+        return _sync(_op_out(db.get_operation(op_id)))
+
+    @app.get("/1.0/operations/{op_id}/wait", response_model=s.Sync[s.Operation], tags=["operations"])
+    def wait_operation(op_id: str, timeout: float = Query(
+            -1, description="seconds to wait at most; -1: until it ends")) -> dict:
+        return _sync(_op_out(ops.wait(op_id, None if timeout < 0 else timeout)))
+
+    @app.get("/1.0/profiles", response_model=s.Sync[list[s.Profile]], tags=["profiles"])
+    def list_profiles() -> dict:
+        return _sync([_profile_out(p) for p in db.list_profiles()])
+
+    @app.post("/1.0/profiles", response_model=s.Sync[s.Profile], status_code=201, tags=["profiles"])
+    def create_profile(body: s.ProfileCreate) -> dict:
+        validate_name(body.name, "Profile")
+        config = _canonical(_validated(body.config, f"Profile {body.name!r}"))
+        row = db.create_profile(ProfileRow(name=body.name, description=body.description, config=config))
+        return _sync(_profile_out(row), status_code=201)
+
+    @app.get("/1.0/profiles/{name}", response_model=s.Sync[s.Profile], tags=["profiles"])
+    def get_profile(name: str) -> dict:
+        return _sync(_profile_out(db.get_profile(name)))
+
+    return app
+
+
+class _Service:
+    """The actions behind the routes: checks first, then the database and the backend."""
+
+    def __init__(self, db: Database, backend: Backend, ops: Operations) -> None:
+        self.db, self.backend, self.ops = db, backend, ops
+
+    # -- views ---------------------------------------------------------------------------------
+    def expanded(self, profiles: list[str], own: dict[str, Any]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for p in profiles:
+            merged.update(self.db.get_profile(p).config)
+        merged.update(own)
+        return _validated(merged, "The config with its profiles'")
+
+    def instance(self, row: InstanceRow) -> Instance:
+        """The driver's model of a stored instance, with its effective config."""
+        return Instance(name=row.name, template=row.template, kind=row.kind, mode=row.mode,
+                        config=self.expanded(row.profiles, row.config), profiles=list(row.profiles),
+                        description=row.description, created=row.created,
+                        idmap_base=row.idmap_base if row.idmap_size else None)
+
+    def instance_out(self, row: InstanceRow) -> s.Instance:
+        expanded = self.expanded(row.profiles, row.config)
+        return s.Instance(name=row.name, kind=row.kind, mode=row.mode, template=row.template,
+                          description=row.description, created=row.created, status=row.status,  # type: ignore[arg-type]
+                          autostart=row.autostart, privileged=row.idmap_size == 0, config=dict(row.config),
+                          expanded_config=_canonical(expanded), profiles=list(row.profiles), pid=row.pid)
+
+    # -- instances -----------------------------------------------------------------------------
+    def create(self, body: s.InstanceCreate) -> OperationRow:
+        validate_name(body.name)
+        problems: list[str] = []
+        try:
+            validate_name(body.template, "Template")
+        except ConfigError as exc:
+            problems += exc.problems
+        try:
+            own = _validated(body.config, f"Instance {body.name!r}")
+        except ConfigError as exc:
+            problems, own = problems + exc.problems, {}
+        if len(set(body.profiles)) != len(body.profiles):
+            problems.append(f"profiles {body.profiles} name a profile twice")
+        for p in body.profiles:
+            try:
+                validate_name(p, "Profile")
+                self.db.get_profile(p)
+            except (ConfigError, NotFound) as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError(problems)
+        expanded = self.expanded(body.profiles, own)
+        privileged = expanded.get("security.privileged") is True
+        row = self.db.create_instance(InstanceRow(
+            name=body.name, kind=body.kind, mode=body.mode, template=body.template,
+            description=body.description, autostart=bool(expanded.get("boot.autostart")),
+            idmap_size=0 if privileged else 65536, config=_canonical(own), profiles=list(body.profiles)))
+
+        def action() -> dict:
+            try:
+                self.backend.create(self.instance(row))
+            except BaseException:
+                self.db.delete_instance(row.name)  # revert: no half-made instance stays listed
+                raise
+            self.db.add_event("instance-created", {"name": row.name})
+            return {}
+        return self.ops.submit(f"Creating instance {row.name}", action, instance=row.name)
+
+    def patch(self, name: str, body: s.InstancePatch) -> InstanceRow:
+        row = self.db.get_instance(name)
+        own: dict[str, Any] = dict(row.config)
+        for key, value in (body.config or {}).items():
+            if value is None or value == "":
+                own.pop(key, None)
+            else:
+                own[key] = value
+        profiles = row.profiles if body.profiles is None else body.profiles
+        problems: list[str] = []
+        for p in profiles:
+            try:
+                self.db.get_profile(p)
+            except NotFound as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError(problems)
+        own_norm = _validated(own, f"Instance {name!r}")
+        expanded = self.expanded(profiles, own_norm)
+        if row.status in ("running", "frozen"):
+            inst = self.instance(row)
+            for key in settings.changed_keys(inst.config, expanded):
+                if not settings.is_live(key):
+                    raise BadState(f"{key} cannot change while {name!r} runs: stop it, then set it")
+            self.backend.update(inst, expanded)
+        with self.db.transaction() as db:
+            db.replace_config(name, _canonical(own_norm))
+            if body.profiles is not None:
+                db.set_instance_profiles(name, body.profiles)
+            changes: dict[str, Any] = {"autostart": bool(expanded.get("boot.autostart"))}
+            if body.description is not None:
+                changes["description"] = body.description
+            db.update_instance(name, **changes)
+        self.db.add_event("instance-updated", {"name": name})
+        return self.db.get_instance(name)
+
+    def delete(self, name: str, force: bool) -> OperationRow:
+        row = self.db.get_instance(name)
+        if row.status != "stopped" and not force:
+            raise BadState(f"Instance {name!r} is {row.status}: stop it first, or delete with force")
+
+        def action() -> dict:
+            row = self.db.get_instance(name)
+            inst = self.instance(row)
+            if row.status != "stopped":
+                if not force:
+                    raise BadState(f"Instance {name!r} is {row.status}: stop it first, or delete with force")
+                self.backend.stop(inst, timeout=0, force=True)
+                self.db.update_instance(name, status="stopped", pid=None, pid_start=None)
+            self.backend.delete(inst)
+            self.db.delete_instance(name)
+            self.db.add_event("instance-deleted", {"name": name})
+            return {}
+        return self.ops.submit(f"Deleting instance {name}", action, instance=name)
+
+    def change_state(self, name: str, body: s.StateChange) -> OperationRow:
+        _check_action(self.db.get_instance(name), body.action)
+
+        def action() -> dict:
+            row = self.db.get_instance(name)
+            _check_action(row, body.action)
+            inst = self.instance(row)
+            meta: dict[str, Any] = {}
+            if body.action in ("stop", "restart") and row.status != "stopped":
+                meta["clean"] = self.backend.stop(inst, timeout=body.timeout, force=body.force)
+                row = self.db.update_instance(name, status="stopped", pid=None, pid_start=None)
+            if body.action in ("start", "restart"):
+                st = self.backend.start(inst)
+                self.db.update_instance(name, status="running", pid=st.pid or None)
+                meta["pid"] = st.pid
+            elif body.action == "freeze":
+                self.backend.freeze(inst)
+                self.db.update_instance(name, status="frozen")
+            elif body.action == "unfreeze":
+                self.backend.unfreeze(inst)
+                self.db.update_instance(name, status="running")
+            self.db.add_event(f"instance-{body.action}", {"name": name})
+            return meta
+        verb = {"stop": "Stopping", "start": "Starting", "restart": "Restarting",
+                "freeze": "Freezing", "unfreeze": "Unfreezing"}[body.action]
+        return self.ops.submit(f"{verb} instance {name}", action, instance=name)
+
+
+_NEEDS = {"start": ("stopped", "error"), "stop": ("running", "frozen", "error"),
+          "restart": ("running", "stopped", "error"), "freeze": ("running",), "unfreeze": ("frozen",)}
+
+
+def _check_action(row: InstanceRow, action: str) -> None:
+    if row.status not in _NEEDS[action]:
+        hint = {"start": "it is already started", "stop": "it is not running",
+                "freeze": "only a running instance can be frozen",
+                "unfreeze": "it is not frozen"}.get(action, "")
+        raise BadState(f"Cannot {action} instance {row.name!r}: it is {row.status} ({hint})")
+
+
+def _validated(config: dict[str, Any], what: str) -> dict[str, Any]:
+    try:
+        return settings.validate(config)
+    except ConfigError as exc:
+        raise ConfigError([f"{what}: {p}" for p in exc.problems]) from None
+
+
+def _canonical(config: dict[str, Any]) -> dict[str, str]:
+    """Normalized settings as stored: strings a person would write ("512MiB", "true")."""
+    return {k: settings.show(k, v) for k, v in config.items()}
+
+
+def _sync(metadata: Any, status_code: int = 200) -> dict:
+    return {"type": "sync", "status": "Success" if status_code < 300 else "Created",
+            "status_code": status_code, "metadata": metadata}
+
+
+def _async(op: OperationRow) -> dict:
+    return {"type": "async", "status": "Operation created", "status_code": 100,
+            "operation": f"/1.0/operations/{op.id}", "metadata": _op_out(op)}
+
+
+def _op_out(op: OperationRow) -> s.Operation:
+    return s.Operation(id=op.id, **{"class": op.op_class}, description=op.description,  # type: ignore[arg-type]
+                       status=op.status, created=op.created, updated=op.updated, err=op.error,  # type: ignore[arg-type]
+                       resources=op.resources, metadata=op.metadata)
+
+
+def _profile_out(p: ProfileRow) -> s.Profile:
+    return s.Profile(name=p.name, description=p.description, config=dict(p.config))
+
+
+def error_body(status: int, message: str, problems: list[str] | None = None,
+               exit_code: int = ExitCode.FAILURE) -> dict:
+    return {"type": "error", "error_code": status, "error": message, "problems": problems or [],
+            "exit_code": exit_code}
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(JaulaError)
+    def jaula_error(request: Request, exc: JaulaError) -> JSONResponse:
+        status = next((code for cls, code in _HTTP if isinstance(exc, cls)), 500)
+        problems = exc.problems if isinstance(exc, ConfigError) else []
+        return JSONResponse(error_body(status, str(exc), problems, exc.exit_code), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ())[1:]) or "request"
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse(error_body(422, "The request was refused: " + "; ".join(problems), problems,
+                                       ExitCode.INVALID_CONFIG), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = ExitCode.NOT_FOUND if exc.status_code == 404 else ExitCode.FAILURE
+        message = (f"No such endpoint {request.method} {request.url.path}: see docs/openapi.json"
+                   if exc.status_code in (404, 405) else str(exc.detail))
+        return JSONResponse(error_body(exc.status_code, message, exit_code=code), status_code=exc.status_code)
+
+
+def openapi_document() -> dict:
+    """The OpenAPI document, as dumped to docs/openapi.json (no database needed)."""
+    return create_app(None, None).openapi()  # type: ignore[arg-type]
+
+
+def main() -> None:
+    """`python -m jaula.daemon.api > docs/openapi.json`"""
+    print(json.dumps(openapi_document(), indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The API's request and response bodies (pydantic, at the edge only): the OpenAPI document
+(`docs/openapi.json`) is generated from these, and the tests validate responses against it.
+
+Envelope as Incus's: {"type": "sync", "metadata": ...}, {"type": "async", "operation": URL,
+"metadata": the operation}, {"type": "error", "error_code": HTTP status, "error": message}.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+CONFIG_HELP = ("Settings as strings (`limits.memory`: `512MiB`); see GET /1.0 `settings` "
+               "for the known keys. user.* and environment.* are free.")
+
+
+class Sync(BaseModel, Generic[T]):
+    type: Literal["sync"] = "sync"
+    status: str = "Success"
+    status_code: int = 200
+    metadata: T
+
+
+class Error(BaseModel):
+    type: Literal["error"] = "error"
+    error_code: int = Field(description="the HTTP status")
+    error: str = Field(description="what was wrong and what to do")
+    problems: list[str] = Field(default=[], description="every problem found, when validation refused the request")
+    exit_code: int = Field(description="the `jaula` CLI's exit code for this error (jaula.errors.ExitCode)")
+
+
+class SettingInfo(BaseModel):
+    key: str
+    type: str
+    default: str | None
+    live: bool = Field(description="a running instance takes a change at once")
+    description: str
+
+
+class Server(BaseModel):
+    api_version: str = "1.0"
+    server: str = "jaulad"
+    server_version: str
+    settings: list[SettingInfo]
+
+
+class Operation(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str
+    class_: Literal["task", "websocket"] = Field(alias="class")
+    description: str
+    status: Literal["pending", "running", "success", "failure", "cancelled"]
+    created: str
+    updated: str
+    err: str = Field(description="why it failed; empty unless status is failure")
+    resources: dict[str, list[str]]
+    metadata: dict
+    may_cancel: bool = False
+
+
+class Async(BaseModel):
+    type: Literal["async"] = "async"
+    status: str = "Operation created"
+    status_code: int = 100
+    operation: str = Field(description="the operation's URL: GET it, or GET its /wait")
+    metadata: Operation
+
+
+class Instance(BaseModel):
+    name: str
+    kind: str
+    mode: str
+    template: str
+    description: str
+    created: str
+    status: Literal["stopped", "running", "frozen", "error"]
+    autostart: bool
+    privileged: bool
+    config: dict[str, str] = Field(description="the instance's own settings")
+    expanded_config: dict[str, str] = Field(description="its profiles' settings, then its own on top")
+    profiles: list[str]
+    pid: int | None
+
+
+class InstanceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="a DNS label: 1 to 63 of a-z, 0-9 and '-'")
+    template: str
+    mode: Literal["system", "app"] = "system"
+    kind: Literal["container"] = "container"
+    config: dict[str, str] = Field(default={}, description=CONFIG_HELP)
+    profiles: list[str] = Field(default=[], description="applied in order, the instance's own config on top")
+    description: str = ""
+
+
+class InstancePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, str | None] | None = Field(
+        default=None, description="keys to set; a null or empty value unsets the key")
+    profiles: list[str] | None = None
+    description: str | None = None
+
+
+class InstanceState(BaseModel):
+    status: str = Field(description="as the backend sees it now: stopped, starting, running, frozen")
+    pid: int = Field(description="its first process on the host; 0 when stopped")
+    init: str = Field(description="the init its stop signal was chosen for ('app' for app instances)")
+    stop_signal: int
+
+
+class StateChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["start", "stop", "restart", "freeze", "unfreeze"]
+    force: bool = Field(default=False, description="stop: kill at once, without asking the init")
+    timeout: float = Field(default=30.0, ge=0, le=3600,
+                           description="stop: seconds to wait for a clean shutdown before killing")
+
+
+class Profile(BaseModel):
+    name: str
+    description: str
+    config: dict[str, str]
+
+
+class ProfileCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    config: dict[str, str] = Field(default={}, description=CONFIG_HELP)
