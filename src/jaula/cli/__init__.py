@@ -1,0 +1,1 @@
+"""`jaula`, the human CLI (main.py): a client of jaulad."""
