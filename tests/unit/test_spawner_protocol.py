@@ -243,3 +243,10 @@ def test_supervisor_adopt_running_and_gone() -> None:
         child.kill()
         child.wait()
     assert sorted(seen) == [("alive", UNKNOWN), ("gone", UNKNOWN), ("reused", UNKNOWN)]
+
+
+def test_a_reply_left_unread_by_an_interrupted_call_is_skipped(sp: Spawner) -> None:
+    with sp._lock:  # as a call cut by KeyboardInterrupt between its request and its reply
+        spawner_mod._send(sp.sock, {"id": next(sp._ids), "op": "stats", "instance": INST.to_json(), "args": {}})
+    assert sp.call("ping") == {"pid": sp.pid}
+    assert sp.call("state", INST)["init"] == "t1"

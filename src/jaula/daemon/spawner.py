@@ -209,6 +209,7 @@ class _Server:
         if op == "start":
             pid = int(getattr(result, "pid", 0) or 0)
             if pid > 0:
+                self.statuses.pop(pid, None)  # an older process's status under a reused pid
                 from jaula.linux.proc import pidfd_open
 
                 passed.append(pidfd_open(pid))
@@ -299,11 +300,17 @@ class SpawnerClient:
             rid = next(self._ids)
             try:
                 _send(sock, {"id": rid, "op": op, "instance": instance, "args": args})
-                reply, fds = _recv(sock)
+                while True:
+                    reply, fds = _recv(sock)
+                    if reply is None:
+                        raise self._died(None)
+                    got = reply.get("id")
+                    if not (isinstance(got, int) and got < rid):
+                        break
+                    for fd in fds:  # the late reply of a call interrupted (KeyboardInterrupt) before it came
+                        os.close(fd)
             except (BrokenPipeError, ConnectionResetError) as e:
                 raise self._died(e) from None
-            if reply is None:
-                raise self._died(None)
         if reply.get("id") != rid:
             for fd in fds:
                 os.close(fd)
