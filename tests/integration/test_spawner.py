@@ -103,7 +103,10 @@ def test_live_restore_adopts_a_running_instance_and_reports_a_dead_one(host: Hos
             if len(seen) == 2:
                 done.set()
 
-        sp.restart()  # the new daemon's spawner: not the init's parent, it knows no status
+        # the new daemon's spawner, made from a threaded process: a re-exec of the entry point;
+        # not the init's parent, it knows no exit status
+        await asyncio.get_running_loop().run_in_executor(None, sp.restart)
+        assert sp._proc is not None
         sup = Supervisor(on_exit, exit_status=lambda p: sp.call("exit_status", pid=p))
         assert sup.adopt(inst.name, pid, pid_start) is True
         assert sup.adopt("gone", pid, pid_start - 1) is False  # the pid now names another process
