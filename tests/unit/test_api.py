@@ -62,7 +62,7 @@ def test_create_stores_the_instance_with_canonical_settings(api, openapi) -> Non
     assert op["status"] == "success" and op["resources"] == {"instances": ["web1"]}
     assert api.backend.calls == [("create", "web1")]
     assert api.backend.configs["web1"] == {"limits.memory": 512 << 20, "limits.cpu": 1.5}
-    status, body = call(api, openapi, "GET", "/1.0/instances/web1", "/1.0/instances/{name}")
+    _, body = call(api, openapi, "GET", "/1.0/instances/web1", "/1.0/instances/{name}")
     inst = body["metadata"]
     assert (inst["status"], inst["template"], inst["description"]) == ("stopped", "bb", "the web")
     assert inst["config"] == {"limits.cpu": "1.5", "limits.memory": "512MiB"}

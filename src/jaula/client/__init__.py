@@ -7,6 +7,12 @@
         print(c.get("web1")["status"])
 """
 
-from jaula.client.rest import DEFAULT_SOCKET, Client, Unreachable, default_socket, error_from
+from jaula.client.rest import (
+    DEFAULT_SOCKET,
+    Client,
+    Unreachable,
+    default_socket,
+    error_from,
+)
 
 __all__ = ["DEFAULT_SOCKET", "Client", "Unreachable", "default_socket", "error_from"]

@@ -12,7 +12,15 @@ from typing import Any
 
 import httpx
 
-from jaula.errors import BadState, ConfigError, Exists, ExitCode, JaulaError, Locked, NotFound
+from jaula.errors import (
+    BadState,
+    ConfigError,
+    Exists,
+    ExitCode,
+    JaulaError,
+    Locked,
+    NotFound,
+)
 
 DEFAULT_SOCKET = "/run/jaula/jaula.sock"
 _BY_EXIT = {ExitCode.INVALID_CONFIG: ConfigError, ExitCode.NOT_FOUND: NotFound, ExitCode.EXISTS: Exists,

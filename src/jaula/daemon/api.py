@@ -24,7 +24,15 @@ from jaula.daemon.backend import Backend
 from jaula.daemon.db import Database
 from jaula.daemon.models import InstanceRow, OperationRow, ProfileRow
 from jaula.daemon.operations import Operations
-from jaula.errors import BadState, ConfigError, Exists, ExitCode, JaulaError, Locked, NotFound
+from jaula.errors import (
+    BadState,
+    ConfigError,
+    Exists,
+    ExitCode,
+    JaulaError,
+    Locked,
+    NotFound,
+)
 from jaula.instances import settings
 from jaula.instances.model import Instance, validate_name
 
