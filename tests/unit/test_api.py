@@ -204,3 +204,57 @@ def test_operations_are_listed_and_waited_on_with_a_timeout(api, openapi) -> Non
 def test_unknown_endpoint_is_an_error_envelope(api) -> None:
     resp = api.client._http.get("/1.0/nothing")
     assert resp.status_code == 404 and resp.json()["type"] == "error" and "No such endpoint" in resp.json()["error"]
+
+
+def test_a_pending_operation_can_be_cancelled_a_running_one_not(api, openapi) -> None:
+    create(api, openapi, "web1")
+    gate = api.backend.gate["start"] = threading.Event()
+    try:
+        first = api.client.start("web1", wait=False)           # runs, held at the gate
+        second = api.client.restart("web1", wait=False)        # queued behind it on web1
+        assert second["may_cancel"] is True
+        status, body = call(api, openapi, "DELETE", f"/1.0/operations/{second['id']}", "/1.0/operations/{op_id}")
+        assert status == 200 and body["metadata"]["status"] == "cancelled"
+        for _ in range(200):
+            if api.client.operation(first["id"])["status"] == "running":
+                break
+            threading.Event().wait(0.01)
+        status, body = call(api, openapi, "DELETE", f"/1.0/operations/{first['id']}", "/1.0/operations/{op_id}")
+        assert status == 409 and "only a pending operation" in body["error"]
+    finally:
+        gate.set()
+    assert api.client.wait_operation(first["id"])["status"] == "success"
+    assert api.client.wait_operation(second["id"], check=False)["status"] == "cancelled"
+    assert [c for c in api.backend.calls if c[0] in ("start", "stop")] == [("start", "web1")]
+
+
+def test_a_cancelled_create_leaves_no_instance(tmp_path) -> None:
+    from jaula.daemon.db import Database
+    from jaula.daemon.operations import Operations
+
+    with Database(tmp_path / "jaula.db") as db:
+        ops = Operations(db, workers=1)
+        gate, ran = threading.Event(), []
+        first = ops.submit("hold the only worker", lambda: gate.wait(10) and None)
+        undone: list[str] = []
+        second = ops.submit("create", lambda: ran.append(1) or {}, on_cancel=lambda: undone.append("row"))
+        assert ops.cancel(second.id).status == "cancelled" and undone == ["row"]
+        gate.set()
+        assert ops.wait(first.id, 10).status == "success" and ops.wait(second.id, 1).status == "cancelled"
+        ops.shutdown()
+        assert ran == []
+
+
+def test_events_record_the_lifecycle(api, openapi) -> None:
+    create(api, openapi, "web1")
+    api.client.start("web1")
+    api.client.stop("web1")
+    _, body = call(api, openapi, "GET", "/1.0/events")
+    events = body["metadata"]
+    assert [(e["type"], e["payload"]) for e in events] == [
+        ("instance-created", {"name": "web1"}), ("instance-start", {"name": "web1"}),
+        ("instance-stop", {"name": "web1"})]
+    _, later = call(api, openapi, "GET", "/1.0/events", params={"after": events[0]["id"], "type": "instance-stop"})
+    assert [e["id"] for e in later["metadata"]] == [events[2]["id"]]
+    _, none = call(api, openapi, "GET", "/1.0/events", params={"after": events[2]["id"], "timeout": 0.2})
+    assert none["metadata"] == []

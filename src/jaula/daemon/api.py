@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -43,7 +44,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.Error, "description": why} for code, why in (
         (400, "refused by validation: `problems` lists each problem"),
         (404, "no such instance, profile or operation"),
-        (409, "the name is taken, or the action does not fit the instance's state"),
+        (409, "the name is taken, or the action does not fit the instance's (or operation's) state"),
         (422, "the request body does not fit the schema"),
     )}
 
@@ -105,6 +106,19 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     def wait_operation(op_id: str, timeout: float = Query(
             -1, description="seconds to wait at most; -1: until it ends")) -> dict:
         return _sync(_op_out(ops.wait(op_id, None if timeout < 0 else timeout)))
+
+    @app.delete("/1.0/operations/{op_id}", response_model=s.Sync[s.Operation], tags=["operations"])
+    def cancel_operation(op_id: str) -> dict:
+        return _sync(_op_out(ops.cancel(op_id)))
+
+    @app.get("/1.0/events", response_model=s.Sync[list[s.Event]], tags=["events"])
+    def events(after: int = Query(0, description="the last event id seen; only later ones come"),
+               type: str | None = Query(None, description="only events of this type"),
+               timeout: float = Query(0, ge=0, le=300, description="wait up to this long for one")) -> dict:
+        deadline = time.monotonic() + timeout
+        while not (found := db.events(after=after, limit=1000, type_=type)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return _sync([s.Event(id=e.id, time=e.time, type=e.type, payload=e.payload) for e in found])
 
     @app.get("/1.0/profiles", response_model=s.Sync[list[s.Profile]], tags=["profiles"])
     def list_profiles() -> dict:
@@ -189,7 +203,8 @@ class _Service:
                 raise
             self.db.add_event("instance-created", {"name": row.name})
             return {}
-        return self.ops.submit(f"Creating instance {row.name}", action, instance=row.name)
+        return self.ops.submit(f"Creating instance {row.name}", action, instance=row.name,
+                               on_cancel=lambda: self.db.delete_instance(row.name))
 
     def patch(self, name: str, body: s.InstancePatch) -> InstanceRow:
         row = self.db.get_instance(name)
@@ -311,7 +326,7 @@ def _async(op: OperationRow) -> dict:
 def _op_out(op: OperationRow) -> s.Operation:
     return s.Operation(id=op.id, **{"class": op.op_class}, description=op.description,  # type: ignore[arg-type]
                        status=op.status, created=op.created, updated=op.updated, err=op.error,  # type: ignore[arg-type]
-                       resources=op.resources, metadata=op.metadata)
+                       resources=op.resources, metadata=op.metadata, may_cancel=op.status == "pending")
 
 
 def _profile_out(p: ProfileRow) -> s.Profile:

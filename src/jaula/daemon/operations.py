@@ -3,7 +3,8 @@ in an executor thread, its status moved pending -> running -> success | failure.
 
 Callers get the operation at once and poll it or wait on it (`wait`); the row outlives the
 thread, so a client that reconnects still sees how it ended. Actions on one instance run one
-at a time (a lock per instance), in the order they were asked.
+at a time (a lock per instance), in the order they were asked. An operation still pending (queued
+behind another on its instance) can be cancelled; one already running cannot.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from jaula.daemon.db import Database
 from jaula.daemon.models import FINISHED, OperationRow
-from jaula.errors import JaulaError
+from jaula.errors import BadState, JaulaError
 
 log = logging.getLogger("jaula.operations")
 
@@ -32,21 +33,50 @@ class Operations:
         self._changed = threading.Condition()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._on_cancel: dict[str, Callable[[], None]] = {}
 
     def submit(self, description: str, action: Action, *, instance: str | None = None,
-               resources: dict[str, list[str]] | None = None) -> OperationRow:
-        """Record a pending operation and run `action` in a worker; returns the new row."""
+               resources: dict[str, list[str]] | None = None,
+               on_cancel: Callable[[], None] | None = None) -> OperationRow:
+        """Record a pending operation and run `action` in a worker; returns the new row.
+        `on_cancel` undoes what the request did before the action (a cancelled create's row)."""
         if instance is not None:
             resources = {**(resources or {}), "instances": [instance]}
         op = self.db.create_operation("task", description, resources=resources)
+        if on_cancel is not None:
+            self._on_cancel[op.id] = on_cancel
         self._pool.submit(self._run, op.id, action, instance)
         return op
+
+    def cancel(self, op_id: str) -> OperationRow:
+        """Cancel a pending operation (BadState once it runs or has ended)."""
+        with self.db.transaction() as db:
+            op = db.get_operation(op_id)
+            if op.status != "pending":
+                raise BadState(f"Operation {op_id} is {op.status}: only a pending operation can be cancelled")
+            op = db.update_operation(op_id, status="cancelled", error="Cancelled by request")
+            undo = self._on_cancel.pop(op_id, None)
+            if undo is not None:
+                undo()
+        with self._changed:
+            self._changed.notify_all()
+        return op
+
+    def _claim(self, op_id: str) -> bool:
+        """pending -> running, unless it was cancelled meanwhile."""
+        with self.db.transaction() as db:
+            if db.get_operation(op_id).status != "pending":
+                return False
+            db.update_operation(op_id, status="running")
+        self._on_cancel.pop(op_id, None)
+        return True
 
     def _run(self, op_id: str, action: Action, instance: str | None) -> None:
         lock = self._lock_for(instance)
         try:
             with lock:
-                self._set(op_id, status="running")
+                if not self._claim(op_id):
+                    return
                 try:
                     metadata = action()
                 except JaulaError as exc:  # the exit code lets a client raise the same error

@@ -59,7 +59,14 @@ class Operation(BaseModel):
     err: str = Field(description="why it failed; empty unless status is failure")
     resources: dict[str, list[str]]
     metadata: dict
-    may_cancel: bool = False
+    may_cancel: bool = Field(default=False, description="pending: DELETE cancels it")
+
+
+class Event(BaseModel):
+    id: int = Field(description="increasing: pass the last one seen as `after` to resume")
+    time: str
+    type: str = Field(description="instance-created, instance-start, instance-stop, ...")
+    payload: dict
 
 
 class Async(BaseModel):
