@@ -64,7 +64,12 @@ class FakeBackend:
                              stop_signal=12)
 
     def stats(self, inst: Instance) -> Any:
-        return None
+        from jaula.cgroups.stats import Counter, Stats
+
+        return Stats(name=inst.name, cpu_usage_ns=5, rows=[
+            Counter("memory", held=1 << 20, maxheld=2 << 20, limit=inst.config.get("limits.memory"), failcnt=0),
+            Counter("pids", held=3, maxheld=4, limit=inst.config.get("limits.processes", 2048), failcnt=0,
+                    unit="processes")])
 
     def update(self, inst: Instance, config: dict[str, Any]) -> dict[str, Any]:
         self._call("update", inst)

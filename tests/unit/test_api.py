@@ -258,3 +258,14 @@ def test_events_record_the_lifecycle(api, openapi) -> None:
     assert [e["id"] for e in later["metadata"]] == [events[2]["id"]]
     _, none = call(api, openapi, "GET", "/1.0/events", params={"after": events[2]["id"], "timeout": 0.2})
     assert none["metadata"] == []
+
+
+def test_stats_are_the_backends_counters_while_it_runs(api, openapi) -> None:
+    create(api, openapi, "web1", config={"limits.memory": "64MiB"})
+    route = "/1.0/instances/{name}/stats"
+    _, body = call(api, openapi, "GET", "/1.0/instances/web1/stats", route)
+    assert body["metadata"] == {"name": "web1", "cpu_usage_ns": None, "rows": []}
+    api.client.start("web1")
+    _, body = call(api, openapi, "GET", "/1.0/instances/web1/stats", route)
+    memory = body["metadata"]["rows"][0]
+    assert (memory["resource"], memory["held"], memory["limit"]) == ("memory", 1 << 20, 64 << 20)

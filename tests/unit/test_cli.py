@@ -78,3 +78,10 @@ def test_unreachable_daemon_and_socket_from_the_environment(tmp_path) -> None:
     r = runner.invoke(cli, ["list"], env={"JAULA_SOCKET": str(tmp_path / "none.sock")})
     assert r.exit_code == ExitCode.FAILURE
     assert f"Cannot reach jaulad at {str(tmp_path / 'none.sock')!r}" in r.output and "JAULA_SOCKET" in r.output
+
+
+def test_stats_prints_the_beancounter_table(api) -> None:
+    jaula(api, "launch", "bb", "web1", "-c", "limits.memory=64MiB")
+    lines = jaula(api, "stats", "web1").output.splitlines()
+    assert lines[0].split() == ["uid", "resource", "held", "maxheld", "barrier", "limit", "failcnt", "unit"]
+    assert lines[1].split() == ["web1:", "memory", str(1 << 20), str(2 << 20), "max", str(64 << 20), "0", "bytes"]

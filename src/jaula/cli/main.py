@@ -240,6 +240,19 @@ def delete(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
         click.echo(f"Instance {name} deleted")
 
 
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def stats(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Show instances' counters as /proc/user_beancounters did: held, maxheld, barrier, limit, failcnt."""
+    from jaula.cgroups.stats import Counter, Stats, beancounters
+    found = []
+    for name in names:
+        st = _client(ctx).stats(name)
+        found.append(Stats(name=name, cpu_usage_ns=st["cpu_usage_ns"], rows=[Counter(**r) for r in st["rows"]]))
+    click.echo(beancounters(found), nl=False)
+
+
 # -- config --------------------------------------------------------------------------------------
 @cli.group(cls=_Group)
 def config() -> None:

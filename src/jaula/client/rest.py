@@ -119,6 +119,20 @@ class Client:
     def state(self, name: str) -> dict[str, Any]:
         return self._sync("GET", f"/1.0/instances/{name}/state")
 
+    def stats(self, name: str) -> dict[str, Any]:
+        """Its beancounters: {"name", "cpu_usage_ns", "rows": [{resource, held, maxheld, limit, failcnt...}]}."""
+        return self._sync("GET", f"/1.0/instances/{name}/stats")
+
+    def events(self, after: int = 0, type_: str | None = None, timeout: float = 0) -> list[dict[str, Any]]:
+        """Events after id `after`, oldest first; waits up to `timeout` s for the first one."""
+        params: dict[str, Any] = {"after": after, "timeout": timeout}
+        if type_:
+            params["type"] = type_
+        return self._sync("GET", "/1.0/events", params=params, timeout=timeout + 30)
+
+    def cancel_operation(self, op_id: str) -> dict[str, Any]:
+        return self._sync("DELETE", f"/1.0/operations/{op_id}")
+
     def create(self, template: str, name: str, *, config: dict[str, str] | None = None,
                profiles: list[str] | None = None, mode: str = "system", description: str = "",
                wait: bool = True) -> dict[str, Any]:

@@ -90,6 +90,12 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
         st = backend.state(svc.instance(db.get_instance(name)))
         return _sync(s.InstanceState(status=st.status, pid=st.pid, init=st.init, stop_signal=st.stop_signal))
 
+    @app.get("/1.0/instances/{name}/stats", response_model=s.Sync[s.Stats], tags=["instances"])
+    def get_stats(name: str) -> dict:
+        row = db.get_instance(name)
+        found = backend.stats(svc.instance(row)) if row.status != "stopped" else None
+        return _sync(s.Stats(name=name, cpu_usage_ns=None, rows=[]) if found is None else found.as_dict())
+
     @app.put("/1.0/instances/{name}/state", response_model=s.Async, status_code=202, tags=["instances"])
     def change_state(name: str, body: s.StateChange) -> dict:
         return _async(svc.change_state(name, body))

@@ -121,6 +121,26 @@ class InstanceState(BaseModel):
     stop_signal: int
 
 
+class Counter(BaseModel):
+    """A beancounter row (jaula.cgroups.stats.Counter): held now, maxheld its peak, limit (null:
+    unlimited), failcnt (times the limit was hit), barrier (the soft limit, else the limit)."""
+
+    resource: str
+    held: int | None
+    maxheld: int | None
+    limit: int | None
+    failcnt: int | None
+    unit: str
+    details: dict[str, int]
+    barrier: int | None
+
+
+class Stats(BaseModel):
+    name: str = Field(description="its cgroup's name")
+    cpu_usage_ns: int | None
+    rows: list[Counter] = Field(description="empty when it is stopped")
+
+
 class StateChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
