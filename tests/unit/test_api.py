@@ -269,3 +269,10 @@ def test_stats_are_the_backends_counters_while_it_runs(api, openapi) -> None:
     _, body = call(api, openapi, "GET", "/1.0/instances/web1/stats", route)
     memory = body["metadata"]["rows"][0]
     assert (memory["resource"], memory["held"], memory["limit"]) == ("memory", 1 << 20, 64 << 20)
+
+
+def test_an_instance_stored_with_a_setting_now_refused_is_still_listed(api, openapi) -> None:
+    create(api, openapi, "web1")
+    api.db.set_config("web1", {"limits.gone": "1"})     # as if the settings table had dropped a key
+    _, body = call(api, openapi, "GET", "/1.0/instances")
+    assert body["metadata"][0]["expanded_config"] == {"limits.gone": "1"}

@@ -166,11 +166,15 @@ class _Service:
                         idmap_base=row.idmap_base if row.idmap_size else None)
 
     def instance_out(self, row: InstanceRow) -> s.Instance:
-        expanded = self.expanded(row.profiles, row.config)
+        try:
+            expanded = _canonical(self.expanded(row.profiles, row.config))
+        except ConfigError:  # stored before a rule changed: still listed, as stored
+            expanded = {k: v for p in row.profiles for k, v in self.db.get_profile(p).config.items()}
+            expanded.update(row.config)
         return s.Instance(name=row.name, kind=row.kind, mode=row.mode, template=row.template,
                           description=row.description, created=row.created, status=row.status,  # type: ignore[arg-type]
                           autostart=row.autostart, privileged=row.idmap_size == 0, config=dict(row.config),
-                          expanded_config=_canonical(expanded), profiles=list(row.profiles), pid=row.pid)
+                          expanded_config=expanded, profiles=list(row.profiles), pid=row.pid)
 
     # -- instances -----------------------------------------------------------------------------
     def create(self, body: s.InstanceCreate) -> OperationRow:

@@ -1,8 +1,18 @@
-"""Serving the API on a UNIX socket with uvicorn: in jaulad's main thread, or in a thread for tests."""
+"""Serving the API on a UNIX socket with uvicorn: in jaulad's main thread (`serve`), or in a
+thread for tests (`ServerThread`).
+
+We bind the socket ourselves rather than give uvicorn `uds=`: uvicorn makes its socket mode
+0666 (anyone on the host could drive jaulad, which runs as root). Ours is 0660, group `jaula`
+when that group exists, as the architecture says (root or the `jaula` group).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
+import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -10,16 +20,57 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from jaula.errors import JaulaError
+from jaula.errors import JaulaError, Locked
+
+SOCKET_MODE = 0o660
+SOCKET_GROUP = "jaula"
 
 
-def make_server(app: FastAPI, socket_path: str | os.PathLike[str]) -> uvicorn.Server:
-    """A uvicorn server for `app` on `socket_path` (a stale socket file there is replaced)."""
-    path = Path(socket_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    config = uvicorn.Config(app, uds=str(path), log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=5)
-    return uvicorn.Server(config)
+def bind_unix(path: str | os.PathLike[str], mode: int = SOCKET_MODE, group: str | None = SOCKET_GROUP) -> socket.socket:
+    """A listening UNIX socket at `path` with `mode` from its creation; a stale socket file is
+    replaced, but one another process still answers on is refused (Locked)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.exists() or p.is_symlink():
+        if not stat.S_ISSOCK(p.lstat().st_mode):
+            raise JaulaError(f"{str(p)!r} exists and is not a socket: move it away, or give another socket path")
+        with contextlib.closing(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)) as probe:
+            try:
+                probe.connect(str(p))
+            except OSError:
+                p.unlink()  # stale: its server is gone
+            else:
+                raise Locked(f"Another jaulad answers on {str(p)!r}: stop it first, or give another socket path")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)  # the mode holds from bind on: no window with a wider one
+    try:
+        sock.bind(str(p))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    if group and os.geteuid() == 0:
+        with contextlib.suppress(KeyError):
+            os.chown(p, 0, grp.getgrnam(group).gr_gid)
+    sock.listen(128)
+    return sock
+
+
+def _server(app: FastAPI) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                         timeout_graceful_shutdown=5))
+
+
+def serve(app: FastAPI, socket_path: str | os.PathLike[str]) -> None:
+    """Serve until SIGINT or SIGTERM (jaulad's main thread); the socket file goes at the end."""
+    sock = bind_unix(socket_path)
+    try:
+        _server(app).run(sockets=[sock])
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)
 
 
 class ServerThread:
@@ -27,11 +78,17 @@ class ServerThread:
 
     def __init__(self, app: FastAPI, socket_path: str | os.PathLike[str]) -> None:
         self.socket_path = str(socket_path)
-        self.server = make_server(app, socket_path)
+        self.server = _server(app)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
-        self._thread = threading.Thread(target=self.server.run, name="jaula-api", daemon=True)
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="jaula-api", daemon=True)
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        self.server.run(sockets=[self._sock])
 
     def start(self, timeout: float = 10.0) -> ServerThread:
+        self._sock = bind_unix(self.socket_path)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -43,6 +100,10 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(10)
+        if self._sock is not None:
+            self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
 
     def __enter__(self) -> ServerThread:
         return self.start()
