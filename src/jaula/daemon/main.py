@@ -1,0 +1,159 @@
+"""`jaulad`: the daemon. One per host; the REST API on a UNIX socket over the state database,
+instances driven through the spawner and watched by the supervisor.
+
+    jaulad [--root /var/lib/jaula] [--socket /run/jaula/jaula.sock]
+
+Start order (why: the spawner must be forked while this process has one thread, and uvicorn's
+event loop and executors make threads):
+  1. the database ($ROOT/jaula.db);
+  2. the spawner (`Spawner.start`), before any thread;
+  3. operations a previous life left pending or running are marked failed;
+  4. in the event loop, at the API's startup: live restore (every instance recorded running with
+     a pid is adopted by the supervisor if that very process is still there, else marked
+     stopped with an unknown exit status), then autostart (`boot.autostart`);
+  5. the API served on the socket until SIGTERM or SIGINT. Instances keep running when jaulad
+     stops (or is killed): the next jaulad adopts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from jaula.errors import JaulaError
+
+log = logging.getLogger("jaula.daemon")
+
+DEFAULT_ROOT = "/var/lib/jaula"
+DEFAULT_SOCKET = "/run/jaula/jaula.sock"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="jaulad", description="jaula's daemon: the REST API on a UNIX socket")
+    p.add_argument("--root", default=os.environ.get("JAULA_ROOT") or DEFAULT_ROOT,
+                   help="state folder: database, templates, pool, instances [env JAULA_ROOT; default %(default)s]")
+    p.add_argument("--socket", default=os.environ.get("JAULA_SOCKET") or DEFAULT_SOCKET,
+                   help="the API's UNIX socket [env JAULA_SOCKET; default %(default)s]")
+    p.add_argument("--debug", action="store_true", help="log more")
+    return p.parse_args(argv)
+
+
+def _prepare_root(root: Path) -> None:
+    """The root and the folders above an instance's tree must be traversable by others (an
+    instance's root is an unprivileged host uid); their contents stay protected by their own modes."""
+    root.mkdir(parents=True, exist_ok=True)
+    mode = root.stat().st_mode & 0o777
+    if mode & 0o011 != 0o011:
+        root.chmod(mode | 0o011)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if ns.debug else logging.INFO,
+                        format="jaulad: %(levelname)s %(name)s: %(message)s")
+    root = Path(ns.root).absolute()
+    os.environ["JAULA_ROOT"] = str(root)
+    try:
+        return _run(root, ns.socket)
+    except JaulaError as exc:
+        print(f"jaulad: {exc}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 1)) or 1
+
+
+def _run(root: Path, socket_path: str) -> int:
+    from jaula.daemon.db import Database
+    from jaula.daemon.spawner import Spawner
+    from jaula.daemon.spawner_backend import SpawnerBackend, make_driver, paths
+
+    _prepare_root(root)
+    for p in paths(root).values():
+        p.mkdir(parents=True, exist_ok=True)
+    paths(root)["instances"].chmod(0o711)
+    db = Database(root / "jaula.db")
+    spawner = Spawner.start(make_driver, {"root": str(root)})  # before any thread
+    try:
+        failed = db.fail_unfinished_operations("jaulad stopped while it ran: look at the instance's state")
+        if failed:
+            log.info("%d unfinished operation(s) of a previous jaulad marked failed", len(failed))
+        backend = SpawnerBackend(spawner, db, root)
+
+        from jaula.daemon import api, server
+
+        app = api.create_app(db, backend)
+        state: dict[str, Any] = {}
+
+        async def startup() -> None:
+            state["supervisor"] = _start_supervision(db, backend, app)
+
+        async def shutdown() -> None:
+            sup = state.get("supervisor")
+            if sup is not None:
+                sup.close()  # the instances keep running
+
+        app.router.add_event_handler("startup", startup)
+        app.router.add_event_handler("shutdown", shutdown)
+        log.info("serving on %s (root %s, spawner pid %d)", socket_path, root, spawner.pid)
+        # uvicorn raises the signal that stopped it again once done, under the handlers it
+        # found: ours just note it, so the spawner and the database are closed here and the
+        # exit status says jaulad stopped cleanly.
+        got: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda n, _f: got.append(n))
+        server.serve(app, socket_path)
+        log.info("stopped (%s); instances keep running",
+                 ", ".join(signal.Signals(n).name for n in got) or "asked to")
+        return 0
+    finally:
+        spawner.close()
+        db.close()
+
+
+def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
+    """In the event loop: the supervisor, live restore, then autostart."""
+    from jaula.daemon import api, schemas
+    from jaula.daemon.supervisor import Supervisor
+
+    loop = asyncio.get_running_loop()
+
+    def on_exit(name: str, status: Any) -> None:
+        try:
+            row = db.get_instance(name)
+        except JaulaError:
+            return  # deleted meanwhile
+        if row.status != "stopped":
+            db.update_instance(name, status="stopped", pid=None, pid_start=None)
+        db.add_event("instance-exited", {"name": name, "status": status})
+        log.info("instance %s exited (status %s)", name, status)
+
+    sup = Supervisor(on_exit, exit_status=lambda pid: backend.call("exit_status", pid=pid), loop=loop)
+    backend.attach(sup, loop)
+
+    adopted = 0
+    for row in db.list_instances():
+        if row.status in ("running", "frozen"):
+            if row.pid:
+                if sup.adopt(row.name, row.pid, row.pid_start):
+                    adopted += 1
+            else:
+                on_exit(row.name, "unknown")
+    if adopted:
+        log.info("adopted %d running instance(s)", adopted)
+
+    svc = api._Service(db, backend, app.state.operations)
+    for row in db.list_instances(autostart=True):
+        if row.status == "stopped":
+            try:
+                svc.change_state(row.name, schemas.StateChange(action="start"))
+            except JaulaError as exc:
+                log.warning("autostart of %s: %s", row.name, exc)
+    return sup
+
+
+if __name__ == "__main__":
+    sys.exit(main())

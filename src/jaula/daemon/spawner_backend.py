@@ -1,0 +1,171 @@
+"""jaulad's real `Backend`: every driver call goes to the single-threaded spawner (spawner.py),
+and every instance it starts is watched by the supervisor (supervisor.py) in the event loop.
+
+    sp = Spawner.start(make_driver, {"root": "/var/lib/jaula"})   # first thing, before threads
+    backend = SpawnerBackend(sp, db, root)
+    backend.attach(supervisor, loop)                               # once the event loop runs
+
+The spawner builds `ContainerDriver(ROOT/instances, open_pool("dir", ROOT/pools/default),
+TemplateStore(ROOT/templates))` (`make_driver`, importable by name so a restart by re-exec
+works). `start` records the init's pid and start time in the instance's row (live restore
+adopts them) and hands its pidfd to the supervisor; `stop` stops watching first, so a stop
+asked for (or a restart) is not reported as the instance exiting by itself.
+
+A create over a missing template "busybox" builds it first (seconds, no network); any other
+missing template is refused, saying how to build it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from jaula.daemon.db import Database
+from jaula.daemon.spawner import Spawner, SpawnerDied
+from jaula.errors import NotFound
+from jaula.instances.driver import InstanceState
+from jaula.instances.model import Instance
+
+log = logging.getLogger("jaula.backend")
+
+#: templates built on first use when a create names them
+AUTO_TEMPLATES = {"busybox": "busybox"}
+
+
+def paths(root: str | os.PathLike[str]) -> dict[str, Path]:
+    r = Path(root)
+    return {"instances": r / "instances", "pool": r / "pools" / "default",
+            "templates": r / "templates", "cache": r / "cache"}
+
+
+def make_driver(root: str) -> Any:
+    """The spawner's driver over jaulad's root (module level: a re-exec'd spawner imports it)."""
+    from jaula.instances.container import ContainerDriver
+    from jaula.storage import TemplateStore
+    from jaula.storage.pool import open_pool
+
+    p = paths(root)
+    return ContainerDriver(str(p["instances"]), open_pool("dir", str(p["pool"])),
+                           TemplateStore(root=p["templates"], cache=p["cache"]))
+
+
+class _Stats:
+    """The spawner's stats reply (a dict) as the API expects it (`as_dict`)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.data
+
+
+class SpawnerBackend:
+    """The Backend over a Spawner, recording pids in `db` and watching inits with a Supervisor."""
+
+    def __init__(self, spawner: Spawner, db: Database, root: str | os.PathLike[str]) -> None:
+        self.spawner = spawner
+        self.db = db
+        self.root = Path(root)
+        self.supervisor: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._build_lock = threading.Lock()
+
+    def attach(self, supervisor: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.supervisor, self.loop = supervisor, loop
+
+    # -- the spawner ----------------------------------------------------------------------------
+    def call(self, op: str, inst: Instance | None = None, **args: Any) -> Any:
+        try:
+            return self.spawner.call(op, inst, **args)
+        except SpawnerDied:
+            log.error("the spawner died; starting a new one")
+            try:
+                self.spawner.restart()
+            except Exception:  # the next call says it again
+                log.exception("the spawner could not be restarted")
+            raise
+
+    def _in_loop(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(*args)` in the event loop's thread (the supervisor's) and return its result."""
+        if self.supervisor is None or self.loop is None:
+            return None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            return fn(*args)
+
+        async def run() -> Any:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
+
+    # -- templates ------------------------------------------------------------------------------
+    def ensure_template(self, name: str) -> None:
+        from jaula.storage import TemplateStore
+
+        p = paths(self.root)
+        store = TemplateStore(root=p["templates"], cache=p["cache"])
+        if store.exists(name):
+            return
+        source = AUTO_TEMPLATES.get(name)
+        if source is None:
+            known = ", ".join(t.name for t in store.list()) or "none"
+            raise NotFound(f"Template {name!r} not found in {str(p['templates'])!r} (templates: {known}); "
+                           f"build it first (python -m jaula.storage.template_cli build {name} SOURCE), "
+                           f"or use one of: {', '.join(sorted(AUTO_TEMPLATES))} (built on first use)")
+        with self._build_lock:
+            if not store.exists(name):
+                log.info("building template %s from %s", name, source)
+                store.build(name, source)
+
+    # -- Backend --------------------------------------------------------------------------------
+    def create(self, inst: Instance) -> None:
+        self.ensure_template(inst.template)
+        self.call("create", inst)
+
+    def start(self, inst: Instance) -> InstanceState:
+        from jaula.oci.state import proc_start_time
+
+        st = dict(self.call("start", inst))
+        pidfd = st.pop("pidfd", None)
+        pid = int(st.get("pid") or 0)
+        try:
+            if pid > 0:
+                self.db.update_instance(inst.name, pid=pid, pid_start=proc_start_time(pid))
+            if pidfd is not None and self.supervisor is not None:
+                self._in_loop(self.supervisor.watch, inst.name, pidfd, pid)
+                pidfd = None
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        return InstanceState(**{k: v for k, v in st.items() if k in InstanceState._fields})
+
+    def stop(self, inst: Instance, timeout: float = 30.0, force: bool = False) -> bool:
+        if self.supervisor is not None:
+            self._in_loop(self.supervisor.unwatch, inst.name)
+        return bool(self.call("stop", inst, timeout=timeout, force=force))
+
+    def freeze(self, inst: Instance) -> None:
+        self.call("freeze", inst)
+
+    def unfreeze(self, inst: Instance) -> None:
+        self.call("unfreeze", inst)
+
+    def delete(self, inst: Instance) -> None:
+        self.call("delete", inst)
+
+    def state(self, inst: Instance) -> InstanceState:
+        st = self.call("state", inst)
+        return InstanceState(**{k: v for k, v in st.items() if k in InstanceState._fields})
+
+    def stats(self, inst: Instance) -> Any:
+        found = self.call("stats", inst)
+        return None if found is None else _Stats(found)
+
+    def update(self, inst: Instance, config: dict[str, Any]) -> dict[str, Any]:
+        return self.call("update", inst, config=config)
