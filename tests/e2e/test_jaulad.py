@@ -1,7 +1,8 @@
 """jaulad end to end: the daemon as a subprocess over a private root and socket, driven by the
 `jaula` CLI. A busybox system instance launched on a fresh root (the template is built on first
 use), listed running, stopped and deleted; live restore: after `kill -9` of jaulad a new jaulad
-adopts the running instance (same pid), which then stops and goes. Nothing is left behind: no
+adopts the running instance (same pid), which then stops and goes, and autostarts one created
+with boot.autostart. Nothing is left behind: no
 mount under the root, no cgroup of the instances, no process."""
 
 from __future__ import annotations
@@ -134,13 +135,21 @@ def test_launch_list_stop_delete_and_live_restore(daemon: Daemon) -> None:
     # live restore: the instance outlives a kill -9 of jaulad and is adopted by the next one
     daemon.jaula("launch", "busybox", "e2")
     pid = daemon.note("e2")["pid"]
+    daemon.jaula("create", "busybox", "e3", "-c", "boot.autostart=true")  # started by the next jaulad
+    assert daemon.instances()["e3"]["status"] == "stopped"
     daemon.kill(signal.SIGKILL)
     assert pid_alive(pid)
     daemon.start()
     again = daemon.note("e2")
     assert again["pid"] == pid
-    daemon.jaula("stop", "e2")
-    daemon.jaula("delete", "e2")
+    deadline = time.monotonic() + 15
+    while daemon.instances()["e3"]["status"] != "running":
+        assert time.monotonic() < deadline, f"e3 not autostarted: {daemon.instances()['e3']}\n{daemon.logs()}"
+        time.sleep(0.1)
+    daemon.note("e3")
+    for name in ("e2", "e3"):
+        daemon.jaula("stop", name)
+        daemon.jaula("delete", name)
     assert daemon.instances() == {}
 
     daemon.kill(signal.SIGTERM)  # a clean stop
