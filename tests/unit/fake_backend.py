@@ -20,6 +20,10 @@ class FakeBackend:
         self.fail: dict[str, Exception] = {}
         self.gate: dict[str, threading.Event] = {}
         self._pid = 1000
+        self.templates = FakeTemplateStore()
+
+    def template_store(self) -> Any:
+        return self.templates
 
     def _call(self, verb: str, inst: Instance) -> None:
         self.calls.append((verb, inst.name))
@@ -75,3 +79,57 @@ class FakeBackend:
         self._call("update", inst)
         self.configs[inst.name] = settings.validate(config)
         return self.configs[inst.name]
+
+
+class FakeTemplateStore:
+    """A TemplateStore without files: `build` reports progress and records a Template; a test
+    can hold a build (`gate`, an Event) or make it fail (`fail`)."""
+
+    def __init__(self) -> None:
+        from jaula.storage.templates import Template  # noqa: F401  (checked importable)
+
+        self.templates: dict[str, Any] = {}
+        self.in_use: Any = None
+        self.gate: threading.Event | None = None
+        self.fail: Exception | None = None
+        self.builds: list[tuple[str, str, dict[str, Any]]] = []
+
+    def list(self) -> list[Any]:
+        return [self.templates[n] for n in sorted(self.templates)]
+
+    def get(self, name: str) -> Any:
+        from jaula.errors import NotFound
+
+        if name not in self.templates:
+            raise NotFound(f"Template {name!r} not found")
+        return self.templates[name]
+
+    def exists(self, name: str) -> bool:
+        return name in self.templates
+
+    def build(self, name: str, source: str, *, replace: bool = False, progress: Any = None, **opts: Any) -> Any:
+        from jaula.storage.templates import Template
+
+        self.builds.append((name, source, opts))
+        progress = progress or (lambda *a: None)
+        progress("fetch", 0, 3)
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        for i in range(1, 4):
+            progress("fetch", i, 3)
+        t = Template(name=name, source=source, created="2026-01-01T00:00:00Z", size=4096, os="busybox",
+                     arch="amd64", cmd=["/bin/sh"])
+        self.templates[name] = t
+        progress("done", t.size, t.size)
+        return t
+
+    def delete(self, name: str) -> None:
+        from jaula.errors import BadState
+
+        self.get(name)
+        users = self.in_use(name) if self.in_use else []
+        if users:
+            raise BadState(f"Template {name!r} is used by {', '.join(users)}")
+        del self.templates[name]

@@ -58,6 +58,8 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     app.router.add_event_handler("shutdown", lambda: ops.shutdown(wait=True))
     _error_handlers(app)
     svc = _Service(db, backend, ops)
+    from jaula.daemon import templates_api  # templates and host capacity routes
+    svc.host = templates_api.mount(app, db, backend, ops, svc.expanded)
 
     @app.get("/1.0", response_model=s.Sync[s.Server], tags=["server"])
     def server() -> dict:
@@ -149,6 +151,7 @@ class _Service:
 
     def __init__(self, db: Database, backend: Backend, ops: Operations) -> None:
         self.db, self.backend, self.ops = db, backend, ops
+        self.host: Any = None  # host.Host: a start must fit its overcommit ratios
 
     # -- views ---------------------------------------------------------------------------------
     def expanded(self, profiles: list[str], own: dict[str, Any]) -> dict[str, Any]:
@@ -272,7 +275,9 @@ class _Service:
         return self.ops.submit(f"Deleting instance {name}", action, instance=name)
 
     def change_state(self, name: str, body: s.StateChange) -> OperationRow:
-        _check_action(self.db.get_instance(name), body.action)
+        _check_action(row := self.db.get_instance(name), body.action)
+        if self.host is not None and body.action in ("start", "restart") and row.status not in ("running", "frozen"):
+            self.host.check_start(row)
 
         def action() -> dict:
             row = self.db.get_instance(name)
@@ -283,6 +288,8 @@ class _Service:
                 meta["clean"] = self.backend.stop(inst, timeout=body.timeout, force=body.force)
                 row = self.db.update_instance(name, status="stopped", pid=None, pid_start=None)
             if body.action in ("start", "restart"):
+                if self.host is not None:
+                    self.host.check_start(row)
                 st = self.backend.start(inst)
                 self.db.update_instance(name, status="running", pid=st.pid or None)
                 meta["pid"] = st.pid

@@ -105,6 +105,13 @@ class SpawnerBackend:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
     # -- templates ------------------------------------------------------------------------------
+    def template_store(self) -> Any:
+        """The TemplateStore under the root (the API's templates routes use it)."""
+        from jaula.storage import TemplateStore
+
+        p = paths(self.root)
+        return TemplateStore(root=p["templates"], cache=p["cache"])
+
     def ensure_template(self, name: str) -> None:
         from jaula.storage import TemplateStore
 
