@@ -314,6 +314,11 @@ def profile_create(ctx: click.Context, name: str, config: tuple[str, ...], descr
     click.echo(f"Profile {name} created")
 
 
+from jaula.cli import templates_host as _templates_host  # the template and host commands
+
+_templates_host.register(cli, _client, _Group)
+
+
 def main() -> None:
     cli(prog_name="jaula")
 

@@ -179,3 +179,32 @@ class Client:
                        description: str = "") -> dict[str, Any]:
         return self._sync("POST", "/1.0/profiles",
                           json={"name": name, "config": config or {}, "description": description})
+
+    # -- templates ---------------------------------------------------------------------------
+    def templates(self) -> list[dict[str, Any]]:
+        return self._sync("GET", "/1.0/templates")
+
+    def template(self, name: str) -> dict[str, Any]:
+        return self._sync("GET", f"/1.0/templates/{name}")
+
+    def build_template(self, name: str, source: str, options: dict[str, Any] | None = None, *,
+                       replace: bool = False, wait: bool = True) -> dict[str, Any]:
+        """Build a template (an operation: its metadata has stage, done, total while it runs)."""
+        return self._async("POST", "/1.0/templates", wait,
+                           json={"name": name, "source": source, "options": options or {}, "replace": replace})
+
+    def import_template(self, name: str, path: str, *, format: str = "tarball", replace: bool = False,
+                        wait: bool = True) -> dict[str, Any]:
+        """A template from an archive at `path` on jaulad's host (tarball: a root tree; image: OCI/docker)."""
+        return self._async("POST", "/1.0/templates/import", wait,
+                           json={"name": name, "path": path, "format": format, "replace": replace})
+
+    def delete_template(self, name: str) -> dict[str, Any]:
+        return self._sync("DELETE", f"/1.0/templates/{name}")
+
+    # -- host --------------------------------------------------------------------------------
+    def host(self) -> dict[str, Any]:
+        return self._sync("GET", "/1.0/host")
+
+    def set_host(self, ratios: dict[str, float]) -> dict[str, Any]:
+        return self._sync("PUT", "/1.0/host", json=ratios)
