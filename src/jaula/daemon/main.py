@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import os
+import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +78,16 @@ def _run(root: Path, socket_path: str) -> int:
     for p in paths(root).values():
         p.mkdir(parents=True, exist_ok=True)
     paths(root)["instances"].chmod(0o711)
+    lock_fd = _lock_root(root)  # the spawner inherits it: held until both are gone
     db = Database(root / "jaula.db")
     spawner = Spawner.start(make_driver, {"root": str(root)})  # before any thread
+    os.close(lock_fd)  # the spawner's copy holds the lock for the next jaulad to wait on
     try:
         failed = db.fail_unfinished_operations("jaulad stopped while it ran: look at the instance's state")
         if failed:
             log.info("%d unfinished operation(s) of a previous jaulad marked failed", len(failed))
         backend = SpawnerBackend(spawner, db, root)
+        _sweep(db, backend, root)
 
         from jaula.daemon import api, server
 
@@ -112,6 +118,112 @@ def _run(root: Path, socket_path: str) -> int:
     finally:
         spawner.close()
         db.close()
+
+
+LOCK_WAIT_S = 60.0
+
+
+def _lock_root(root: Path) -> int:
+    """Take $ROOT/.jaulad.lock (flock). The spawner inherits it, so after a `kill -9` of jaulad
+    its old spawner (which finishes the request it was serving, then exits) holds it: wait for it,
+    so the orphan sweep does not race a create or start still in flight. Another live jaulad on
+    the same root holds it too: refused after LOCK_WAIT_S."""
+    from jaula.errors import BadState
+
+    fd = os.open(root / ".jaulad.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT_S
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise BadState(f"{root / '.jaulad.lock'} is held: another jaulad (or the spawner of a "
+                               f"killed one) uses root {str(root)!r}") from None
+            if not said:
+                log.info("waiting for the previous jaulad's spawner to finish (%s)", root / ".jaulad.lock")
+                said = True
+            time.sleep(0.05)
+
+
+def _sweep(db: Any, backend: Any, root: Path) -> None:
+    """The orphan sweep, before live restore: undo what a `kill -9` of a previous jaulad cut.
+
+    - a row whose volume does not exist (its create never finished, or its delete did) goes;
+    - an instance not recorded running (or frozen) with a pid, that still has a runtime state or a
+      bundle (a start cut before its row said running), is stopped by force: it stays stopped
+      and startable;
+    - a volume, runtime state, bundle or console log without a row goes (a create cut after the
+      revert of its row, or a delete cut before it ended), as do the pool's half-built (`.new-`)
+      and half-deleted (`.del-`) volume folders;
+    - then any mount left under a bundle that is not a live instance's is detached."""
+    from jaula.daemon.spawner_backend import paths
+    from jaula.instances.model import Instance
+    from jaula.linux.mount import MNT_DETACH, umount2
+    from jaula.storage.fsutil import mount_points
+
+    def mount_points_under(top: str) -> list[str]:
+        return sorted(m for m in mount_points() if m == top or m.startswith(top + "/"))
+
+    p = paths(root)
+    volumes_dir = p["pool"] / "volumes"
+    runtime, bundles, logs = (p["instances"] / d for d in ("runtime", "bundles", "logs"))
+
+    def listed(d: Path) -> set[str]:
+        try:
+            return {n for n in os.listdir(d) if not n.startswith(".")}
+        except FileNotFoundError:
+            return set()
+
+    volumes = {n for n in listed(volumes_dir) if (volumes_dir / n / "volume.json").exists()}
+    rows = {r.name: r for r in db.list_instances()}
+    live = {n for n, r in rows.items() if r.status in ("running", "frozen") and r.pid}
+
+    def call(op: str, name: str, **args: Any) -> None:
+        template = rows[name].template if name in rows else "busybox"
+        try:
+            backend.call(op, Instance(name=name, template=template), **args)
+        except JaulaError as exc:
+            log.warning("sweep: %s of %s: %s", op, name, exc)
+
+    for name, row in rows.items():
+        if name not in live and name not in volumes:
+            log.info("sweep: instance %s has no volume (its create or delete was cut): row removed", name)
+            if (runtime / name).exists() or (bundles / name).exists():
+                call("stop", name, timeout=0, force=True)
+            db.delete_instance(name)
+            db.add_event("instance-deleted", {"name": name, "reason": "create or delete cut by a jaulad crash"})
+    rows = {r.name: r for r in db.list_instances()}
+
+    for name in sorted((set(rows) | listed(runtime) | listed(bundles)) - live):
+        if (runtime / name).exists() or (bundles / name).exists():
+            log.info("sweep: %s was left started (or half started) by a previous jaulad: stopped", name)
+            call("stop", name, timeout=0, force=True)
+        row = rows.get(name)
+        if row is not None and (row.pid or row.status != "stopped"):
+            db.update_instance(name, status="stopped", pid=None, pid_start=None)
+
+    for name in sorted((volumes | listed(logs)) - set(rows)):
+        log.info("sweep: volume or log of %s without an instance row: removed", name)
+        if name in volumes:
+            call("delete", name)
+        shutil.rmtree(logs / name, ignore_errors=True)
+
+    for n in os.listdir(volumes_dir) if volumes_dir.is_dir() else []:
+        if n.startswith((".new-", ".del-")) and not mount_points_under(str(volumes_dir / n)):
+            log.info("sweep: half-made volume folder %s removed", n)
+            shutil.rmtree(volumes_dir / n, ignore_errors=True)
+
+    keep = tuple(str(bundles / n) + "/" for n in live)
+    for point in reversed(mount_points_under(str(bundles))):
+        if not (point + "/").startswith(keep):
+            log.info("sweep: stray mount %s detached", point)
+            try:
+                umount2(point, MNT_DETACH)
+            except Exception as exc:  # noqa: BLE001 (logged; the next start tries again)
+                log.warning("sweep: umount of %s: %s", point, exc)
 
 
 def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
