@@ -123,7 +123,7 @@ class SpawnerBackend:
         if source is None:
             known = ", ".join(t.name for t in store.list()) or "none"
             raise NotFound(f"Template {name!r} not found in {str(p['templates'])!r} (templates: {known}); "
-                           f"build it first (python -m jaula.storage.template_cli build {name} SOURCE), "
+                           f"build it first (jaula template build {name} SOURCE), "
                            f"or use one of: {', '.join(sorted(AUTO_TEMPLATES))} (built on first use)")
         with self._build_lock:
             if not store.exists(name):
