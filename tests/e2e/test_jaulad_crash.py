@@ -14,6 +14,7 @@ test_jaulad.py), driven through jaula.client:
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -60,7 +61,9 @@ def _cgroup_children(parents: set[str], names: set[str]) -> list[str]:
     return [os.path.join(p, n) for p in parents for n in names if os.path.exists(os.path.join(p, n))]
 
 
-def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon) -> None:  # noqa: F811
+@pytest.mark.parametrize("with_spawner", [False, True], ids=["jaulad", "jaulad+spawner"])
+def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon, with_spawner: bool) -> None:  # noqa: F811
+    """`with_spawner`: its spawner is killed too, so the request it serves is cut midway."""
     d = daemon
     d.start()
     with _client(d) as c:  # the template is built before the storm
@@ -90,6 +93,9 @@ def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon) -> None:  #
         while sum(i["status"] == "running" for i in c.list()) < 3:
             assert time.monotonic() < deadline, d.logs()
             time.sleep(0.02)
+    if with_spawner:
+        spawner = int(re.findall(r"spawner pid (\d+)", d.logs())[-1])
+        os.kill(spawner, signal.SIGKILL)
     d.kill(signal.SIGKILL)
     for t in threads:
         t.join(60)

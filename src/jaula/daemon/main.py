@@ -152,9 +152,10 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
     """The orphan sweep, before live restore: undo what a `kill -9` of a previous jaulad cut.
 
     - a row whose volume does not exist (its create never finished, or its delete did) goes;
-    - an instance not recorded running (or frozen) with a pid, that still has a runtime state or a
-      bundle (a start cut before its row said running), is stopped by force: it stays stopped
-      and startable;
+    - an instance not recorded running (or frozen) with a live pid (same pid and start time), that
+      still has a runtime state or a bundle (a start cut before its row said running, or an init
+      gone while no jaulad watched), is stopped by force (cgroup, runtime state, mount go): it is
+      then stopped and startable;
     - a volume, runtime state, bundle or console log without a row goes (a create cut after the
       revert of its row, or a delete cut before it ended), as do the pool's half-built (`.new-`)
       and half-deleted (`.del-`) volume folders;
@@ -162,6 +163,7 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
     from jaula.daemon.spawner_backend import paths
     from jaula.instances.model import Instance
     from jaula.linux.mount import MNT_DETACH, umount2
+    from jaula.oci.state import proc_start_time
     from jaula.storage.fsutil import mount_points
 
     def mount_points_under(top: str) -> list[str]:
@@ -179,7 +181,11 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
 
     volumes = {n for n in listed(volumes_dir) if (volumes_dir / n / "volume.json").exists()}
     rows = {r.name: r for r in db.list_instances()}
-    live = {n for n, r in rows.items() if r.status in ("running", "frozen") and r.pid}
+
+    def alive(r: Any) -> bool:  # that very process (pid and start time), as live restore checks
+        return bool(r.pid) and r.pid_start is not None and proc_start_time(r.pid) == r.pid_start
+
+    live = {n for n, r in rows.items() if r.status in ("running", "frozen") and alive(r)}
 
     def call(op: str, name: str, **args: Any) -> None:
         template = rows[name].template if name in rows else "busybox"
@@ -204,6 +210,9 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
         row = rows.get(name)
         if row is not None and (row.pid or row.status != "stopped"):
             db.update_instance(name, status="stopped", pid=None, pid_start=None)
+            if row.status != "stopped":  # recorded running, its init gone: as live restore says it
+                db.add_event("instance-exited", {"name": name, "status": "unknown"})
+                log.info("instance %s exited (status unknown)", name)
 
     for name in sorted((volumes | listed(logs)) - set(rows)):
         log.info("sweep: volume or log of %s without an instance row: removed", name)
