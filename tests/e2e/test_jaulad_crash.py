@@ -6,7 +6,9 @@ test_jaulad.py), driven through jaula.client:
   volume was made leaves no row; nothing without a row is left (volume, runtime state, bundle,
   mount, cgroup, process). Then all are stopped and deleted, and nothing at all is left.
 - the orphan sweep at start, on leftovers made by hand: a row without a volume, a volume without
-  a row, a half-built volume folder, a stopped row with a stale pid.
+  a row, a half-built volume folder, a bundle without a row, a runtime state cut before its
+  state.json (with its cgroup), a stopped row with a stale pid.
+- the storm also with jaulad's spawner killed with it, so the request it serves is cut midway.
 - create/start/stop/delete cycles with nothing leaked: mounts, cgroups, runtime state, rows,
   jaulad's fds (within a small margin) and its RSS (small growth).
 """
@@ -159,13 +161,25 @@ def test_sweep_at_start_cleans_what_a_cut_create_left(daemon: Daemon) -> None:  
     vols = d.root / "pools" / "default" / "volumes"
     (vols / ".new-half" / "rootfs").mkdir(parents=True)
     (d.root / "instances" / "bundles" / "ghost" / "rootfs").mkdir(parents=True)
+    # a runtime state cut before its state.json was saved: the cgroup made, no process yet
+    # (jaulad's cgroup is this test's: it is the default cgroup parent of both)
+    from jaula.cgroups.base import open_cgroup
 
-    d.start()
+    (d.root / "instances" / "runtime" / "halfrun").mkdir(parents=True)
+    cg = open_cgroup(None, "halfrun")
+    cg.create()
+    try:
+        d.start()
+        assert not cg.exists(), d.logs()
+    finally:
+        if cg.exists():
+            cg.remove()
+
     with _client(d) as c:
         rows = {i["name"]: i for i in c.list()}
         assert set(rows) == {"kept"}, rows
         assert rows["kept"]["status"] == "stopped" and rows["kept"]["pid"] is None
-        assert not _leftovers(d, {"orphan", "norow", "ghost"}), d.logs()
+        assert not _leftovers(d, {"orphan", "norow", "ghost", "halfrun"}), d.logs()
         c.start("kept")
         c.stop("kept", force=True, timeout=0)
         c.delete("kept")

@@ -160,10 +160,11 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
       revert of its row, or a delete cut before it ended), as do the pool's half-built (`.new-`)
       and half-deleted (`.del-`) volume folders;
     - then any mount left under a bundle that is not a live instance's is detached."""
+    from jaula.cgroups.base import open_cgroup
     from jaula.daemon.spawner_backend import paths
     from jaula.instances.model import Instance
     from jaula.linux.mount import MNT_DETACH, umount2
-    from jaula.oci.state import proc_start_time
+    from jaula.oci.state import STATE_FILE, proc_start_time
     from jaula.storage.fsutil import mount_points
 
     def mount_points_under(top: str) -> list[str]:
@@ -213,6 +214,19 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
             if row.status != "stopped":  # recorded running, its init gone: as live restore says it
                 db.add_event("instance-exited", {"name": name, "status": "unknown"})
                 log.info("instance %s exited (status unknown)", name)
+
+    for name in sorted(listed(runtime) - live):
+        if not (runtime / name / STATE_FILE).exists():
+            # a create cut before the runtime saved its state: its cgroup may be made, but no
+            # process was forked yet (the fork comes after the save)
+            log.info("sweep: runtime state of %s half made: removed, with its cgroup", name)
+            try:
+                cg = open_cgroup(None, name)
+                if cg.exists():
+                    cg.remove()
+            except Exception as exc:  # noqa: BLE001 (logged; the next start tries again)
+                log.warning("sweep: cgroup of %s: %s", name, exc)
+            shutil.rmtree(runtime / name, ignore_errors=True)
 
     for name in sorted((volumes | listed(logs)) - set(rows)):
         log.info("sweep: volume or log of %s without an instance row: removed", name)
