@@ -31,6 +31,7 @@ class Plan:
         self.log = log
         self.state = state
         self.cgroup_files = cgroup_files or []
+        self.pid_sent = -1  # read end of a pipe: the intermediate has sent PID when a byte arrives
 
 
 def intermediate(plan: Plan) -> None:
@@ -44,10 +45,14 @@ def intermediate(plan: Plan) -> None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(adj))
         _namespaces(plan)
+        # Init and we share the socket: init must not speak before our PID message is out.
+        plan.pid_sent, told = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
+            os.close(told)
             container_init(plan)  # never returns
         sync.send(plan.sock, sync.PID, str(pid))
+        os.write(told, b"1")
         code = 0
     except BaseException as e:  # noqa: BLE001 - the child must report and exit, whatever happened
         _report(plan.sock, "namespaces", e)
@@ -140,6 +145,9 @@ def container_init(plan: Plan) -> None:
             for fd in plan.ctx.detached.values():
                 os.close(fd)
         step = "createRuntime hooks"
+        if os.read(plan.pid_sent, 1) != b"1":
+            raise sync.ProtocolError("the intermediate process exited before reporting the init's pid")
+        os.close(plan.pid_sent)
         sync.send(plan.sock, sync.CREATE_RUNTIME)
         plan.state["pid"] = int(sync.expect(plan.sock, sync.GO_ON))
         if spec.hooks.get("createContainer"):
