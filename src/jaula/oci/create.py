@@ -63,6 +63,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     cg = open_cgroup(lx.cgroups_path, cid)
     cg.create()
     undo.append(cg.remove)
+    undo.append(lambda: cg.kill(9))  # whatever got in: an init whose pid we never learned
     if lx.resources is not None:
         _allow_default_devices(lx)
         # A new cgroup starts at the kernel's defaults: write only what the config sets (as runc).
