@@ -5,9 +5,11 @@ instances driven through the spawner and watched by the supervisor.
 
 Start order (why: the spawner must be forked while this process has one thread, and uvicorn's
 event loop and executors make threads):
-  1. the database ($ROOT/jaula.db);
+  1. $ROOT/.jaulad.lock (waiting for a killed jaulad's spawner to finish), the database
+     ($ROOT/jaula.db);
   2. the spawner (`Spawner.start`), before any thread;
-  3. operations a previous life left pending or running are marked failed;
+  3. operations a previous life left pending or running are marked failed; the orphan sweep
+     (`_sweep`) undoes what a `kill -9` cut;
   4. in the event loop, at the API's startup: live restore (every instance recorded running with
      a pid is adopted by the supervisor if that very process is still there, else marked
      stopped with an unknown exit status), then autostart (`boot.autostart`);
