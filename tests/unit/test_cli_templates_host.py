@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from jaula.errors import ExitCode
 from tests.unit.test_cli import jaula
 
@@ -15,6 +17,10 @@ def test_template_build_list_import_delete(api) -> None:
     r = jaula(api, "template", "import", "img", "/srv/a.tar", "--image")
     assert r.exit_code == 0, r.output
     assert api.backend.templates.builds[-1] == ("img", "oci", {"path": "/srv/a.tar"})
+    r = jaula(api, "template", "import", "rel", "a.tar")
+    assert r.exit_code == 0, r.output
+    assert api.backend.templates.builds[-1] == ("rel", "tarball", {"path": os.path.abspath("a.tar")})
+    assert jaula(api, "template", "delete", "rel").exit_code == 0
     lines = jaula(api, "template", "list").output.splitlines()
     assert lines[0].split()[:3] == ["NAME", "SOURCE", "OS"]
     assert [ln.split()[0] for ln in lines[1:]] == ["bb", "img"]

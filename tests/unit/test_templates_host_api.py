@@ -58,6 +58,8 @@ def test_import_takes_a_server_side_path(api, openapi) -> None:
     assert status == 202, body
     assert wait(api, openapi, body)["status"] == "success"
     assert api.backend.templates.builds == [("img", "oci", {"path": "/srv/alpine.tar"})]
+    status, body = call(api, openapi, "POST", "/1.0/templates/import", json={"name": "rel", "path": "a.tar"})
+    assert status == 400 and "must be absolute" in body["error"]
 
 
 def test_delete_is_refused_while_an_instance_uses_it(api, openapi) -> None:

@@ -104,6 +104,8 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     def template_import(ctx: click.Context, name: str, path: str, fmt: str, replace: bool) -> None:
         """Import template NAME from the archive PATH (a path on jaulad's host: no upload yet)."""
         c = client(ctx)
+        import os
+        path = os.path.abspath(path)  # jaulad's working folder is not ours
         op = c.import_template(name, path, format=fmt, replace=replace, wait=False)
         op = follow(c, op, f"Importing {name}")
         click.echo(f"Template {name} imported from {path} ({_size(op['metadata'].get('total'))})")

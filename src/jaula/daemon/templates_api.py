@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jaula.daemon import schemas as s
 from jaula.daemon.host import Host
 from jaula.daemon.models import TemplateRow
-from jaula.errors import BadState, JaulaError, NotFound
+from jaula.errors import BadState, ConfigError, JaulaError, NotFound
 
 PROGRESS_INTERVAL = 0.2
 
@@ -182,6 +182,8 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
 
     @app.post("/1.0/templates/import", response_model=s.Async, status_code=202, tags=["templates"])
     def import_template(body: TemplateImport) -> dict:
+        if not body.path.startswith("/"):
+            raise ConfigError(f"path {body.path!r} must be absolute: it is read by jaulad, on its host")
         source = "tarball" if body.format == "tarball" else "oci"
         return async_(submit(body.name, source, {"path": body.path}, body.replace, "Importing"))
 
