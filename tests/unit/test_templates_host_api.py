@@ -32,6 +32,8 @@ def test_build_is_an_operation_whose_metadata_shows_progress(api, openapi) -> No
     assert got["metadata"]["status"] == "running"
     assert got["metadata"]["metadata"] == {"stage": "fetch", "done": 0, "total": 3}
     assert got["metadata"]["resources"] == {"templates": ["bb"]}
+    status, again = call(api, openapi, "POST", "/1.0/templates", json={"name": "bb", "source": "busybox"})
+    assert status == 409 and "being built" in again["error"]
     store.gate.set()
     done = wait(api, openapi, body)
     assert done["status"] == "success", done

@@ -96,6 +96,8 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
     """Add the templates and host routes to `app`; the Host whose check a start must pass."""
     host = Host(db, expanded)
     app.state.host = host
+    building: set[str] = set()  # names being built: a second build of one is refused (same tmp folder)
+    building_lock = threading.Lock()
 
     def store() -> Any:
         get = getattr(backend, "template_store", None)
@@ -142,6 +144,10 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
         if replace and users(name):
             raise BadState(f"Template {name!r} is used by {', '.join(users(name))}: cannot replace it "
                            "until they are deleted")
+        with building_lock:
+            if name in building:
+                raise BadState(f"Template {name!r} is being built already: wait for that operation")
+            building.add(name)
         ready = threading.Event()
         box: dict[str, str] = {}
         last = [0.0]
@@ -157,8 +163,12 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
                 pass
 
         def action() -> dict:
-            ready.wait(10)
-            t = st.build(name, source_name, replace=replace, progress=progress, **opts)
+            try:
+                ready.wait(10)
+                t = st.build(name, source_name, replace=replace, progress=progress, **opts)
+            finally:
+                with building_lock:
+                    building.discard(name)
             try:
                 if replace:
                     try:
@@ -171,7 +181,12 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
                 pass
             db.add_event("template-built", {"name": name})
             return {"stage": "done", "done": t.size, "total": t.size, "template": out(t).model_dump()}
-        op = ops.submit(f"{what} template {name}", action, resources={"templates": [name]})
+        try:
+            op = ops.submit(f"{what} template {name}", action, resources={"templates": [name]})
+        except BaseException:
+            with building_lock:
+                building.discard(name)
+            raise
         box["id"] = op.id
         ready.set()
         return op
