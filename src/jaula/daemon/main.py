@@ -283,6 +283,7 @@ def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
         log.info("adopted %d running instance(s)", adopted)
 
     svc = api._Service(db, backend, app.state.operations)
+    svc.host = getattr(app.state, "host", None)  # autostart within the overcommit ratios too
     for row in db.list_instances(autostart=True):
         if row.status == "stopped":
             try:
