@@ -12,10 +12,10 @@ import json
 import re
 
 from jaula.errors import ConfigError
+from jaula.names import NAME_MAX, RULE  # noqa: F401 - re-exported
+from jaula.names import validate_name as _validate_name
 from jaula.record import Record
 
-NAME_MAX = 63
-_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 KEY_MAX = 256
 
@@ -83,36 +83,11 @@ class EventRow(Record):
 
 
 def validate_name(name: object, what: str = "Instance") -> str:
-    """`name` if it is a DNS label (RFC 1123), else ConfigError saying exactly what is wrong.
-
-    Names become folder names, host names and parts of cgroup and interface names, so nothing
-    that could be a path, a control character or a homoglyph.
-    """
-    rule = "use 1 to 63 lowercase letters (a-z), digits and '-', starting and ending with a letter or digit"
-    if not isinstance(name, str):
-        raise ConfigError(f"{what} name {name!r} is not a string: {rule}")
-    if name == "":
-        why = "is empty"
-    elif "/" in name or name in (".", ".."):
-        why = "would be a path ('/' and dots are not allowed)"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        why = "contains a control character"
-    elif not name.isascii():
-        why = "contains a character outside ASCII"
-    elif len(name) > NAME_MAX:
-        why = f"is {len(name)} characters long (at most {NAME_MAX})"
-    elif name != name.lower():
-        why = "contains uppercase letters"
-    elif name.startswith("-") or name.endswith("-"):
-        why = "starts or ends with '-'"
-    elif name.isdigit():
-        why = "is all digits (it could be taken for an id)"
-    elif not _NAME_RE.fullmatch(name):
-        bad = sorted({c for c in name if not (c.isdigit() or "a" <= c <= "z" or c == "-")})
-        why = "contains " + ", ".join(repr(c) for c in bad)
-    else:
-        return name
-    raise ConfigError(f"{what} name {name!a} {why}: {rule}")
+    """`name` if it is a DNS label (jaula.names) and not all digits (it could be taken for an id)."""
+    name = _validate_name(name, what)
+    if name.isdigit():
+        raise ConfigError(f"{what} name {name!a} is all digits (it could be taken for an id): {RULE}")
+    return name
 
 
 def config_problems(config: object, what: str) -> list[str]:

@@ -7,52 +7,20 @@ merged in order, then its own on top (`merged_config`).
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 from jaula.errors import ConfigError
 from jaula.instances import settings
+from jaula.names import NAME_MAX, validate_name  # noqa: F401 - re-exported
 from jaula.record import Record
 
-NAME_MAX = 63
 KINDS = ("container",)
 RESERVED_KINDS = ("vm",)
 MODES = ("system", "app")
 ID_RANGE = 65536            # ids per unprivileged instance: 0..65535 inside
 ID_MAX = 2**32 - 2          # the last usable id (2^32-1 is "no id")
-_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
-_NAME_RULE = "use 1 to 63 lowercase letters (a-z), digits and '-', starting and ending with a letter or digit"
 
-
-def validate_name(name: object, what: str = "Instance") -> str:
-    """`name` when it is a DNS label (RFC 1123), else ConfigError saying what is wrong and what to use.
-
-    Names become folder names, host names, cgroup and runtime ids, so nothing that could be a
-    path, a control character or a homoglyph gets through.
-    """
-    if not isinstance(name, str):
-        raise ConfigError(f"{what} name {name!r} is not a string: {_NAME_RULE}")
-    if name == "":
-        why = "is empty"
-    elif "/" in name or name in (".", "..") or ".." in name:
-        why = "would be a path ('/' and dots are not allowed)"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        why = "contains a control character"
-    elif not name.isascii():
-        why = "contains a character outside ASCII"
-    elif len(name) > NAME_MAX:
-        why = f"is {len(name)} characters long (at most {NAME_MAX})"
-    elif name != name.lower():
-        why = "contains uppercase letters"
-    elif name.startswith("-") or name.endswith("-"):
-        why = "starts or ends with '-'"
-    elif not _NAME_RE.fullmatch(name):
-        bad = sorted({c for c in name if not (c.isdigit() or "a" <= c <= "z" or c == "-")})
-        why = "contains " + ", ".join(repr(c) for c in bad)
-    else:
-        return name
-    raise ConfigError(f"{what} name {name!a} {why}: {_NAME_RULE}")
 
 
 def now_rfc3339() -> str:

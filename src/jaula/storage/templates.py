@@ -29,13 +29,14 @@ from typing import Any
 
 from jaula.errors import (
     BadState,
-    ConfigError,
     Exists,
     JaulaError,
     NotFound,
     SyscallError,
 )
 from jaula.lazylog import getLogger
+from jaula.names import NAME_MAX, is_name  # noqa: F401 - re-exported
+from jaula.names import validate_name as _validate_name
 from jaula.record import Record
 from jaula.storage import builders
 from jaula.storage.progress import Progress, no_progress
@@ -45,8 +46,6 @@ log = getLogger(__name__)
 DEFAULT_ROOT = "/var/lib/jaula"
 METADATA = "template.json"
 FORMAT = 1
-NAME_MAX = 63
-_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 _LEFTOVER_RE = re.compile(r"\.(?P<name>.+)\.(?:tmp|del)-(?P<pid>[0-9]+)")
 
 
@@ -55,35 +54,8 @@ def jaula_root() -> Path:
 
 
 def validate_name(name: object) -> str:
-    """`name` if it is a valid template name, else ConfigError saying exactly what is wrong.
-
-    Names are DNS labels (RFC 1123): they become folder names, host names and parts of cgroup
-    and interface names, so nothing that could be a path, a control character or a homoglyph.
-    """
-    rule = "use 1 to 63 lowercase letters (a-z), digits and '-', starting and ending with a letter or digit"
-    if not isinstance(name, str):
-        raise ConfigError(f"Template name {name!r} is not a string: {rule}")
-    shown = ascii(name)
-    if name == "":
-        why = "is empty"
-    elif "/" in name or name in (".", ".."):
-        why = "would be a path ('/' and dots are not allowed)"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        why = "contains a control character"
-    elif not name.isascii():
-        why = "contains a character outside ASCII"
-    elif len(name) > NAME_MAX:
-        why = f"is {len(name)} characters long (at most {NAME_MAX})"
-    elif name != name.lower():
-        why = "contains uppercase letters"
-    elif name.startswith("-") or name.endswith("-"):
-        why = "starts or ends with '-'"
-    elif not _NAME_RE.fullmatch(name):
-        bad = sorted({c for c in name if not (c.isdigit() or "a" <= c <= "z" or c == "-")})
-        why = "contains " + ", ".join(repr(c) for c in bad)
-    else:
-        return name
-    raise ConfigError(f"Template name {shown} {why}: {rule}")
+    """`name` if it is a valid template name (a DNS label), else ConfigError saying why."""
+    return _validate_name(name, "Template")
 
 
 class Template(Record):
@@ -165,7 +137,7 @@ class TemplateStore:
             return []
         found = []
         for name in names:
-            if name.startswith(".") or not _NAME_RE.fullmatch(name):
+            if not is_name(name):
                 continue
             try:
                 found.append(self.get(name))
