@@ -896,3 +896,31 @@ def test_a_config_without_rlimits_runs(runtime: Runtime, bundle: Bundle) -> None
     (b / "config.json").write_text(json.dumps(config))
     result = runtime.run(b)
     assert result.returncode == 0, result.stderr
+
+
+def test_idmap_and_ridmap_mounts(runtime: Runtime, userns_bundle: Bundle) -> None:
+    """idmap: a host folder owned by uid 0 shows as root's inside, through the container's user
+    namespace, and what root makes in it lands owned by uid 0 on the host. ridmap with the mount's
+    own maps (0 -> 5000) shows the same files through those maps: host 0 is unmapped there."""
+    src = Path(tempfile.mkdtemp(prefix="jaula-idmap-"))
+    try:
+        src.chmod(0o777)
+        (src / "f").write_text("hi")
+        os.chown(src / "f", 0, 0)
+        b = userns_bundle(sh("stat -c '%u %g' /data/f /data2/f; touch /data/made && echo made"),
+                          root={"readonly": False})
+        config = json.loads((b / "config.json").read_text())
+        config["mounts"] += [
+            {"destination": "/data", "type": "bind", "source": str(src), "options": ["bind", "idmap"]},
+            {"destination": "/data2", "type": "bind", "source": str(src), "options": ["rbind", "ridmap"],
+             "uidMappings": [{"containerID": 0, "hostID": 5000, "size": 10}],
+             "gidMappings": [{"containerID": 0, "hostID": 5000, "size": 10}]},
+        ]
+        (b / "config.json").write_text(json.dumps(config))
+        out = run_out(runtime, b).split()
+        assert out[:4] == ["0", "0", "65534", "65534"], out
+        assert out[-1] == "made"
+        st = os.stat(src / "made")
+        assert (st.st_uid, st.st_gid) == (0, 0)  # container root 100000 -> stored as 0 through the idmap
+    finally:
+        shutil.rmtree(src, ignore_errors=True)

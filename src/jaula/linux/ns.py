@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
+from jaula.errors import SyscallError
 from jaula.linux.libc import check, libc
 
 CLONE_NEWTIME = 0x00000080
@@ -57,3 +59,37 @@ def same_namespace(path: str, pid: int | str = "self") -> bool:
     kind = os.path.basename(path)
     a, b = os.stat(path), os.stat(f"/proc/{pid}/ns/{kind}")
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def userns_with_maps(uid_map: str, gid_map: str) -> int:
+    """An fd of a new user namespace with these maps (uid_map/gid_map text), held by no process
+    once we return: a forked child unshares and waits; we write its maps and open its namespace.
+    Used to idmap mounts (mount_setattr takes a user namespace fd)."""
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            os.close(r2)
+            unshare(CLONE_NEWUSER)
+            os.write(w2, b"1")
+            os.read(r, 1)  # hold the namespace until the parent has its fd
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(w2)
+    try:
+        if os.read(r2, 1) != b"1":
+            raise SyscallError("unshare", errno.EPERM, "CLONE_NEWUSER in the helper process for an idmapped mount")
+        for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
+            try:
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write(text)
+            except OSError as e:
+                raise SyscallError("write", e.errno or errno.EINVAL, f"{text.strip()!r} to /proc/{pid}/{name}") from None
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(w)
+        os.close(r2)
+        os.waitpid(pid, 0)

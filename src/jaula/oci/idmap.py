@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-from jaula.errors import JaulaError
 from jaula.linux import mount as m
 from jaula.linux import ns as nsys
 from jaula.oci.config import Spec
@@ -40,28 +39,7 @@ def make_idmapped_mounts(spec: Spec, init_pid: int) -> list[int]:
 
 def _throwaway_userns(uid_maps: list, gid_maps: list) -> int:
     """An fd of a new user namespace with these maps, held by no process once we return."""
-    from jaula.oci.create import write_id_maps
+    def text(maps: list) -> str:
+        return "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
 
-    r, w = os.pipe()
-    r2, w2 = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(w)
-            os.close(r2)
-            nsys.unshare(nsys.CLONE_NEWUSER)
-            os.write(w2, b"1")
-            os.read(r, 1)  # hold the namespace until the runtime has its fd
-        finally:
-            os._exit(0)
-    os.close(r)
-    os.close(w2)
-    try:
-        if os.read(r2, 1) != b"1":
-            raise JaulaError("idmapped mount: the helper process could not make a user namespace")
-        write_id_maps(pid, uid_maps, gid_maps)
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(w)
-        os.close(r2)
-        os.waitpid(pid, 0)
+    return nsys.userns_with_maps(text(uid_maps), text(gid_maps))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 
-from jaula.errors import ConfigError, JaulaError
+from jaula.errors import ConfigError
 from jaula.linux import mount as m
 from jaula.linux import ns as nsys
 from jaula.record import Record
@@ -65,41 +65,8 @@ class IdMap(Record, frozen=True):
 
 
 def userns_fd(idmap: IdMap) -> int:
-    """An fd of a new user namespace with `idmap`'s maps, held by no process once we return.
-
-    The same trick as the runtime's (oci/idmap.py): a forked child unshares, we write its maps
-    and keep its namespace by fd. Written here again so that storage does not pull in the OCI
-    config model on its path.
-    """
-    r, w = os.pipe()
-    r2, w2 = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(w)
-            os.close(r2)
-            nsys.unshare(nsys.CLONE_NEWUSER)
-            os.write(w2, b"1")
-            os.read(r, 1)  # hold the namespace until the parent has its fd
-        finally:
-            os._exit(0)
-    os.close(r)
-    os.close(w2)
-    try:
-        if os.read(r2, 1) != b"1":
-            raise JaulaError("idmapped mount: the helper process could not unshare a user namespace")
-        for name, base in (("uid_map", idmap.uid_base), ("gid_map", idmap.gid_base)):
-            text = f"0 {base} {idmap.size}\n"
-            try:
-                with open(f"/proc/{pid}/{name}", "w") as f:
-                    f.write(text)
-            except OSError as e:
-                raise JaulaError(f"writing /proc/{pid}/{name} ({text.strip()!r}): {e.strerror}") from None
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(w)
-        os.close(r2)
-        os.waitpid(pid, 0)
+    """An fd of a new user namespace with `idmap`'s maps, held by no process once we return."""
+    return nsys.userns_with_maps(f"0 {idmap.uid_base} {idmap.size}\n", f"0 {idmap.gid_base} {idmap.size}\n")
 
 
 def idmapped_tree(path: str, idmap: IdMap, recursive: bool = False) -> int:
