@@ -16,6 +16,7 @@ from jaula.cgroups.layout import Hierarchy, Layout, probe
 from jaula.cgroups.resources import DeviceRule, Resources
 from jaula.cgroups.stats import Stats
 from jaula.errors import ConfigError, JaulaError, KernelMissing, SyscallError
+from jaula.linux.kfile import write_kernel_file
 from jaula.record import Record
 
 log = logging.getLogger("jaula.cgroups")
@@ -34,16 +35,7 @@ class CgroupFs:
 
     def write(self, path: str, value: str) -> None:
         """One write(2) of the whole value, as the kernel parses each write separately; no O_CREAT."""
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-        except OSError as e:
-            raise SyscallError("open", e.errno or errno.EIO, repr(path)) from None
-        try:
-            os.write(fd, value.encode())
-        except OSError as e:
-            raise SyscallError("write", e.errno or errno.EIO, f"{value!r} to {path!r}") from None
-        finally:
-            os.close(fd)
+        write_kernel_file(path, value, os.O_TRUNC)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from jaula.linux import fs, mount
+from jaula.linux import fs, kfile, mount
 
 
 class Real:
@@ -66,8 +66,4 @@ class Real:
         os.chmod(path, mode)
 
     def write_file(self, path: str, data: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
+        kfile.write_kernel_file(path, data, os.O_NOFOLLOW)

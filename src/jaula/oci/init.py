@@ -103,14 +103,10 @@ def join_cgroup(files: list[str]) -> None:
     global threadgroup lock whose RCU grace period makes a write of a pid to cgroup.procs cost
     ~10 ms (cgroup_procs_write_start). Being single-threaded, the thread is the whole process.
     """
+    from jaula.linux.kfile import write_kernel_file
+
     for path in files:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"0")
-        except OSError as e:
-            raise OSError(e.errno, f"joining the cgroup through {path!r}: {e.strerror}") from None
-        finally:
-            os.close(fd)
+        write_kernel_file(path, "0")
 
 
 def _report(sock, step: str, e: BaseException) -> None:

@@ -10,6 +10,7 @@ import stat
 from jaula.errors import ConfigError, JaulaError, SyscallError
 from jaula.linux import caps as capsys
 from jaula.linux import proc
+from jaula.linux.kfile import write_kernel_file
 from jaula.oci.config import Process
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -66,13 +67,7 @@ def _write_attr(specific: str, generic: str, value: str) -> None:
     path = f"/proc/thread-self/attr/{specific}"
     if not os.path.exists(path):
         path = generic
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    except OSError as e:
-        raise SyscallError("write", e.errno or errno.EIO, f"{value!r} to {path!r}") from None
-    finally:
-        os.close(fd)
+    write_kernel_file(path, value)
 
 
 def drop_bounding(p: Process) -> None:
