@@ -5,6 +5,7 @@ Codes are stable: never reuse a number for another meaning (as OpenVZ's vzerror.
 
 from __future__ import annotations
 
+
 class ExitCode:
     """Exit codes (plain ints: `enum` costs milliseconds on the runtime's hot path)."""
 

@@ -22,7 +22,14 @@ from typing import Any
 
 from jaula.errors import BadState, ConfigError, JaulaError, NotFound
 from jaula.instances import render, settings
-from jaula.instances.driver import FROZEN, RUNNING, STARTING, STOPPED, Driver, InstanceState
+from jaula.instances.driver import (
+    FROZEN,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    Driver,
+    InstanceState,
+)
 from jaula.instances.model import ID_RANGE, Instance, validate_name
 
 _BUNDLE_FILES = ("config.json", "runtime.log")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ctypes
 import os
 
-
 from jaula.errors import SyscallError
 
 libc = ctypes.CDLL(None, use_errno=True)

@@ -12,10 +12,10 @@ import errno
 import fcntl
 import struct
 
-from jaula.record import Record
 from jaula.errors import SyscallError
 from jaula.linux.libc import syscall
 from jaula.linux.syscalls_table import TABLES
+from jaula.record import Record
 
 # seccomp(2) operations and SECCOMP_SET_MODE_FILTER flags (include/uapi/linux/seccomp.h)
 SECCOMP_SET_MODE_STRICT = 0

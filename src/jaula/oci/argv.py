@@ -6,7 +6,7 @@ its flags, then positional arguments; `--flag value`, `--flag=value`, repeatable
 
 from __future__ import annotations
 
-from jaula.errors import JaulaError, ExitCode
+from jaula.errors import ExitCode, JaulaError
 
 
 class UsageError(JaulaError):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import _signal
+import os
 
 from jaula.linux import proc
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import os
 
-from jaula.record import Record
 from jaula.errors import ConfigError, SyscallError
 from jaula.linux import seccomp as sc
-
+from jaula.record import Record
 
 ERRNO_MAX = 4095  # MAX_ERRNO: the kernel clamps SECCOMP_RET_ERRNO data to it
 EPERM = 1

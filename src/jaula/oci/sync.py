@@ -7,10 +7,9 @@ Plain string constants rather than an Enum: `import enum` costs milliseconds on 
 
 from __future__ import annotations
 
+import _socket
 import os
 import struct
-
-import _socket
 
 from jaula.errors import JaulaError
 
