@@ -16,6 +16,8 @@ from jaula.daemon.migrations import MIGRATIONS, Migration
 from jaula.daemon.models import InstanceRow
 from jaula.errors import ConfigError, Locked
 
+LAST = MIGRATIONS[-1].version  # the schema this jaula knows
+
 
 @pytest.fixture
 def db(tmp_path: Path):
@@ -65,7 +67,7 @@ def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     Database(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO schema_version VALUES (999, 'from the future', 'x')")
-    with pytest.raises(SchemaError, match=r"schema version 999, newer than this jaula knows \(1\)"):
+    with pytest.raises(SchemaError, match=rf"schema version 999, newer than this jaula knows \({LAST}\)"):
         Database(path)
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 999
@@ -75,11 +77,11 @@ def test_later_migrations_apply_in_order_on_an_old_database(tmp_path: Path) -> N
     path = tmp_path / "jaula.db"
     Database(path).close()
     more = MIGRATIONS + (
-        Migration(2, "add a", ("CREATE TABLE a (x INTEGER)",)),
-        Migration(3, "fill a", ("INSERT INTO a VALUES (3)",)),
+        Migration(LAST + 1, "add a", ("CREATE TABLE a (x INTEGER)",)),
+        Migration(LAST + 2, "fill a", ("INSERT INTO a VALUES (3)",)),
     )
     with Database(path, migrations=more) as db:
-        assert db.schema_version == 3
+        assert db.schema_version == LAST + 2
         assert [tuple(r) for r in db._conn.execute("SELECT x FROM a")] == [(3,)]
     with Database(path, migrations=more) as db:  # nothing applied twice
         assert db._conn.execute("SELECT count(*) FROM a").fetchone()[0] == 1
@@ -88,13 +90,13 @@ def test_later_migrations_apply_in_order_on_an_old_database(tmp_path: Path) -> N
 def test_a_failing_migration_leaves_the_previous_version_whole(tmp_path: Path) -> None:
     path = tmp_path / "jaula.db"
     broken = MIGRATIONS + (
-        Migration(2, "half done", ("CREATE TABLE b (x INTEGER)", "INSERT INTO nowhere VALUES (1)")),
+        Migration(LAST + 1, "half done", ("CREATE TABLE b (x INTEGER)", "INSERT INTO nowhere VALUES (1)")),
     )
-    with pytest.raises(SchemaError, match=r"migration 2 \(half done\) failed: .*stays at version 1"):
+    with pytest.raises(SchemaError, match=rf"migration {LAST + 1} \(half done\) failed: .*stays at version {LAST}"):
         Database(path, migrations=broken)
     assert "b" not in tables(path)
     with Database(path) as db:
-        assert db.schema_version == 1
+        assert db.schema_version == LAST
 
 
 def test_migrations_must_be_ordered(tmp_path: Path) -> None:

@@ -115,6 +115,18 @@ _V1 = (
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "instances, config, profiles, templates, operations, events", _V1),
+    Migration(2, "instance snapshots", (
+        # A snapshot keeps the instance's own config and profiles of its moment (JSON), restored with it.
+        """CREATE TABLE instance_snapshots (
+            instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+            name        TEXT NOT NULL,
+            created     TEXT NOT NULL,
+            size        INTEGER CHECK (size IS NULL OR size >= 0),
+            stateful    INTEGER NOT NULL DEFAULT 0 CHECK (stateful IN (0, 1)),
+            config      TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(config)),
+            profiles    TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(profiles)),
+            PRIMARY KEY (instance_id, name)
+        ) WITHOUT ROWID""",)),
 )
 
 

@@ -49,6 +49,18 @@ class InstanceRow(Record):
     profiles: list = []               # profile names, applied in this order
 
 
+class SnapshotRow(Record):
+    """A snapshot of an instance's root, with the instance's own config and profiles of its moment."""
+
+    instance: str
+    name: str
+    created: str = ""                 # RFC 3339, UTC; set by add_snapshot when empty
+    size: int | None = None           # bytes of host disk it holds, when known
+    stateful: bool = False            # process state kept too (not supported yet: always false)
+    config: dict = {}
+    profiles: list = []
+
+
 class ProfileRow(Record):
     name: str
     description: str = ""

@@ -19,6 +19,7 @@ from jaula.daemon.models import (
     EventRow,
     OperationRow,
     ProfileRow,
+    SnapshotRow,
     TemplateRow,
     check_choice,
     config_problems,
@@ -230,6 +231,66 @@ class Tables:
                 (after, type_, -1 if limit is None else limit)).fetchall()
         return [EventRow(id=r["id"], time=r["time"], type=r["type"], payload=json.loads(r["payload"]))
                 for r in rows]
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def add_snapshot(self, snap: SnapshotRow) -> SnapshotRow:
+        """Record a snapshot of an instance (its root is already kept by the pool)."""
+        validate_name(snap.name, "Snapshot")
+        problems = config_problems(snap.config, "Snapshot")
+        if snap.size is not None and (not isinstance(snap.size, int) or snap.size < 0):
+            problems.append(f"Snapshot size {snap.size!r} must be a non-negative integer")
+        if problems:
+            raise ConfigError(problems)
+        with self.transaction():
+            iid = self._snapshot_owner(snap.instance)
+            if self._conn.execute("SELECT 1 FROM instance_snapshots WHERE instance_id = ? AND name = ?",
+                                  (iid, snap.name)).fetchone():
+                raise Exists(f"Instance {snap.instance!r} already has a snapshot {snap.name!r}: "
+                             "pick another name, or delete that one first")
+            self._conn.execute(
+                "INSERT INTO instance_snapshots (instance_id, name, created, size, stateful, config, profiles) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (iid, snap.name, snap.created or now(), snap.size, int(snap.stateful),
+                 to_json(snap.config, "Snapshot config"), json.dumps(list(snap.profiles))))
+        return self.get_snapshot(snap.instance, snap.name)
+
+    def list_snapshots(self, instance: str) -> list[SnapshotRow]:
+        """An instance's snapshots, oldest first."""
+        with self._read() as conn:
+            iid = self._snapshot_owner(instance)
+            rows = conn.execute("SELECT * FROM instance_snapshots WHERE instance_id = ? ORDER BY created, name",
+                                (iid,)).fetchall()
+        return [_snapshot(instance, r) for r in rows]
+
+    def get_snapshot(self, instance: str, name: str) -> SnapshotRow:
+        with self._read() as conn:
+            iid = self._snapshot_owner(instance)
+            found = conn.execute("SELECT * FROM instance_snapshots WHERE instance_id = ? AND name = ?",
+                                 (iid, name)).fetchone()
+        if found is None:
+            raise NotFound(f"Instance {instance!r} has no snapshot {name!r}: "
+                           f"`jaula snapshot list {instance}` shows its snapshots")
+        return _snapshot(instance, found)
+
+    def delete_snapshot(self, instance: str, name: str) -> None:
+        with self.transaction():
+            iid = self._snapshot_owner(instance)
+            if self._conn.execute("DELETE FROM instance_snapshots WHERE instance_id = ? AND name = ?",
+                                  (iid, name)).rowcount == 0:
+                raise NotFound(f"Instance {instance!r} has no snapshot {name!r}: nothing deleted")
+
+    def _snapshot_owner(self, instance: str) -> int:
+        found = self._conn.execute("SELECT id FROM instances WHERE name = ?", (instance,)).fetchone()
+        if found is None:
+            raise NotFound(f"Instance {instance!r} not found: `jaula list` shows the instances")
+        return int(found[0])
+
+
+def _snapshot(instance: str, r: sqlite3.Row) -> SnapshotRow:
+    return SnapshotRow(instance=instance, name=r["name"], created=r["created"], size=r["size"],
+                       stateful=bool(r["stateful"]), config=json.loads(r["config"]),
+                       profiles=json.loads(r["profiles"]))
 
 
 def _template(r: sqlite3.Row) -> TemplateRow:
