@@ -41,9 +41,9 @@ def test_every_problem_is_listed_at_once() -> None:
 
 def test_unknown_keys_are_refused_with_the_known_ones() -> None:
     with pytest.raises(ConfigError) as e:
-        validate({"network.speed": "fast"})
+        validate({"video.speed": "fast"})
     (msg,) = e.value.problems
-    assert msg.startswith("network.speed: unknown setting; known settings: limits.memory, ")
+    assert msg.startswith("video.speed: unknown setting; known settings: limits.memory, ")
     for key in list(SETTINGS) + ["user.*", "environment.*"]:
         assert key in msg
 

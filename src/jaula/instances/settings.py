@@ -160,8 +160,14 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
     Setting("security.nesting", "bool", False,
             "allow running containers inside: /sys/fs/cgroup and /proc/sys writable", parse_bool, live=False),
     Setting("boot.autostart", "bool", False, "start the instance when jaulad starts", parse_bool),
+    # networks (jaula.network.config): the instance's own network namespace, or the host's
+    Setting("network.mode", "string", "private",
+            "private: its own network stack with its nic.* NICs; host: the host's (privileged only; unsafe)",
+            lambda v: _one_of(v, ("private", "host")), live=False),
 )}
-FREE_HELP = {"user.*": "free notes for people and scripts", "environment.*": "an environment variable of the instance"}
+FREE_HELP = {"user.*": "free notes for people and scripts", "environment.*": "an environment variable of the instance",
+             "nic.<name>.*": "a NIC of the instance: type, network, parent, ipv4, ipv6, mac, mtu, "
+                             "limits.ingress, limits.egress, routes (docs/network.md)"}
 
 
 def known_keys() -> list[str]:
@@ -192,12 +198,41 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
             problems.append(_unknown(key))
     if "limits.memory.swap" in out and "limits.memory" not in out:
         problems.append("limits.memory.swap: needs limits.memory (swap is allowed beyond the memory limit)")
+    problems += _network_problems(out)
     if problems:
         raise ConfigError(problems)
     return out
 
 
+def _network_problems(out: dict[str, Any]) -> list[str]:
+    """NICs that do not fit together; host networking only for a privileged instance, without NICs."""
+    if not any(k.startswith("nic.") for k in out) and out.get("network.mode") != "host":
+        return []
+    from jaula.network import config as netconfig
+
+    problems = netconfig.nic_problems(out)
+    if out.get("network.mode") == "host":
+        if out.get("security.privileged") is not True:
+            problems.append("network.mode: host networking shares the host's network stack: only for a "
+                            "privileged instance (security.privileged=true)")
+        used = [n for n, f in netconfig.nics(out).items() if netconfig.in_use(f)]
+        if used:
+            problems.append(f"network.mode: an instance on the host's network has no NICs of its own: set "
+                            f"nic.{used[0]}.type=none, or network.mode=private")
+    return problems
+
+
+def _one_of(value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
 def _check_one(key: str, value: Any) -> Any:
+    if key.startswith("nic."):
+        from jaula.network import config as netconfig
+
+        return netconfig.check_nic_key(key, value)
     if key.startswith("user."):
         if not _USER_KEY.match(key[5:]):
             raise ValueError("use user.NAME with letters, digits, '.', '_' or '-' after 'user.'")
@@ -233,6 +268,8 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def is_live(key: str) -> bool:
     """Whether a running instance can take a change of `key` (free keys always can)."""
+    if key.startswith("nic."):
+        return key.split(".", 2)[-1] in ("limits.ingress", "limits.egress")
     s = SETTINGS.get(key)
     return s is None or s.live
 
