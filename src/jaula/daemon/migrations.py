@@ -127,6 +127,44 @@ MIGRATIONS: tuple[Migration, ...] = (
             profiles    TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(profiles)),
             PRIMARY KEY (instance_id, name)
         ) WITHOUT ROWID""",)),
+    # networks (jaula.daemon.network_tables): an address belongs to one NIC of one instance and is
+    # unique in its network; it goes with its instance (CASCADE), and keeps its network from
+    # being deleted (RESTRICT). A forward goes with its instance or its network.
+    Migration(3, "networks, their addresses and port forwards", (
+        """CREATE TABLE networks (
+            id          INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            created     TEXT NOT NULL
+        )""",
+        """CREATE TABLE network_config (
+            network_id  INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+            key         TEXT NOT NULL,
+            value       TEXT NOT NULL,
+            PRIMARY KEY (network_id, key)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE network_addresses (
+            network_id  INTEGER NOT NULL REFERENCES networks(id) ON DELETE RESTRICT,
+            instance_id INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+            nic         TEXT NOT NULL,
+            family      INTEGER NOT NULL CHECK (family IN (4, 6)),
+            address     TEXT NOT NULL,
+            PRIMARY KEY (instance_id, nic, family),
+            UNIQUE (network_id, address)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX network_addresses_network ON network_addresses(network_id)",
+        """CREATE TABLE network_forwards (
+            id           INTEGER PRIMARY KEY,
+            network_id   INTEGER NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+            instance_id  INTEGER NOT NULL REFERENCES instances(id) ON DELETE CASCADE,
+            nic          TEXT NOT NULL,
+            proto        TEXT NOT NULL CHECK (proto IN ('tcp', 'udp')),
+            host_address TEXT NOT NULL DEFAULT '',
+            host_port    INTEGER NOT NULL CHECK (host_port BETWEEN 1 AND 65535),
+            port         INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+            UNIQUE (proto, host_address, host_port)
+        )""",
+    )),
 )
 
 
