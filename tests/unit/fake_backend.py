@@ -21,6 +21,8 @@ class FakeBackend:
         self.gate: dict[str, threading.Event] = {}
         self._pid = 1000
         self.templates = FakeTemplateStore()
+        self.roots: dict[str, dict[str, str]] = {}               # name -> {path: content}
+        self.snaps: dict[str, dict[str, dict[str, str]]] = {}    # name -> snapshot -> root
 
     def template_store(self) -> Any:
         return self.templates
@@ -79,6 +81,53 @@ class FakeBackend:
         self._call("update", inst)
         self.configs[inst.name] = settings.validate(config)
         return self.configs[inst.name]
+
+    # -- snapshots, copies and backups: a root is a dict of files ----------------------------------
+    def snapshot(self, inst: Instance, snap: str) -> dict[str, Any]:
+        self._call("snapshot", inst)
+        self.snaps.setdefault(inst.name, {})[snap] = dict(self.roots.setdefault(inst.name, {}))
+        return {"size": 4096, "live": False}
+
+    def restore(self, inst: Instance, snap: str) -> None:
+        self._call("restore", inst)
+        if self.status.get(inst.name, "stopped") != "stopped":
+            raise BadState(f"fake: {inst.name} is {self.status[inst.name]}")
+        self.roots[inst.name] = dict(self.snaps[inst.name][snap])
+
+    def delete_snapshot(self, inst: Instance, snap: str) -> None:
+        self._call("delete_snapshot", inst)
+        del self.snaps[inst.name][snap]
+
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
+        self._call("copy", inst)
+        root = self.roots.get(source, {}) if snapshot is None else self.snaps[source][snapshot]
+        self.roots[inst.name] = dict(root)
+        self.status[inst.name] = "stopped"
+        self.configs[inst.name] = dict(inst.config)
+
+    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
+        import json
+
+        self._call("export", inst)
+        with open(path, "x") as f:
+            json.dump({"format": "jaula-volume", "instance": record, "root": self.roots.get(inst.name, {})}, f)
+
+    def import_(self, inst: Instance, path: str) -> None:
+        self._call("import", inst)
+        self.roots[inst.name] = dict(self.read_backup(path)["root"])
+        self.status[inst.name] = "stopped"
+        self.configs[inst.name] = dict(inst.config)
+
+    def read_backup(self, path: str) -> dict[str, Any]:
+        import json
+
+        from jaula.errors import ConfigError
+
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except ValueError:
+            raise ConfigError(f"{path!r} is not a jaula volume backup") from None
 
 
 class FakeTemplateStore:

@@ -208,3 +208,38 @@ class Client:
 
     def set_host(self, ratios: dict[str, float]) -> dict[str, Any]:
         return self._sync("PUT", "/1.0/host", json=ratios)
+
+    # -- snapshots, copy, export and import ----------------------------------------------------
+    def snapshots(self, name: str) -> list[dict[str, Any]]:
+        return self._sync("GET", f"/1.0/instances/{name}/snapshots")
+
+    def snapshot(self, name: str, snap: str) -> dict[str, Any]:
+        return self._sync("GET", f"/1.0/instances/{name}/snapshots/{snap}")
+
+    def create_snapshot(self, name: str, snap: str, *, wait: bool = True) -> dict[str, Any]:
+        """Snapshot instance `name` (running or not); the operation's metadata has the snapshot."""
+        return self._async("POST", f"/1.0/instances/{name}/snapshots", wait, json={"name": snap})
+
+    def restore_snapshot(self, name: str, snap: str, *, stop: bool = False, timeout: float = 30.0,
+                         wait: bool = True) -> dict[str, Any]:
+        """Bring `name` back to snapshot `snap`; `stop`: a running instance is stopped, restored, started."""
+        return self._async("POST", f"/1.0/instances/{name}/snapshots/{snap}/restore", wait,
+                           json={"stop": stop, "timeout": timeout})
+
+    def delete_snapshot(self, name: str, snap: str, *, wait: bool = True) -> dict[str, Any]:
+        return self._async("DELETE", f"/1.0/instances/{name}/snapshots/{snap}", wait)
+
+    def copy(self, source: str, name: str, *, snapshot: str | None = None, description: str | None = None,
+             wait: bool = True) -> dict[str, Any]:
+        """A new stopped instance `name` from `source` (or from its snapshot `snapshot`)."""
+        return self._async("POST", f"/1.0/instances/{source}/copy", wait,
+                           json={"name": name, "snapshot": snapshot, "description": description})
+
+    def export(self, name: str, path: str, *, wait: bool = True) -> dict[str, Any]:
+        """Write a backup of `name` to new file `path` on jaulad's host (absolute)."""
+        return self._async("POST", f"/1.0/instances/{name}/export", wait, json={"path": path})
+
+    def import_(self, path: str, name: str | None = None, *, wait: bool = True) -> dict[str, Any]:
+        """A new stopped instance from backup `path` on jaulad's host (absolute), named `name` or as in the file."""
+        return self._async("POST", "/1.0/import", wait, json={"path": path, "name": name})
+

@@ -60,6 +60,9 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     svc = _Service(db, backend, ops)
     from jaula.daemon import templates_api  # templates and host capacity routes
     svc.host = templates_api.mount(app, db, backend, ops, svc.expanded)
+    from jaula.daemon import snapshots_api, transfer_api  # snapshots; copy, export and import
+    snapshots_api.mount(app, svc)
+    transfer_api.mount(app, svc)
 
     @app.get("/1.0", response_model=s.Sync[s.Server], tags=["server"])
     def server() -> dict:

@@ -39,3 +39,24 @@ class Backend(Protocol):
     def update(self, inst: Instance, config: dict[str, Any]) -> dict[str, Any]:
         """Apply `config` (validated) to a running instance; the normalized config to store.
         A change that needs the instance stopped raises BadState."""
+
+    # -- snapshots, copies and backups (jaula.instances.container_storage) ----------------------
+    def snapshot(self, inst: Instance, snap: str) -> dict[str, Any]:
+        """Keep its root as snapshot `snap`; {"size": bytes or None, "live": taken without a freeze}."""
+
+    def restore(self, inst: Instance, snap: str) -> None:
+        """Bring its root back to snapshot `snap`; it is stopped."""
+
+    def delete_snapshot(self, inst: Instance, snap: str) -> None: ...
+
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
+        """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot)."""
+
+    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
+        """Write its root to new backup file `path` (on jaulad's host), `record` in its metadata."""
+
+    def import_(self, inst: Instance, path: str) -> None:
+        """Make new instance `inst`'s root from backup file `path`."""
+
+    def read_backup(self, path: str) -> dict[str, Any]:
+        """A backup file's metadata (backup.json), checked for this host's pool."""

@@ -59,7 +59,8 @@ from jaula.errors import BadState, JaulaError
 
 MAX_MESSAGE = 1 << 20            # a request or reply larger than this is refused
 MAX_STATUSES = 4096              # exit codes kept for `exit_status` (the oldest go first)
-DRIVER_OPS = frozenset(("create", "start", "stop", "freeze", "unfreeze", "state", "stats", "update", "delete"))
+DRIVER_OPS = frozenset(("create", "start", "stop", "freeze", "unfreeze", "state", "stats", "update", "delete",
+                        "snapshot", "restore", "delete_snapshot", "copy", "export", "import_"))
 OPS = DRIVER_OPS | {"ping", "exit_status"}
 _IDLE_REAP_S = 1.0
 

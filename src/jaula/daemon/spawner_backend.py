@@ -34,6 +34,8 @@ log = logging.getLogger("jaula.backend")
 
 #: templates built on first use when a create names them
 AUTO_TEMPLATES = {"busybox": "busybox"}
+#: the kind of jaulad's pool (jaula.storage.pool)
+POOL_KIND = "dir"
 
 
 def paths(root: str | os.PathLike[str]) -> dict[str, Path]:
@@ -49,7 +51,7 @@ def make_driver(root: str) -> Any:
     from jaula.storage.pool import open_pool
 
     p = paths(root)
-    return ContainerDriver(str(p["instances"]), open_pool("dir", str(p["pool"])),
+    return ContainerDriver(str(p["instances"]), open_pool(POOL_KIND, str(p["pool"])),
                            TemplateStore(root=p["templates"], cache=p["cache"]))
 
 
@@ -176,3 +178,30 @@ class SpawnerBackend:
 
     def update(self, inst: Instance, config: dict[str, Any]) -> dict[str, Any]:
         return self.call("update", inst, config=config)
+
+    # -- snapshots, copies and backups ----------------------------------------------------------
+    def snapshot(self, inst: Instance, snap: str) -> dict[str, Any]:
+        return dict(self.call("snapshot", inst, snap=snap))
+
+    def restore(self, inst: Instance, snap: str) -> None:
+        self.call("restore", inst, snap=snap)
+
+    def delete_snapshot(self, inst: Instance, snap: str) -> None:
+        self.call("delete_snapshot", inst, snap=snap)
+
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
+        self.call("copy", inst, source=source, snapshot=snapshot)
+
+    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
+        self.call("export", inst, path=path, record=record)
+
+    def import_(self, inst: Instance, path: str) -> None:
+        self.ensure_template(inst.template)
+        self.call("import_", inst, path=path)
+
+    def read_backup(self, path: str) -> dict[str, Any]:
+        """Read here, not in the spawner: it only opens the file's first member."""
+        from jaula.storage import backup
+        from jaula.storage.pool import open_pool
+
+        return backup.read_meta(path, type(open_pool(POOL_KIND, str(paths(self.root)["pool"]))).export_layout)

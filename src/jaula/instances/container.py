@@ -22,6 +22,7 @@ from typing import Any
 
 from jaula.errors import BadState, ConfigError, JaulaError, NotFound
 from jaula.instances import render, settings
+from jaula.instances.container_storage import StorageVerbs  # snapshots, copies, backups
 from jaula.instances.driver import (
     FROZEN,
     RUNNING,
@@ -35,7 +36,7 @@ from jaula.instances.model import ID_RANGE, Instance, validate_name
 _BUNDLE_FILES = ("config.json", "runtime.log")
 
 
-class ContainerDriver(Driver):
+class ContainerDriver(StorageVerbs, Driver):
     kind = "container"
     SETTINGS = frozenset(settings.SETTINGS)
 

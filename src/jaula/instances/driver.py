@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+from jaula.errors import ConfigError
 from jaula.instances.model import Instance
 from jaula.record import Record
 
@@ -68,6 +69,31 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def stats(self, inst: Instance) -> Any:
         """Its counters (jaula.cgroups.Stats: the beancounter rows)."""
+
+    # Snapshots, copies and backups: a driver without them refuses, saying so.
+    def snapshot(self, inst: Instance, snap: str) -> dict[str, Any]:
+        """Keep the root's present content as snapshot `snap` (a running instance may be snapshotted);
+        returns {"size": bytes it holds, or None}."""
+        raise ConfigError(f"{self.kind} instances have no snapshots")
+
+    def restore(self, inst: Instance, snap: str) -> None:
+        """Bring the root back to snapshot `snap` (kept); the instance is stopped."""
+        raise ConfigError(f"{self.kind} instances have no snapshots")
+
+    def delete_snapshot(self, inst: Instance, snap: str) -> None:
+        raise ConfigError(f"{self.kind} instances have no snapshots")
+
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
+        """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot)."""
+        raise ConfigError(f"{self.kind} instances cannot be copied")
+
+    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
+        """Write the instance's root to a new backup file `path`, with `record` in its metadata."""
+        raise ConfigError(f"{self.kind} instances cannot be exported")
+
+    def import_(self, inst: Instance, path: str) -> None:
+        """Make new instance `inst`'s root from backup file `path` (made by `export`)."""
+        raise ConfigError(f"{self.kind} instances cannot be imported")
 
     @abc.abstractmethod
     def update(self, inst: Instance, config: dict[str, Any]) -> dict[str, Any]:

@@ -289,14 +289,24 @@ class Pool(ABC):
             vol.size = size
             self._save(self.vdir(name), vol)
 
-    def clone(self, src: str, dst: str) -> Volume:
-        """A new volume `dst` holding what `src` holds now (its snapshots are not copied)."""
-        vol = self._meta(src)
+    def clone(self, src: str, dst: str, snapshot: str | None = None) -> Volume:
+        """A new volume `dst` holding what `src` holds now, or what its snapshot `snapshot` held
+        (its snapshots are not copied)."""
+        vol = self._meta(src) if snapshot is None else self._snap(src, snapshot)[0]
         self._absent(dst)
         with self._locked():
             vol = self._meta(src)
             self._absent(dst)
             new = vol.replace(name=dst, created=time.time())
+            if snapshot is not None:  # an empty volume, then the snapshot's content restored into it
+                sdir = self._snap(src, snapshot)[1]
+                meta = read_json(os.path.join(sdir, "snapshot.json"))
+
+                def fill(vdir: str) -> None:
+                    self._create(vdir, new)
+                    self._restore(vdir, new, sdir, meta)
+                    new.idmap = IdMap.from_json(meta.get("idmap"))
+                return self._build(dst, new, fill)
             mounted = self._mounted_at(src) is not None
             return self._build(dst, new, lambda vdir: self._clone(self.vdir(src), vol, vdir, mounted))
 
@@ -359,10 +369,11 @@ class Pool(ABC):
         shutil.rmtree(sdir)
 
     # --- backup ---------------------------------------------------------------------------------
-    def export(self, name: str, tar_path: str) -> None:
+    def export(self, name: str, tar_path: str, extra: dict | None = None) -> None:
         """Write volume `name` (its own layer and metadata, no snapshots) to tarball `tar_path`.
 
-        See backup.py for the format. Owners are written as seen inside the instance.
+        See backup.py for the format. Owners are written as seen inside the instance. `extra`:
+        more keys for backup.json (a caller's own record, such as the daemon's instance).
         """
         from jaula.storage import backup
 
@@ -372,7 +383,8 @@ class Pool(ABC):
         with self._locked():
             vol = self._meta(name)
             with self._layer(self.vdir(name), vol, self._mounted_at(name) is not None) as (parent, arcname):
-                backup.write(tar_path, backup.meta_of(vol, self.export_layout), parent, arcname, vol.idmap)
+                meta = {**(extra or {}), **backup.meta_of(vol, self.export_layout)}
+                backup.write(tar_path, meta, parent, arcname, vol.idmap)
 
     def import_(self, name: str, tar_path: str, template_rootfs: str | None = None, size: int | None = None) -> Volume:
         """A new volume `name` from tarball `tar_path` made by `export` (of a pool of a compatible kind).

@@ -1,0 +1,113 @@
+"""`jaula snapshot create|list|restore|delete`, `jaula copy`, `jaula export` and `jaula import`,
+registered on the CLI's group by `register` (main.py). Each is one operation waited on.
+
+Backup files are read and written by jaulad on its host (server-side paths): the CLI sends the
+path made absolute, since jaulad's working folder is not the caller's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from jaula.cli.templates_host import _size
+
+
+def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls: type[click.Group]) -> None:
+    @cli.group(cls=group_cls)
+    def snapshot() -> None:
+        """Keep and bring back the state of an instance's root file tree."""
+
+    @snapshot.command("create")
+    @click.argument("name")
+    @click.argument("snap", required=False)
+    @click.pass_context
+    def snapshot_create(ctx: click.Context, name: str, snap: str | None) -> None:
+        """Snapshot instance NAME as SNAP (default: the first free snapN); it may be running:
+        it is frozen for the moment of the copy (btrfs pools: taken live, atomic)."""
+        c = client(ctx)
+        if snap is None:
+            taken = {x["name"] for x in c.snapshots(name)}
+            snap = next(f"snap{i}" for i in range(len(taken) + 1) if f"snap{i}" not in taken)
+        op = c.create_snapshot(name, snap)
+        how = " (live: the pool's snapshot is atomic)" if op.get("metadata", {}).get("live") else ""
+        click.echo(f"Snapshot {snap} of {name} created{how}")
+
+    @snapshot.command("list")
+    @click.argument("name")
+    @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+    @click.pass_context
+    def snapshot_list(ctx: click.Context, name: str, fmt: str) -> None:
+        """List instance NAME's snapshots, oldest first."""
+        found = client(ctx).snapshots(name)
+        if fmt == "json":
+            click.echo(json.dumps(found, indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("NAME", "CREATED", "SIZE", "PROFILES", box=None, pad_edge=False)
+        for x in found:
+            table.add_row(x["name"], x["created"], _size(x["size"]), ",".join(x["profiles"]))
+        Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)
+
+    @snapshot.command("restore")
+    @click.argument("name")
+    @click.argument("snap")
+    @click.option("--stop", is_flag=True, help="a running instance is stopped, restored and started again "
+                                                "(without it, a running instance is refused)")
+    @click.option("--timeout", type=click.FloatRange(0, 3600), default=30.0, show_default=True,
+                  help="with --stop: seconds for a clean shutdown before the instance is killed")
+    @click.pass_context
+    def snapshot_restore(ctx: click.Context, name: str, snap: str, stop: bool, timeout: float) -> None:
+        """Bring instance NAME's root, settings and profiles back to snapshot SNAP (kept)."""
+        op = client(ctx).restore_snapshot(name, snap, stop=stop, timeout=timeout)
+        again = " and started again" if "pid" in (op.get("metadata") or {}) else ""
+        click.echo(f"Instance {name} restored to snapshot {snap}{again}")
+
+    @snapshot.command("delete")
+    @click.argument("name")
+    @click.argument("snaps", nargs=-1, required=True, metavar="SNAP...")
+    @click.pass_context
+    def snapshot_delete(ctx: click.Context, name: str, snaps: tuple[str, ...]) -> None:
+        """Delete snapshots of instance NAME."""
+        for snap in snaps:
+            client(ctx).delete_snapshot(name, snap)
+            click.echo(f"Snapshot {snap} of {name} deleted")
+
+    @cli.command("copy")
+    @click.argument("source")
+    @click.argument("name")
+    @click.option("-s", "--snapshot", metavar="SNAP", help="copy this snapshot of SOURCE, not its present root")
+    @click.option("--description", default=None, help="the copy's description (default: the source's)")
+    @click.pass_context
+    def copy(ctx: click.Context, source: str, name: str, snapshot: str | None, description: str | None) -> None:
+        """Make instance NAME (stopped) a copy of SOURCE, which may be running: its root, settings and
+        profiles, without the values that belong to one instance (volatile.*, NIC MACs and addresses)."""
+        client(ctx).copy(source, name, snapshot=snapshot, description=description)
+        click.echo(f"Instance {name} created as a copy of {source}" + (f" (snapshot {snapshot})" if snapshot else ""))
+
+    @cli.command("export")
+    @click.argument("name")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @click.pass_context
+    def export(ctx: click.Context, name: str, file: str) -> None:
+        """Write a backup of instance NAME to new FILE (.tar, .tar.gz, .tar.xz, .tar.bz2), on jaulad's
+        host: its settings, profiles and root, owners as seen inside. Snapshots are not included."""
+        op = client(ctx).export(name, os.path.abspath(file))
+        click.echo(f"Instance {name} exported to {file} ({_size((op.get('metadata') or {}).get('size'))})")
+
+    @cli.command("import")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @click.argument("name", required=False)
+    @click.pass_context
+    def import_(ctx: click.Context, file: str, name: str | None) -> None:
+        """Make a new (stopped) instance from backup FILE made by `jaula export`, named NAME or as in
+        the file. Its template and profiles must be on this host."""
+        op = client(ctx).import_(os.path.abspath(file), name)
+        click.echo(f"Instance {(op.get('metadata') or {}).get('instance', name)} imported from {file}")

@@ -1,0 +1,55 @@
+"""`Pool.clone(src, dst, snapshot)`: a new volume from a snapshot of another, for real on the
+`dir` and `loop` pools: it holds what the snapshot held (deletions included), not what the
+source holds now, keeps the snapshot's id range, and a failure leaves no volume."""
+
+# ruff: noqa: F811 - `area` is a fixture imported from pool_checks
+from __future__ import annotations
+
+import os
+
+import pytest
+from pool_checks import MiB, area, make_template, tree  # noqa: F401
+
+from jaula.errors import Exists, NotFound
+from jaula.storage.idmap import IdMap
+from jaula.storage.pool import open_pool
+
+pytestmark = pytest.mark.root
+SIZE = {"dir": None, "loop": 64 * MiB}
+
+
+@pytest.mark.parametrize("kind", ["dir", "loop"])
+def test_clone_of_a_snapshot(area, kind):
+    template = make_template(str(area / "template"))
+    target = area / "root"
+    target.mkdir()
+    pool = open_pool(kind, str(area / "pool"))
+    ids = IdMap(2000000, 2000000, 65536)
+    pool.create_volume("a", template, size=SIZE[kind])
+    pool.mount("a", str(target), idmap=ids)
+    (target / "var/lib/app/data").write_text("v2\n")
+    os.unlink(target / "etc/hostname")
+    pool.unmount("a")
+    pool.snapshot("a", "s1")
+    pool.mount("a", str(target), idmap=ids)
+    kept = tree(str(target))
+    (target / "var/lib/app/data").write_text("v3\n")
+    pool.unmount("a")
+
+    vol = pool.clone("a", "b", "s1")
+    assert vol.idmap == ids and pool.snapshots("b") == []
+    pool.mount("b", str(target), idmap=ids)
+    try:
+        assert tree(str(target)) == kept
+        assert not (target / "etc/hostname").exists()
+    finally:
+        pool.unmount("b")
+
+    with pytest.raises(NotFound, match="no snapshot 's9'"):
+        pool.clone("a", "c", "s9")
+    with pytest.raises(Exists, match="already exists"):
+        pool.clone("a", "b", "s1")
+    assert [v.name for v in pool.volumes()] == ["a", "b"]
+    assert sorted(os.listdir(pool.volumes_dir)) == ["a", "b"]
+    for name in ("a", "b"):
+        pool.delete_volume(name)
