@@ -318,6 +318,10 @@ from jaula.cli import templates_host as _templates_host  # the template and host
 
 _templates_host.register(cli, _client, _Group)
 
+from jaula.cli import inside as _inside  # exec, shell, console, logs, file push|pull
+
+_inside.register(cli, _client, _Group)
+
 from jaula.cli import snapshots as _snapshots  # snapshot, copy, export and import
 
 _snapshots.register(cli, _client, _Group)

@@ -243,3 +243,71 @@ class Client:
         """A new stopped instance from backup `path` on jaulad's host (absolute), named `name` or as in the file."""
         return self._async("POST", "/1.0/import", wait, json={"path": path, "name": name})
 
+    # -- inside an instance: exec, console, logs, files (jaula.client.stream) -----------------
+    def exec(self, name: str, command: list[str], *, environment: dict[str, str] | None = None,
+             user: int | None = None, group: int | None = None, cwd: str | None = None,
+             interactive: bool = False, width: int = 0, height: int = 0) -> dict[str, Any]:
+        """Ask for a command in `name`: the operation, whose metadata holds its websocket and
+        secret; `attach(op)` opens the stream (the command starts then)."""
+        body = {"command": list(command), "environment": environment or {}, "user": user, "group": group,
+                "cwd": cwd, "interactive": interactive, "width": width, "height": height}
+        return self.request("POST", f"/1.0/instances/{name}/exec", json=body)["metadata"]
+
+    def _stream(self, path: str, secret: str = "") -> Any:
+        from jaula.client.stream import Stream
+
+        if "://" in self.socket_path:
+            raise JaulaError("exec and console streams go over jaulad's UNIX socket only: run on its host")
+        return Stream(self.socket_path, path, secret)
+
+    def attach(self, op: dict[str, Any]) -> Any:
+        """The stream of an exec operation (jaula.client.stream.Stream)."""
+        return self._stream(op["metadata"]["websocket"], op["metadata"]["secret"])
+
+    def console(self, name: str, *, replay: bool = False) -> Any:
+        """Follow the console output of `name` (a Stream; with `replay`, the kept output first)."""
+        self.get(name)  # a clear NotFound before the websocket
+        return self._stream(f"/1.0/instances/{name}/console?replay={'true' if replay else 'false'}")
+
+    def _raw(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+            raise Unreachable(f"Cannot reach jaulad at {self.socket_path!r} ({exc}): is it running?") from None
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"error": resp.text[:500]}
+            raise error_from(body, resp.status_code)
+        return resp
+
+    def console_log(self, name: str) -> bytes:
+        """The kept console output of `name` (its last 128 KiB)."""
+        return self._raw("GET", f"/1.0/instances/{name}/console").content
+
+    def logs(self, name: str) -> bytes:
+        """The instance's output log (its init's stdout and stderr; the last 128 KiB)."""
+        return self._raw("GET", f"/1.0/instances/{name}/logs").content
+
+    def pull_file(self, name: str, path: str) -> tuple[dict[str, Any], bytes]:
+        """({"type", "uid", "gid", "mode", "entries"?}, content) of `path` inside `name`: a
+        file's bytes, or a directory's entries (a list in the first item, b"" as content)."""
+        resp = self._raw("GET", f"/1.0/instances/{name}/files", params={"path": path})
+        h = resp.headers
+        meta: dict[str, Any] = {"type": h.get("x-jaula-type", "file"), "uid": int(h.get("x-jaula-uid", 0)),
+                                "gid": int(h.get("x-jaula-gid", 0)), "mode": int(h.get("x-jaula-mode", "644"), 8)}
+        if meta["type"] == "directory":
+            meta["entries"] = resp.json()["metadata"]
+            return meta, b""
+        return meta, resp.content
+
+    def push_file(self, name: str, path: str, content: bytes = b"", *, type_: str = "file", uid: int = 0,
+                  gid: int = 0, mode: int | None = None) -> None:
+        """Write `content` to `path` inside `name` (type_ "directory": make it), owned by the
+        instance's `uid`/`gid`, with `mode` (default 0644, 0755 for a directory)."""
+        headers = {"X-Jaula-Type": type_, "X-Jaula-Uid": str(uid), "X-Jaula-Gid": str(gid)}
+        if mode is not None:
+            headers["X-Jaula-Mode"] = f"{mode:04o}"
+        self._raw("POST", f"/1.0/instances/{name}/files", params={"path": path}, content=content,
+                  headers=headers)

@@ -60,6 +60,8 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     svc = _Service(db, backend, ops)
     from jaula.daemon import templates_api  # templates and host capacity routes
     svc.host = templates_api.mount(app, db, backend, ops, svc.expanded)
+    from jaula.daemon import inside_api  # exec, console, logs and files inside instances
+    inside_api.mount(app, db, backend, svc.instance)
     from jaula.daemon import snapshots_api, transfer_api  # snapshots; copy, export and import
     snapshots_api.mount(app, svc)
     transfer_api.mount(app, svc)

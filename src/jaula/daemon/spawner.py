@@ -10,8 +10,11 @@ Protocol (one SOCK_SEQPACKET socketpair, so one message is one datagram-like pac
   reply    {"id": N, "ok": true, "result": ...}
            {"id": N, "ok": false, "error": {"type": "BadState", "message": "..."}}
 OPs: create start stop freeze unfreeze state stats update delete (the Driver's methods, the
-instance as `Instance.to_json()`, `args` as keyword arguments), ping (-> the spawner's pid) and
-exit_status (args {"pid": P}: the exit code of an init the spawner reaped, else null).
+instance as `Instance.to_json()`, `args` as keyword arguments), ping (-> the spawner's pid),
+exit_status (args {"pid": P}: the exit code of an init the spawner reaped, else null) and exec
+(the driver's `spawn_exec`, with the fds the request carries: it forks a waiter and answers at
+once with {"pid": waiter}, so a long command never blocks the spawner; the reply carries a
+pidfd of the waiter).
 The reply to "start" carries a pidfd of the instance's init (SCM_RIGHTS, opened in the
 spawner right after the start) so the daemon can watch it in its event loop (supervisor.py);
 `SpawnerClient.call` returns it in the result as "pidfd" (the caller owns and closes it).
@@ -61,7 +64,7 @@ MAX_MESSAGE = 1 << 20            # a request or reply larger than this is refuse
 MAX_STATUSES = 4096              # exit codes kept for `exit_status` (the oldest go first)
 DRIVER_OPS = frozenset(("create", "start", "stop", "freeze", "unfreeze", "state", "stats", "update", "delete",
                         "snapshot", "restore", "delete_snapshot", "copy", "export", "import_"))
-OPS = DRIVER_OPS | {"ping", "exit_status"}
+OPS = DRIVER_OPS | {"ping", "exit_status", "exec"}
 _IDLE_REAP_S = 1.0
 
 
@@ -167,17 +170,18 @@ class _Server:
                 continue
             except OSError:
                 return
-            for fd in fds:
-                os.close(fd)
             if msg is None:
                 return  # the daemon went
             rid = msg.get("id") if isinstance(msg, dict) else None
             passed: list[int] = []
             try:
-                result = self.handle(msg, passed)
+                result = self.handle(msg, passed, fds)
                 reply = {"id": rid, "ok": True, "result": result}
             except Exception as e:  # noqa: BLE001 - every failure goes back to the caller
                 reply = {"id": rid, "ok": False, "error": _error(e)}
+            finally:
+                for fd in fds:  # what the request carried is the waiter's now (or nobody's)
+                    os.close(fd)
             try:
                 try:
                     _send(self.sock, reply, passed)
@@ -190,7 +194,7 @@ class _Server:
                     os.close(fd)
             self.reap()
 
-    def handle(self, msg: dict, passed: list[int]) -> Any:
+    def handle(self, msg: dict, passed: list[int], fds: list[int] = ()) -> Any:  # type: ignore[assignment]
         op = msg.get("op")
         args = msg.get("args") or {}
         if op not in OPS or not isinstance(args, dict):
@@ -206,6 +210,13 @@ class _Server:
         if not isinstance(msg.get("instance"), dict):
             raise JaulaError(f"spawner request {op!r} needs an instance")
         inst = Instance.from_json(msg["instance"])
+        if op == "exec":
+            from jaula.linux.proc import pidfd_open
+
+            pid = self.driver.spawn_exec(inst, fds=list(fds), **args)
+            self.statuses.pop(pid, None)
+            passed.append(pidfd_open(pid))
+            return {"pid": pid}
         result = getattr(self.driver, op)(inst, **args)
         if op == "start":
             pid = int(getattr(result, "pid", 0) or 0)
@@ -287,9 +298,10 @@ class SpawnerClient:
         self._ids = itertools.count(1)
         self._dead: str | None = None
 
-    def call(self, op: str, instance: Any = None, **args: Any) -> Any:
-        """Send one request and return its result; raise the spawner's error (jaula.errors' class
-        of the same name, else SpawnerError), or SpawnerDied when the spawner is gone."""
+    def call(self, op: str, instance: Any = None, *, pass_fds: list[int] = (), **args: Any) -> Any:  # type: ignore[assignment]
+        """Send one request (with `pass_fds`, by SCM_RIGHTS) and return its result; raise the
+        spawner's error (jaula.errors' class of the same name, else SpawnerError), or SpawnerDied
+        when the spawner is gone."""
         if op not in OPS:
             raise JaulaError(f"unknown spawner request {op!r}: use one of {', '.join(sorted(OPS))}")
         if instance is not None and hasattr(instance, "to_json"):
@@ -300,7 +312,7 @@ class SpawnerClient:
                 raise SpawnerDied(self._dead or "the spawner is closed")
             rid = next(self._ids)
             try:
-                _send(sock, {"id": rid, "op": op, "instance": instance, "args": args})
+                _send(sock, {"id": rid, "op": op, "instance": instance, "args": args}, list(pass_fds))
                 while True:
                     reply, fds = _recv(sock)
                     if reply is None:
@@ -322,7 +334,7 @@ class SpawnerClient:
             _raise(reply.get("error") or {})
         result = reply.get("result")
         if fds:
-            if op == "start" and isinstance(result, dict) and len(fds) == 1:
+            if op in ("start", "exec") and isinstance(result, dict) and len(fds) == 1:
                 result["pidfd"] = fds[0]
             else:
                 for fd in fds:

@@ -179,6 +179,17 @@ class SpawnerBackend:
     def update(self, inst: Instance, config: dict[str, Any]) -> dict[str, Any]:
         return self.call("update", inst, config=config)
 
+    # -- inside (exec_api, console_api, files_api) ---------------------------------------------
+    def exec_start(self, inst: Instance, args: list[str], **kw: Any) -> Any:
+        """Start a command inside (blocking: from an executor); its fds (exec_process.ExecProcess)."""
+        from jaula.daemon import exec_process
+
+        return exec_process.start(self.call, inst, args, **kw)
+
+    def console_log(self, name: str) -> Path:
+        """The file the instance's init writes its stdout and stderr to (the driver's layout)."""
+        return paths(self.root)["instances"] / "logs" / name / "console.log"
+
     # -- snapshots, copies and backups ----------------------------------------------------------
     def snapshot(self, inst: Instance, snap: str) -> dict[str, Any]:
         return dict(self.call("snapshot", inst, snap=snap))

@@ -314,6 +314,31 @@ class ContainerDriver(StorageVerbs, Driver):
     def exec(self, inst: Instance, args: list[str], *, env: dict[str, str] | None = None,
              user: tuple[int, int] | None = None, cwd: str | None = None, tty: bool = False,
              stdin: int | None = None, stdout: int | None = None, stderr: int | None = None) -> int:
+        c, spec, p = self._exec_spec(inst, args, env=env, user=user, cwd=cwd, tty=tty)
+        return _exec_in_child(c, spec, p, (stdin, stdout, stderr), self._log(inst.name))
+
+    def spawn_exec(self, inst: Instance, args: list[str], *, fds: list[int], env: dict[str, str] | None = None,
+                   user: tuple[int, int] | None = None, cwd: str | None = None, tty: bool = False,
+                   width: int = 0, height: int = 0, console_socket: str | None = None) -> int:
+        """`exec` without waiting (jaulad's spawner must not block on a long command): fork a
+        waiter that runs it and returns the waiter's pid. `fds`: stdin, stdout, stderr (ignored
+        with `tty`: the pty's master goes to the listener on `console_socket`), then a pipe on
+        which the waiter writes one JSON line, {"exit": N} or {"error": TEXT, "type": CLASS}.
+        The waiter forwards HUP INT QUIT USR1 USR2 TERM WINCH to the command (jaula.oci.foreground)."""
+        if len(fds) != 4:
+            raise ConfigError("spawn_exec: give 4 fds: stdin, stdout, stderr and the status pipe")
+        if tty and not console_socket:
+            raise ConfigError("spawn_exec: a pty needs a console socket to hand its master to")
+        c, spec, p = self._exec_spec(inst, args, env=env, user=user, cwd=cwd, tty=tty, width=width, height=height)
+        log = self._log(inst.name)
+        pid = os.fork()
+        if pid == 0:
+            _exec_waiter(c, spec, p, fds, console_socket if tty else None, log)
+        return pid
+
+    def _exec_spec(self, inst: Instance, args: list[str], *, env: dict[str, str] | None, user: tuple[int, int] | None,
+                   cwd: str | None, tty: bool, width: int = 0, height: int = 0):
+        """The running container, its spec and the exec's Process (the init's security settings)."""
         from jaula.oci import config
 
         if not args or not all(isinstance(a, str) for a in args):
@@ -330,8 +355,9 @@ class ContainerDriver(StorageVerbs, Driver):
         p = config.Process(
             terminal=tty, args=list(args), env=[f"{k}={v}" for k, v in merged.items()], cwd=cwd or base.cwd,
             user=config.User(uid=uid, gid=gid), capabilities={k: list(v) for k, v in (base.capabilities or {}).items()},
-            rlimits=list(base.rlimits), no_new_privileges=base.no_new_privileges)
-        return _exec_in_child(c, spec, p, (stdin, stdout, stderr), self._log(inst.name))
+            rlimits=list(base.rlimits), no_new_privileges=base.no_new_privileges,
+            console_width=width if tty else 0, console_height=height if tty else 0)
+        return c, spec, p
 
     # --- looking and changing ----------------------------------------------------------------------
     def state(self, inst: Instance) -> InstanceState:
@@ -515,3 +541,36 @@ def _exec_in_child(c: Any, spec: Any, p: Any, fds: tuple[int | None, int | None,
         raise (BadState if kind == "BadState" else JaulaError)(f"exec in {c.id!r}: {text}")
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
+
+
+def _exec_waiter(c: Any, spec: Any, p: Any, fds: list[int], console_socket: str | None, log: Any) -> None:
+    """The forked waiter of `spawn_exec`: never returns. Only its stdio and the status pipe stay
+    open (the spawner's socket and jaulad's root lock must not be held by a long command)."""
+    import signal
+
+    code = 0
+    status = 3
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+        moved = [os.dup(fd) for fd in fds]       # above 0-3 first: the fds may sit on 0-3
+        for target, fd in enumerate(moved[:3]):
+            os.dup2(null if console_socket else fd, target)
+        os.dup2(moved[3], status)
+        os.closerange(status + 1, 1 << 20)      # close_range(2): one call
+        for sig in range(1, signal.NSIG):        # the spawner ignores SIGINT: the command must not
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        from jaula.oci.execute import ExecOptions, execute
+
+        result: dict[str, Any] = {"exit": execute(c, spec, p, ExecOptions(console_socket=console_socket), log)}
+    except BaseException as e:  # noqa: BLE001 - reported to jaulad on the status pipe
+        result = {"error": f"exec in {c.id!r}: {e}", "type": type(e).__name__}
+        code = 1
+    try:
+        os.write(status, (json.dumps(result) + "\n").encode())
+    except OSError:
+        code = 1
+    os._exit(code)
