@@ -42,6 +42,7 @@ def d() -> Iterator[Daemon]:
         yield dm
         dm.jaula("delete", "--force", NAME)
         assert dm.leaks() == []
+        assert not [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("jaula-exec-")]
     finally:
         if dm.proc is not None and dm.proc.poll() is None:
             dm.proc.terminate()
@@ -104,13 +105,13 @@ def test_exec_pty_tty_and_resize(d: Daemon) -> None:
     _size(slave, 33, 101)
     # setsid --ctty: a session of its own whose controlling terminal is ours (SIGWINCH reaches it)
     proc = subprocess.Popen(["setsid", "--ctty", "--wait", *JAULA, "--socket", str(d.socket), "exec", NAME, "--",
-                             "sh", "-c", "tty; stty size; echo ready; read x; stty size; exit 5"],
-                            stdin=slave, stdout=slave, stderr=slave)
+                             "sh", "-c", "tty; stty size; echo \"term=$TERM\"; echo ready; read x; stty size; exit 5"],
+                            stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "TERM": "vt220"})
     os.close(slave)
     seen = bytearray()
     try:
         out = _read_until(master, b"ready", seen)
-        assert b"/dev/pts/" in out and b"33 101" in out, out
+        assert b"/dev/pts/" in out and b"33 101" in out and b"term=vt220" in out, out
         _size(master, 40, 120)                 # SIGWINCH to the CLI: it sends the new size
         time.sleep(0.5)                        # (ordering only: the resize frame goes before the line)
         os.write(master, b"go\r")
@@ -130,6 +131,32 @@ def test_exec_tty_forced_without_a_terminal(d: Daemon) -> None:
     assert lines[0].startswith("/dev/pts/") and "out" in lines and "err" in lines  # the pty merges them
     r = run(d, "exec", "-T", NAME, "--", "tty")
     assert r.returncode == 1 and b"not a tty" in r.stdout
+
+
+def test_no_host_fd_reaches_the_command(d: Daemon) -> None:
+    for tty in ("-T", "-t"):
+        r = run(d, "exec", tty, NAME, "--", "ls", "/proc/self/fd")
+        assert r.returncode == 0, r
+        assert sorted(r.stdout.decode().split()) == ["0", "1", "2", "3"], r.stdout   # 3: ls's own listing
+
+
+def test_a_long_command_blocks_nothing_and_takes_signals(d: Daemon) -> None:
+    """While one command runs, others run and the instance answers; SIGTERM of `jaula exec`
+    reaches the command (exit 128+15)."""
+    long = subprocess.Popen([*JAULA, "--socket", str(d.socket), "exec", NAME, "--", "sh", "-c",
+                             "echo started; exec sleep 1000"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        _read_until(long.stdout.fileno(), b"started", bytearray())  # type: ignore[union-attr]
+        r = run(d, "exec", NAME, "--", "sh", "-c", "ps; echo other")
+        assert r.returncode == 0 and b"sleep 1000" in r.stdout and b"other" in r.stdout, r
+        assert run(d, "list").returncode == 0
+        long.terminate()
+        assert long.wait(30) == 143
+    finally:
+        if long.poll() is None:
+            long.kill()
+            long.wait()
+    assert b"sleep 1000" not in run(d, "exec", NAME, "--", "ps").stdout
 
 
 def test_shell_is_a_login_shell_as_root(d: Daemon) -> None:
@@ -224,7 +251,9 @@ def test_errors_are_clear(d: Daemon, tmp_path: Path) -> None:
     r = run(d, "file", "pull", f"{NAME}/no/such/file", str(tmp_path / "x"))
     assert r.returncode == 4 and b"'/no/such/file' not found inside the instance" in r.stderr, r
     r = run(d, "exec", NAME, "--", "/no/such/program")
-    assert r.returncode != 0 and b"/no/such/program" in r.stderr, r
+    assert r.returncode == 127 and b"/no/such/program" in r.stderr, r   # as a shell says it
+    r = run(d, "exec", NAME, "--", "/etc/hostname")
+    assert r.returncode == 126 and b"permission denied" in r.stderr, r
     r = run(d, "file", "pull", f"{NAME}/proc/1/environ", str(tmp_path / "x"))
     assert r.returncode == 3 and b"/proc or /sys" in r.stderr, r
     r = run(d, "logs", "nosuch")

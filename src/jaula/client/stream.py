@@ -71,7 +71,10 @@ class Stream:
 def _error(msg: dict[str, Any]) -> JaulaError:
     from jaula.client.rest import error_from
 
-    return error_from({"error": msg.get("message", ""), "exit_code": msg.get("exit_code", 1)})
+    code = int(msg.get("exit_code", 1))
+    err = error_from({"error": msg.get("message", ""), "exit_code": code})
+    err.exit_code = code  # a shell's 126/127 too (the command could not run), not only jaula's codes
+    return err
 
 
 def terminal_size(fd: int) -> tuple[int, int]:

@@ -155,10 +155,20 @@ async def _run(ws: WebSocket, backend: Any, sess: _Session) -> tuple[int | None,
     finally:
         proc.close()
     if err is not None:
-        await _say(ws, frames.control("error", message=str(err), exit_code=err.exit_code))
+        await _say(ws, frames.control("error", message=str(err), exit_code=_shell_code(err)))
         return None, str(err)
     await _say(ws, frames.control("exit", code=code))
     return code, None
+
+
+def _shell_code(err: JaulaError) -> int:
+    """What a shell exits with when it cannot run a program: 127 not found, 126 not executable."""
+    text = str(err)
+    if "executable file not found" in text or "no such file or directory" in text:
+        return 127
+    if "permission denied" in text:
+        return 126
+    return err.exit_code
 
 
 async def _say(ws: WebSocket, message: bytes) -> None:
