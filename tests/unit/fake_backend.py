@@ -118,6 +118,14 @@ class FakeBackend:
         self.status[inst.name] = "stopped"
         self.configs[inst.name] = dict(inst.config)
 
+    def backups_dir(self) -> str:
+        """The folder a test gave (`backend.backups = str(tmp_path)`)."""
+        from jaula.errors import JaulaError
+
+        if getattr(self, "backups", None) is None:
+            raise JaulaError("fake: no backups folder: set backend.backups")
+        return self.backups  # type: ignore[return-value]
+
     def read_backup(self, path: str) -> dict[str, Any]:
         import json
 

@@ -98,9 +98,7 @@ def test_delete_snapshot_and_instance_delete_take_the_rows(api, openapi) -> None
 
 
 def test_copy_from_the_root_or_a_snapshot_without_volatile_settings(api, openapi) -> None:
-    nics = {"nic.eth0.type": "bridged", "nic.eth0.mac": "02:00:00:00:00:01", "nic.eth0.ipv4": "10.71.3.5",
-            "nic.eth0.ipv6": "auto"}
-    create(api, openapi, "web1", config={"limits.memory": "512MiB", "user.note": "a", **nics})
+    create(api, openapi, "web1", config={"limits.memory": "512MiB", "user.note": "a"})
     api.backend.roots["web1"] = {"/f": "one"}
     snapshot(api, openapi, "web1", "s1")
     api.backend.roots["web1"] = {"/f": "two"}
@@ -110,13 +108,20 @@ def test_copy_from_the_root_or_a_snapshot_without_volatile_settings(api, openapi
                         json={"name": "web2"})
     assert status == 202 and wait(api, openapi, resp)["status"] == "success"
     web2 = api.db.get_instance("web2")
-    assert web2.status == "stopped"
-    assert web2.config == {"limits.memory": "512MiB", "user.note": "a", "nic.eth0.type": "bridged",
-                           "nic.eth0.ipv6": "auto"}  # its own MAC and IPv4 address, not web1's
+    assert web2.status == "stopped" and web2.config == {"limits.memory": "512MiB", "user.note": "a"}
     assert web2.idmap_base != api.db.get_instance("web1").idmap_base
     assert api.backend.roots["web2"] == {"/f": "two"}
     api.client.copy("web1", "web3", snapshot="s1", description="old one")
     assert api.backend.roots["web3"] == {"/f": "one"} and api.db.get_instance("web3").description == "old one"
+
+
+def test_a_copy_does_not_take_the_nics_own_mac_and_static_addresses() -> None:
+    from jaula.daemon.transfer_api import without_volatile
+
+    config = {"nic.eth0.type": "bridged", "nic.eth0.mac": "02:00:00:00:00:01", "nic.eth0.ipv4": "10.71.3.5",
+              "nic.eth0.ipv6": "auto", "nic.eth1.ipv4": "none", "nic.eth1.mtu": "9000", "limits.cpu": "1.0"}
+    assert without_volatile(config) == {"nic.eth0.type": "bridged", "nic.eth0.ipv6": "auto", "nic.eth1.ipv4": "none",
+                                        "nic.eth1.mtu": "9000", "limits.cpu": "1.0"}
 
 
 def test_copy_refusals_and_a_failed_copy_leaves_no_row(api, openapi) -> None:
@@ -184,3 +189,53 @@ def test_import_refusals_before_any_change(api, openapi, tmp_path: Path) -> None
     assert any("Profile 'gone' not found" in p for p in problems)
     assert api.db.list_instances() == [] and api.backend.calls == []
     assert sorted(os.listdir(tmp_path)) == ["bad.tar", "bare.tar", "junk.tar"]
+
+
+def test_export_download_and_import_upload(api, openapi, tmp_path: Path) -> None:
+    import time
+
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    api.backend.backups = str(backups)
+    create(api, openapi, "web1", config={"user.a": "b"})
+    api.backend.roots["web1"] = {"/f": "one"}
+    out = tmp_path / "web1.tar.xz"
+    op = api.client.export_to("web1", str(out), compression="xz")
+    bid = op["metadata"]["backup"]
+    assert op["metadata"]["download"] == f"/1.0/backups/{bid}" and op["metadata"]["size"] == out.stat().st_size
+    assert '"root": {"/f": "one"}' in out.read_text()
+    deadline = time.monotonic() + 10  # the file goes once sent (after the response)
+    while os.listdir(backups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.listdir(backups) == []
+    with pytest.raises(Exists, match="exists already"):
+        api.client.export_to("web1", str(out))
+    for method in ("GET", "DELETE"):
+        resp = api.client._http.request(method, f"/1.0/backups/{bid}")
+        assert resp.status_code == 404 and "No backup" in resp.json()["error"]
+    resp = api.client._http.request("GET", "/1.0/backups/..%2F..%2Fetc%2Fpasswd")
+    assert resp.status_code == 404
+
+    op = api.client.import_from(str(out), "web7")
+    assert op["status"] == "success" and op["metadata"] == {"instance": "web7"}
+    assert api.backend.roots["web7"] == {"/f": "one"} and api.db.get_instance("web7").config == {"user.a": "b"}
+    junk = tmp_path / "junk.tar"
+    junk.write_text("junk")
+    with pytest.raises(ConfigError, match="not a jaula volume backup"):
+        api.client.import_from(str(junk), "web8")
+    with pytest.raises(Exists, match="already exists"):
+        api.client.import_from(str(out))  # web1, as in the file
+    assert os.listdir(backups) == []  # uploads go, imported or refused
+    assert [r.name for r in api.db.list_instances()] == ["web1", "web7"]
+
+
+def test_a_download_that_is_not_fetched_can_be_deleted(api, openapi, tmp_path: Path) -> None:
+    tmp_path = tmp_path / "backups"
+    tmp_path.mkdir()
+    api.backend.backups = str(tmp_path)
+    create(api, openapi, "web1")
+    status, resp = call(api, openapi, "POST", "/1.0/instances/web1/export", "/1.0/instances/{name}/export", json={})
+    op = wait(api, openapi, resp)
+    assert status == 202 and op["status"] == "success" and os.listdir(tmp_path) == [op["metadata"]["backup"] + ".tar.gz"]
+    status, _ = call(api, openapi, "DELETE", op["metadata"]["download"], "/1.0/backups/{backup}")
+    assert status == 200 and os.listdir(tmp_path) == []

@@ -1,14 +1,13 @@
 """`jaula snapshot create|list|restore|delete`, `jaula copy`, `jaula export` and `jaula import`,
 registered on the CLI's group by `register` (main.py). Each is one operation waited on.
 
-Backup files are read and written by jaulad on its host (server-side paths): the CLI sends the
-path made absolute, since jaulad's working folder is not the caller's.
+Backups travel through the API: `export` downloads the file jaulad made, `import` uploads the
+local file, so both work wherever the CLI runs.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -97,17 +96,26 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     @click.argument("file", type=click.Path(dir_okay=False))
     @click.pass_context
     def export(ctx: click.Context, name: str, file: str) -> None:
-        """Write a backup of instance NAME to new FILE (.tar, .tar.gz, .tar.xz, .tar.bz2), on jaulad's
-        host: its settings, profiles and root, owners as seen inside. Snapshots are not included."""
-        op = client(ctx).export(name, os.path.abspath(file))
+        """Write a backup of instance NAME to new local FILE (.tar, .tar.gz, .tar.xz or .tar.bz2: the
+        suffix picks the compression): its settings, profiles and root, owners as seen inside, so it
+        imports on any host. A running instance is frozen while its root is read. Snapshots are
+        not included."""
+        compression = next((c for suffix, c in _COMPRESSION if file.endswith(suffix)), None)
+        if compression is None:
+            raise click.BadParameter(f"{file!r}: end the name with {', '.join(s for s, _ in _COMPRESSION)}",
+                                     param_hint="FILE")
+        op = client(ctx).export_to(name, file, compression=compression)
         click.echo(f"Instance {name} exported to {file} ({_size((op.get('metadata') or {}).get('size'))})")
 
     @cli.command("import")
-    @click.argument("file", type=click.Path(dir_okay=False))
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     @click.argument("name", required=False)
     @click.pass_context
     def import_(ctx: click.Context, file: str, name: str | None) -> None:
-        """Make a new (stopped) instance from backup FILE made by `jaula export`, named NAME or as in
-        the file. Its template and profiles must be on this host."""
-        op = client(ctx).import_(os.path.abspath(file), name)
+        """Make a new (stopped) instance from backup FILE made by `jaula export` (uploaded to jaulad),
+        named NAME or as in the file. Its template and profiles must be on jaulad's host."""
+        op = client(ctx).import_from(file, name)
         click.echo(f"Instance {(op.get('metadata') or {}).get('instance', name)} imported from {file}")
+
+
+_COMPRESSION = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.xz", "xz"), (".tar.bz2", "bzip2"), (".tar", "none"))

@@ -243,6 +243,40 @@ class Client:
         """A new stopped instance from backup `path` on jaulad's host (absolute), named `name` or as in the file."""
         return self._async("POST", "/1.0/import", wait, json={"path": path, "name": name})
 
+    def export_to(self, name: str, file: str, *, compression: str = "gzip") -> dict[str, Any]:
+        """Export `name` and download the backup into new local `file` (written whole or not at all)."""
+        if os.path.lexists(file):
+            raise Exists(f"{file!r} exists already: give the name of a new file")
+        op = self._async("POST", f"/1.0/instances/{name}/export", True, json={"compression": compression})
+        partial = f"{file}.partial-{os.getpid()}"
+        try:
+            with self._http.stream("GET", op["metadata"]["download"], timeout=httpx.Timeout(30, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from(resp.json(), resp.status_code)
+                with open(partial, "xb") as f:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        f.write(chunk)
+            os.link(partial, file)  # fails rather than replace a file made meanwhile
+        finally:
+            if os.path.lexists(partial):
+                os.unlink(partial)
+        return op
+
+    def import_from(self, file: str, name: str | None = None, *, wait: bool = True) -> dict[str, Any]:
+        """Upload local backup `file` and import it as a new instance (`name`, or the one in the file)."""
+        with open(file, "rb") as f:
+            try:
+                resp = self._http.post("/1.0/import/upload", params={"name": name} if name else None, content=f,
+                                       headers={"Content-Type": "application/octet-stream"},
+                                       timeout=httpx.Timeout(30, read=None, write=None))
+            except (httpx.ConnectError, FileNotFoundError) as exc:
+                raise Unreachable(f"Cannot reach jaulad at {self.socket_path!r} ({exc}): is it running?") from None
+        body = resp.json()
+        if body.get("type") == "error" or resp.status_code >= 400:
+            raise error_from(body, resp.status_code)
+        return self.wait_operation(body["metadata"]["id"]) if wait else body["metadata"]
+
     # -- inside an instance: exec, console, logs, files (jaula.client.stream) -----------------
     def exec(self, name: str, command: list[str], *, environment: dict[str, str] | None = None,
              user: int | None = None, group: int | None = None, cwd: str | None = None,

@@ -60,3 +60,6 @@ class Backend(Protocol):
 
     def read_backup(self, path: str) -> dict[str, Any]:
         """A backup file's metadata (backup.json), checked for this host's pool."""
+
+    def backups_dir(self) -> str:
+        """A folder only root reads: exports waiting to be downloaded, uploads waiting to be imported."""

@@ -191,20 +191,30 @@ class SpawnerBackend:
         return paths(self.root)["instances"] / "logs" / name / "console.log"
 
     # -- snapshots, copies and backups ----------------------------------------------------------
+    # Snapshot, restore, delete_snapshot and export only copy files (cp, tar: fork+exec, which is
+    # safe with threads) and freeze a cgroup: they run here, in the operation's thread, so a long
+    # one does not hold up other instances' starts in the spawner. Copy and import mount the new
+    # root (an idmapped mount forks a user namespace helper) to write its host name: spawner.
+    def _local(self) -> Any:
+        driver = getattr(self, "_local_driver", None)
+        if driver is None:
+            driver = self._local_driver = make_driver(str(self.root))
+        return driver
+
     def snapshot(self, inst: Instance, snap: str) -> dict[str, Any]:
-        return dict(self.call("snapshot", inst, snap=snap))
+        return dict(self._local().snapshot(inst, snap))
 
     def restore(self, inst: Instance, snap: str) -> None:
-        self.call("restore", inst, snap=snap)
+        self._local().restore(inst, snap)
 
     def delete_snapshot(self, inst: Instance, snap: str) -> None:
-        self.call("delete_snapshot", inst, snap=snap)
+        self._local().delete_snapshot(inst, snap)
 
     def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
         self.call("copy", inst, source=source, snapshot=snapshot)
 
     def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
-        self.call("export", inst, path=path, record=record)
+        self._local().export(inst, path, record)
 
     def import_(self, inst: Instance, path: str) -> None:
         self.ensure_template(inst.template)
@@ -216,3 +226,14 @@ class SpawnerBackend:
         from jaula.storage.pool import open_pool
 
         return backup.read_meta(path, type(open_pool(POOL_KIND, str(paths(self.root)["pool"]))).export_layout)
+
+    def backups_dir(self) -> str:
+        """$ROOT/backups (root only): exports waiting to be downloaded, uploads waiting to be imported."""
+        folder = self.root / "backups"
+        if not getattr(self, "_backups_swept", False):  # what a previous jaulad left goes
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            self._backups_swept = True
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return str(folder)

@@ -6,15 +6,19 @@
   snapshot's) config and profiles, without the values that belong to one instance only (its
   NICs' nic.*.mac, and static nic.*.ipv4 / nic.*.ipv6 addresses: the copy's are allocated, or
   stable per instance), its own id range, and its own name in /etc/hostname.
-- POST /1.0/instances/{name}/export {"path"}: an operation writing a backup file at `path` **on
-  jaulad's host** (server-side; absolute; a new file in an existing folder: it never overwrites).
-  The file is storage/backup.py's format (a POSIX tar, compressed by its suffix: .tar.gz,
+- POST /1.0/instances/{name}/export {"compression": "gzip"}: an operation writing a backup in
+  jaulad's backups folder; its metadata names it ("download": /1.0/backups/ID): GET that to
+  download it (the file goes once sent), or DELETE it. With {"path"}, the file is written at
+  `path` **on jaulad's host** instead (absolute; a new file in an existing folder: it never
+  overwrites; compressed by its suffix). The file is storage/backup.py's format (a POSIX tar, compressed by its suffix: .tar.gz,
   .tar.xz, .tar.bz2) with the instance's record under "instance" in backup.json (name, mode,
   template, description, config, profiles and their settings) and the root's own layer with
   owners as seen inside the instance, so it imports on a host with another id range.
   Snapshots are not exported.
-- POST /1.0/import {"path", "name": null}: an operation making a new, stopped instance from such
-  a file on jaulad's host, named as in the file unless `name` is given. Its template must be
+- POST /1.0/import/upload?name=: the backup file as the request's body (application/octet-stream),
+  then an operation making a new, stopped instance from it, named as in the file unless `name`
+  is given; the upload is deleted when the operation ends.
+- POST /1.0/import {"path", "name": null}: the same from a file already on jaulad's host. Its template must be
   on this host (busybox is built on first use) and its profiles too. Every member of the
   archive is checked before anything is extracted (storage/backup_check.py).
 """
@@ -23,10 +27,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from jaula.daemon import schemas as s
 from jaula.daemon.models import IDMAP_SIZE, MODES, InstanceRow, validate_name
@@ -45,10 +54,19 @@ class InstanceCopy(BaseModel):
     description: str | None = Field(default=None, description="the copy's description (default: the source's)")
 
 
+#: a backup's file name suffix for each compression
+SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "xz": ".tar.xz", "bzip2": ".tar.bz2"}
+_BACKUP_ID = re.compile(r"[0-9a-f]{32}")
+_BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+
+
 class InstanceExport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="a new file on jaulad's host (absolute; .tar, .tar.gz, .tar.xz or .tar.bz2)")
+    path: str | None = Field(default=None, description="a new file on jaulad's host (absolute; .tar, .tar.gz, .tar.xz "
+                                                        "or .tar.bz2); leave out to download the backup")
+    compression: Literal["none", "gzip", "xz", "bzip2"] = Field(
+        default="gzip", description="for a download (with path, its suffix decides)")
 
 
 class InstanceImport(BaseModel):
@@ -72,7 +90,7 @@ def without_volatile(config: dict[str, str]) -> dict[str, str]:
 
 def mount(app: FastAPI, svc: Any) -> None:
     """Add the copy, export and import routes to `app`; `svc` is create_app's service."""
-    from jaula.daemon.api import _async, _canonical, _validated
+    from jaula.daemon.api import _async, _canonical, _sync, _validated
 
     db, backend, ops = svc.db, svc.backend, svc.ops
 
@@ -104,17 +122,24 @@ def mount(app: FastAPI, svc: Any) -> None:
             description=str(src.get("description") or ""), autostart=bool(expanded.get("boot.autostart")),
             idmap_size=0 if privileged else IDMAP_SIZE, config=_canonical(own), profiles=list(profiles)))
 
-    def submit(description: str, row: InstanceRow, fill: Any, lock: str, payload: dict[str, Any]) -> dict:
+    def submit(description: str, row: InstanceRow, fill: Any, lock: str, payload: dict[str, Any],
+               done: Callable[[], None] = lambda: None) -> dict:
+        """The operation filling new instance `row`'s root; `done` runs when it ends, however."""
         def action() -> dict:
             try:
                 fill(svc.instance(row))
             except BaseException:
                 db.delete_instance(row.name)  # revert: no half-made instance stays listed
                 raise
+            finally:
+                done()
             event(svc, "instance-created", {"name": row.name, **payload})
             return {"instance": row.name}
-        return _async(ops.submit(description, action, instance=lock,
-                                 on_cancel=lambda: db.delete_instance(row.name)))
+
+        def cancelled() -> None:
+            db.delete_instance(row.name)
+            done()
+        return _async(ops.submit(description, action, instance=lock, on_cancel=cancelled))
 
     @app.post("/1.0/instances/{name}/copy", response_model=s.Async, status_code=202, tags=["instances"])
     def copy_instance(name: str, body: InstanceCopy) -> dict:
@@ -136,7 +161,12 @@ def mount(app: FastAPI, svc: Any) -> None:
     @app.post("/1.0/instances/{name}/export", response_model=s.Async, status_code=202, tags=["instances"])
     def export_instance(name: str, body: InstanceExport) -> dict:
         row = db.get_instance(name)
-        path = _new_file(body.path)
+        bid = None
+        if body.path is None:
+            bid = uuid.uuid4().hex
+            path = os.path.join(backend.backups_dir(), bid + SUFFIX[body.compression])
+        else:
+            path = _new_file(body.path)
         record = {"name": row.name, "kind": row.kind, "mode": row.mode, "template": row.template,
                   "description": row.description, "created": row.created, "config": dict(row.config),
                   "profiles": list(row.profiles),
@@ -144,9 +174,42 @@ def mount(app: FastAPI, svc: Any) -> None:
 
         def action() -> dict:
             backend.export(svc.instance(db.get_instance(name)), path, record)
-            event(svc, "instance-exported", {"name": name, "path": path})
-            return {"path": path, "size": os.path.getsize(path)}
-        return _async(ops.submit(f"Exporting instance {name} to {path}", action, instance=name))
+            event(svc, "instance-exported", {"name": name, "path": body.path, "backup": bid})
+            if bid is None:
+                return {"path": path, "size": os.path.getsize(path)}
+            return {"backup": bid, "download": f"/1.0/backups/{bid}", "size": os.path.getsize(path)}
+        where = "for download" if bid is not None else f"to {path}"
+        return _async(ops.submit(f"Exporting instance {name} {where}", action, instance=name))
+
+    @app.get("/1.0/backups/{backup}", response_class=FileResponse, tags=["instances"],
+             responses={200: {"description": "the backup file; it is deleted once sent", **_BINARY}})
+    def download_backup(backup: str) -> FileResponse:
+        path = _backup_file(backend.backups_dir(), backup)
+        return FileResponse(path, media_type="application/octet-stream", filename=os.path.basename(path),
+                            background=BackgroundTask(_unlink, path))
+
+    @app.delete("/1.0/backups/{backup}", response_model=s.Sync[dict], tags=["instances"])
+    def delete_backup(backup: str) -> dict:
+        _unlink(_backup_file(backend.backups_dir(), backup))
+        return _sync({})
+
+    @app.post("/1.0/import/upload", response_model=s.Async, status_code=202, tags=["instances"],
+              openapi_extra={"requestBody": {"required": True, **_BINARY}})
+    async def upload_import(request: Request, name: str | None = Query(
+            None, description="the new instance's name (default: the one in the file)")) -> dict:
+        folder = await run_in_threadpool(backend.backups_dir)
+        path = os.path.join(folder, f"upload-{uuid.uuid4().hex}.tar")
+        try:
+            f = await run_in_threadpool(open, path, "xb")
+            try:
+                async for chunk in request.stream():
+                    await run_in_threadpool(f.write, chunk)
+            finally:
+                f.close()
+            return await run_in_threadpool(start_import, path, name, lambda: _unlink(path))
+        except BaseException:
+            _unlink(path)
+            raise
 
     @app.post("/1.0/import", response_model=s.Async, status_code=202, tags=["instances"])
     def import_instance(body: InstanceImport) -> dict:
@@ -154,20 +217,41 @@ def mount(app: FastAPI, svc: Any) -> None:
             raise ConfigError(f"path {body.path!r} must be absolute: it is read by jaulad, on its host")
         if not os.path.isfile(body.path):
             raise NotFound(f"No backup file {body.path!r} on jaulad's host")
-        meta = backend.read_backup(body.path)
+        return start_import(body.path, body.name)
+
+    def start_import(path: str, name: str | None, done: Callable[[], None] = lambda: None) -> dict:
+        what = "the uploaded backup" if os.path.basename(path).startswith("upload-") else repr(path)
+        meta = backend.read_backup(path)
         rec = meta.get("instance")
         if not isinstance(rec, dict):
-            raise ConfigError(f"{body.path!r} is a volume backup without an instance record: "
+            raise ConfigError(f"{what} is a volume backup without an instance record: "
                               "import the files made by `jaula export`")
         config, profiles = rec.get("config"), rec.get("profiles")
         if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()):
-            raise ConfigError(f"{body.path!r}: its instance config is not a mapping of strings")
+            raise ConfigError(f"{what}: its instance config is not a mapping of strings")
         if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
-            raise ConfigError(f"{body.path!r}: its instance profiles are not a list of names")
-        name = body.name if body.name is not None else rec.get("name")
-        row = new_row(name, rec, config, profiles, f"The instance in {body.path!r}")  # type: ignore[arg-type]
-        return submit(f"Importing instance {row.name} from {body.path}", row,
-                      lambda inst: backend.import_(inst, body.path), row.name, {"path": body.path})
+            raise ConfigError(f"{what}: its instance profiles are not a list of names")
+        row = new_row(name if name is not None else rec.get("name"), rec, config, profiles,  # type: ignore[arg-type]
+                      f"The instance in {what}")
+        return submit(f"Importing instance {row.name} from {what}", row,
+                      lambda inst: backend.import_(inst, path), row.name, {"path": path}, done)
+
+
+def _backup_file(folder: str, backup: str) -> str:
+    """The file of export `backup` in `folder` (its id is 32 hex digits: no path can be named)."""
+    if _BACKUP_ID.fullmatch(backup):
+        for suffix in SUFFIX.values():
+            path = os.path.join(folder, backup + suffix)
+            if os.path.isfile(path):
+                return path
+    raise NotFound(f"No backup {backup!r} waits for download (a backup is deleted once downloaded)")
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _new_file(path: str) -> str:

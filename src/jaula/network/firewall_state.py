@@ -70,15 +70,28 @@ def elem_json(key: object, data: object = None, comment: str | None = None, is_m
     return [val, data] if is_map and data is not None else val
 
 
+def _list_table(family: str, table: str) -> dict | None:
+    """One table's listing, or None when it does not exist.
+
+    `list tables` would tell that too but costs 10-30 ms (libnftables fills its whole cache); a
+    missing table is the only ENOENT a `list table` answers.
+    """
+    try:
+        return nft.run({"list": {"table": {"family": family, "name": table}}})
+    except nft.NftError as e:
+        if "No such file or directory" in str(e):
+            return None
+        raise
+
+
 def read_state(table: str) -> State:
-    tables = {(t["family"], t["name"]) for t in nft.items(nft.run({"list": {"tables": None}}), "table")}
-    state = State(inet=(INET, table) in tables, bridge=(BRIDGE, table) in tables, elements={}, comments={},
-                  chains=set())
+    state = State(elements={}, comments={}, chains=set())
     for family in (INET, BRIDGE):
-        if (family, table) not in tables:
-            continue
         # one list per batch: libnftables 1.0.6 answers a second list in the same buffer from a stale cache
-        out = nft.run({"list": {"table": {"family": family, "name": table}}})
+        out = _list_table(family, table)
+        if out is None:
+            continue
+        setattr(state, family, True)
         for kind in ("set", "map"):
             for s in nft.items(out, kind):
                 elems, comments = parse_elements(s.get("elem", []))
