@@ -63,6 +63,13 @@ class FakeDriver:
     def update(self, inst: Instance, config: dict) -> dict:
         return {"echo": config, "instance": inst.name}
 
+    def spawn_exec(self, inst: Instance, args: list[str], *, fds: list[int], **kw: object) -> int:
+        pid = os.fork()  # the waiter: writes its args on "stdout", then exits 7
+        if pid == 0:
+            os.write(fds[1], " ".join(args).encode())
+            os._exit(7)
+        return pid
+
 
 def make_fake(tag: str = "fake") -> FakeDriver:
     return FakeDriver(tag)
@@ -104,8 +111,8 @@ def test_errors_carry_type_and_message(sp: Spawner) -> None:
     assert e2.value.remote_type == "ValueError"
     with pytest.raises(JaulaError, match="needs an instance"):
         sp.call("state")
-    with pytest.raises(JaulaError, match="unknown spawner request 'exec'"):
-        sp.call("exec", INST)
+    with pytest.raises(JaulaError, match="unknown spawner request 'reboot'"):
+        sp.call("reboot", INST)
     # the wire refuses what the client would not send
     with sp._lock:
         spawner_mod._send(sp.sock, {"id": 99, "op": "reboot", "args": {}})
@@ -113,6 +120,29 @@ def test_errors_carry_type_and_message(sp: Spawner) -> None:
     assert reply == {"id": 99, "ok": False, "error": {"type": "JaulaError", "message": reply["error"]["message"]}}
     assert "unknown spawner request 'reboot'" in reply["error"]["message"] and fds == []
     assert sp.call("ping") == {"pid": sp.pid}  # still serving
+
+
+def test_exec_takes_fds_and_answers_before_the_command_ends(sp: Spawner) -> None:
+    """The request's fds reach the driver's waiter; the spawner keeps no copy (the pipe ends
+    when the waiter does); the reply carries the waiter's pid and a pidfd of it."""
+    r, w = os.pipe()
+    try:
+        got = sp.call("exec", INST, pass_fds=[w, w, w, w], args=["echo", "hi"])
+    finally:
+        os.close(w)
+    try:
+        assert got["pid"] > 0 and isinstance(got["pidfd"], int)
+        out = b""
+        while chunk := os.read(r, 100):  # EOF: no write end is left open, the spawner's included
+            out += chunk
+        assert out == b"echo hi"
+        deadline = time.monotonic() + 10  # its files close a moment before it can be reaped
+        while (status := sp.call("exit_status", pid=got["pid"])) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert status == 7
+    finally:
+        os.close(r)
+        os.close(got["pidfd"])
 
 
 def test_start_passes_a_pidfd_and_the_spawner_reaps(sp: Spawner) -> None:
