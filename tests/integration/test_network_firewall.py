@@ -242,8 +242,9 @@ def test_removal_leaves_nothing_and_destroy_removes_tables(topo: Topology, fw: F
     fw.remove_nic(topo.nics["a"])      # idempotent
     assert fw.rules_for(topo.nics["a"].instance) == []
     assert fw.rules_for(topo.nics["b"].instance) != []
+    fw.remove_network(net)             # b is still on it: its elements go too
+    assert fw.rules_for(topo.nics["b"].instance) == []
     fw.remove_nic(topo.nics["b"])
-    fw.remove_network(net)
     listing = sh("nft", "list", "table", "bridge", TABLE).stdout + sh("nft", "list", "table", "inet", TABLE).stdout
     assert "elements" not in listing and "chain nd-" not in listing
     fw.destroy()

@@ -261,9 +261,16 @@ class Firewall:
     update_network = ensure_network
 
     def remove_network(self, net: NetworkPlan) -> None:
-        """Remove the network's policy elements (its NICs and forwards go with remove_nic/remove_forward)."""
+        """Remove the network's elements, and those of any NIC still on its bridge (forwards stay: they
+        name an address, not a network; remove_forward removes them)."""
         _check([x for x in [_ifname_problem("network bridge", net.bridge)] if x])
-        self._apply(lambda state: element_commands(self.table, state, owned_by_bridge(state, net.bridge), {}))
+
+        def build(state: State) -> list[dict]:
+            cmds = element_commands(self.table, state, owned_by_bridge(state, net.bridge), {})
+            for port in ports_of(state, net.bridge):
+                cmds += self._port_removal(state, port)
+            return cmds
+        self._apply(build)
 
     # -- NICs
     def add_nic(self, net: NetworkPlan, nic: NicPlan) -> None:
@@ -285,15 +292,15 @@ class Firewall:
         _check([x for x in [_ifname_problem("nic host_name", nic.host_name)] if x])
         if nic.type != BRIDGED:
             return
+        self._apply(lambda state: self._port_removal(state, nic.host_name))
 
-        def build(state: State) -> list[dict]:
-            port = nic.host_name
-            cmds = element_commands(self.table, state, owned_by_port(state, port), {})
-            if nd_chain(port) in state.chains:
-                ref = {"family": BRIDGE, "table": self.table, "name": nd_chain(port)}
-                cmds += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
-            return cmds
-        self._apply(build)
+    def _port_removal(self, state: State, port: str) -> list[dict]:
+        """Commands deleting a port's elements, then its neighbour-discovery chain (no longer jumped to)."""
+        cmds = element_commands(self.table, state, owned_by_port(state, port), {})
+        if nd_chain(port) in state.chains:
+            ref = {"family": BRIDGE, "table": self.table, "name": nd_chain(port)}
+            cmds += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
+        return cmds
 
     # -- port forwards
     def add_forward(self, fwd: PortForward) -> None:
