@@ -113,6 +113,8 @@ def daemon() -> Iterator[Daemon]:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         d.log.close()
+        from tests.support.network import remove_daemon_network
+        remove_daemon_network(d.root)  # its networks' bridges and its nft table (named from its root)
         if not mounts_under(str(top)):
             shutil.rmtree(top, ignore_errors=True)
 

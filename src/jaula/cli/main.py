@@ -25,8 +25,8 @@ Exit codes:
   {ExitCode.BAD_STATE}  the action does not fit the instance's state
   {ExitCode.LOCKED}  jaulad's database is locked by another process
 """
-COLUMNS = ("name", "status", "template", "mode", "profiles", "created", "pid", "description")
-DEFAULT_COLUMNS = "name,status,template,mode,profiles"
+COLUMNS = ("name", "status", "template", "mode", "profiles", "created", "pid", "description", "ipv4")
+DEFAULT_COLUMNS = "name,status,template,mode,profiles,ipv4"
 
 
 class _Failed(click.ClickException):
@@ -100,6 +100,8 @@ def list_(ctx: click.Context, fmt: str, columns: str) -> None:
     if bad := [c for c in cols if c not in COLUMNS]:
         raise click.BadParameter(f"unknown column {', '.join(bad)}; use {', '.join(COLUMNS)}", param_hint="-c")
     instances = _client(ctx).list()
+    if "ipv4" in cols:  # its NICs' addresses (jaulad's networks)
+        _network.add_addresses(_client(ctx), instances)
     if fmt == "json":
         click.echo(json.dumps(instances, indent=2))
     elif fmt == "yaml":
@@ -317,6 +319,10 @@ def profile_create(ctx: click.Context, name: str, config: tuple[str, ...], descr
 from jaula.cli import templates_host as _templates_host  # the template and host commands
 
 _templates_host.register(cli, _client, _Group)
+
+from jaula.cli import network as _network  # networks, port forwards, NICs
+
+_network.register(cli, _client, _Group)
 
 from jaula.cli import inside as _inside  # exec, shell, console, logs, file push|pull
 

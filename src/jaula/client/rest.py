@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from jaula.client.networks import NetworkMethods
 from jaula.errors import (
     BadState,
     ConfigError,
@@ -47,7 +48,7 @@ def error_from(body: dict[str, Any], status: int | None = None) -> JaulaError:
     return exc
 
 
-class Client:
+class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (client/networks.py)
     """`Client("/run/jaula/jaula.sock")`: one connection pool; use as a context manager or close()."""
 
     def __init__(self, socket_path: str | None = None, timeout: float = 30.0) -> None:

@@ -62,6 +62,8 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     svc.host = templates_api.mount(app, db, backend, ops, svc.expanded)
     from jaula.daemon import inside_api  # exec, console, logs and files inside instances
     inside_api.mount(app, db, backend, svc.instance)
+    from jaula.daemon import networks_api  # networks, instances' NICs, port forwards
+    svc.networks = networks_api.mount(app, svc)
     from jaula.daemon import snapshots_api, transfer_api  # snapshots; copy, export and import
     snapshots_api.mount(app, svc)
     transfer_api.mount(app, svc)
@@ -157,6 +159,7 @@ class _Service:
     def __init__(self, db: Database, backend: Backend, ops: Operations) -> None:
         self.db, self.backend, self.ops = db, backend, ops
         self.host: Any = None  # host.Host: a start must fit its overcommit ratios
+        self.networks: Any = None  # networks.NetworkService: NICs' addresses and plans
 
     # -- views ---------------------------------------------------------------------------------
     def expanded(self, profiles: list[str], own: dict[str, Any]) -> dict[str, Any]:
@@ -168,10 +171,13 @@ class _Service:
 
     def instance(self, row: InstanceRow) -> Instance:
         """The driver's model of a stored instance, with its effective config."""
-        return Instance(name=row.name, template=row.template, kind=row.kind, mode=row.mode,
+        inst = Instance(name=row.name, template=row.template, kind=row.kind, mode=row.mode,
                         config=self.expanded(row.profiles, row.config), profiles=list(row.profiles),
                         description=row.description, created=row.created,
                         idmap_base=row.idmap_base if row.idmap_size else None)
+        if self.networks is not None:  # the NICs' complete plans, for the driver
+            inst.network = self.networks.instance_network(row.name, inst.config)
+        return inst
 
     def instance_out(self, row: InstanceRow) -> s.Instance:
         try:
@@ -207,11 +213,17 @@ class _Service:
         if problems:
             raise ConfigError(problems)
         expanded = self.expanded(body.profiles, own)
+        if self.networks is not None:  # eth0 on the default network unless a NIC is named
+            own = self.networks.prepare(own, expanded)
+            expanded = self.expanded(body.profiles, own)
         privileged = expanded.get("security.privileged") is True
-        row = self.db.create_instance(InstanceRow(
-            name=body.name, kind=body.kind, mode=body.mode, template=body.template,
-            description=body.description, autostart=bool(expanded.get("boot.autostart")),
-            idmap_size=0 if privileged else 65536, config=_canonical(own), profiles=list(body.profiles)))
+        with self.db.transaction():  # the row and its addresses together
+            row = self.db.create_instance(InstanceRow(
+                name=body.name, kind=body.kind, mode=body.mode, template=body.template,
+                description=body.description, autostart=bool(expanded.get("boot.autostart")),
+                idmap_size=0 if privileged else 65536, config=_canonical(own), profiles=list(body.profiles)))
+            if self.networks is not None:
+                self.networks.allocate(row.name)
 
         def action() -> dict:
             try:
@@ -243,6 +255,8 @@ class _Service:
             raise ConfigError(problems)
         own_norm = _validated(own, f"Instance {name!r}")
         expanded = self.expanded(profiles, own_norm)
+        if self.networks is not None:
+            self.networks.check_networks(expanded)
         if row.status in ("running", "frozen"):
             inst = self.instance(row)
             for key in settings.changed_keys(inst.config, expanded):
@@ -257,6 +271,8 @@ class _Service:
             if body.description is not None:
                 changes["description"] = body.description
             db.update_instance(name, **changes)
+            if self.networks is not None:  # addresses follow the NICs, in the same transaction
+                self.networks.allocate(name)
         self.db.add_event("instance-updated", {"name": name})
         return self.db.get_instance(name)
 
@@ -274,7 +290,11 @@ class _Service:
                 self.backend.stop(inst, timeout=0, force=True)
                 self.db.update_instance(name, status="stopped", pid=None, pid_start=None)
             self.backend.delete(inst)
+            if self.networks is not None:
+                self.networks.release(name)  # its forwards; its addresses go with its row
             self.db.delete_instance(name)
+            if self.networks is not None:
+                self.networks.collect()  # the default network made on first use goes with its last user
             self.db.add_event("instance-deleted", {"name": name})
             return {}
         return self.ops.submit(f"Deleting instance {name}", action, instance=name)

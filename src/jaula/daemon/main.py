@@ -89,11 +89,16 @@ def _run(root: Path, socket_path: str) -> int:
         if failed:
             log.info("%d unfinished operation(s) of a previous jaulad marked failed", len(failed))
         backend = SpawnerBackend(spawner, db, root)
+        from jaula.network import ipam
+        from jaula.network.plumbing import Plumbing
+        backend.network_tag = ipam.root_tag(str(root))  # names (nft table, bridges, veths) unique per root
+        backend.network = Plumbing(ipam.table_name(backend.network_tag))  # type: ignore[attr-defined]
         _sweep(db, backend, root)
 
         from jaula.daemon import api, server
 
         app = api.create_app(db, backend)
+        app.state.networks.ensure_all()  # the stored networks' bridges, firewall rules and forwards
         state: dict[str, Any] = {}
 
         async def startup() -> None:
@@ -284,6 +289,7 @@ def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
 
     svc = api._Service(db, backend, app.state.operations)
     svc.host = getattr(app.state, "host", None)  # autostart within the overcommit ratios too
+    svc.networks = getattr(app.state, "networks", None)  # its NICs' plans
     for row in db.list_instances(autostart=True):
         if row.status == "stopped":
             try:

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from jaula.errors import BadState, ConfigError, JaulaError, NotFound
-from jaula.instances import render, settings
+from jaula.instances import nics, render, settings
 from jaula.instances.container_storage import StorageVerbs  # snapshots, copies, backups
 from jaula.instances.driver import (
     FROZEN,
@@ -33,7 +33,7 @@ from jaula.instances.driver import (
 )
 from jaula.instances.model import ID_RANGE, Instance, validate_name
 
-_BUNDLE_FILES = ("config.json", "runtime.log")
+_BUNDLE_FILES = ("config.json", "runtime.log", nics.RECORD)
 
 
 class ContainerDriver(StorageVerbs, Driver):
@@ -193,6 +193,7 @@ class ContainerDriver(StorageVerbs, Driver):
                 _check_reachable(rootfs, idmap.uid_base)
             self.pool.mount(name, rootfs, idmap=idmap)
             undo.callback(self.pool.unmount, name)
+            nics.write_etc(rootfs, inst.network, idmap)  # resolv.conf and hosts of its network
             # A privileged instance's capabilities are the host's: only what our bounding set holds.
             known = _bounding_caps() if idmap is None else None
             spec = render.render(inst, cfg, template, rootfs, init, cgroups_path, known_caps=known)
@@ -202,6 +203,7 @@ class ContainerDriver(StorageVerbs, Driver):
             os.rename(tmp, os.path.join(bundle, "config.json"))
             c = self._create(name, bundle)
             undo.callback(self._destroy, c, name)
+            nics.plug_all(bundle, inst.network, c.pid, undo)  # into the init's netns, before it runs
             _start_and_wait_exec(c, self._log(name))
             undo.pop_all()
         return self.state(inst)
@@ -282,6 +284,7 @@ class ContainerDriver(StorageVerbs, Driver):
             return None  # no volume (deleted, or never made)
 
     def _release(self, name: str) -> None:
+        nics.unplug_all(self.bundle(name))  # what its record says was plugged (firewall rules, links)
         if self._mounted_at(name) is not None:
             self.pool.unmount(name)
         self._remove_bundle(name)
@@ -408,6 +411,7 @@ class ContainerDriver(StorageVerbs, Driver):
                 from jaula.oci import lifecycle
 
                 lifecycle.update(c, res)
+            nics.update(self.bundle(inst.name), inst.network, new, c.pid)  # NICs added, removed, rates
         return new
 
 

@@ -56,6 +56,9 @@ class Instance(Record):
     created: str = ""
     idmap_base: int | None = None
     command: list = []
+    # filled in by jaulad (daemon/networks.py): the complete plans of its NICs for the driver,
+    # {"table", "networks", "nics", "resolv_conf", "hosts"}; {}: no NICs to plug
+    network: dict = {}
 
     @classmethod
     def new(cls, name: str, template: str, *, kind: str = "container", mode: str = "system",

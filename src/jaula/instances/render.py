@@ -267,6 +267,8 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
     spec["root"] = {"path": rootfs, "readonly": False}
     spec["hostname"] = inst.name
     lx = spec["linux"]
+    if cfg.get("network.mode") == "host":  # the host's network stack (privileged only: settings.py)
+        lx["namespaces"] = [n for n in lx["namespaces"] if n["type"] != "network"]
     if not privileged:
         lx["namespaces"].append({"type": "user"})
         lx["uidMappings"] = [{"containerID": 0, "hostID": inst.idmap_base, "size": ID_RANGE}]

@@ -1,0 +1,172 @@
+"""The container driver's NICs: plugged into the init's network namespace between its create and
+its start, recorded in the bundle, unplugged from that record at stop, delete or a failed start.
+
+The plans come complete from jaulad with the instance (`Instance.network`, daemon/networks.py):
+{"table": nftables table, "networks": [NetworkPlan], "nics": [NicPlan], "resolv_conf": text,
+"hosts": text}. The record (`nics.json` in the bundle) keeps what was plugged, so a stop needs
+nothing from the daemon (the orphan sweep's stop included) and a live change knows what is there.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from contextlib import ExitStack
+from typing import Any
+
+from jaula.network.plan import NetworkPlan, NicPlan
+
+RECORD = "nics.json"
+
+
+def _plumbing(table: str) -> Any:
+    from jaula.network.plumbing import Plumbing
+
+    return Plumbing(table)
+
+
+def _plans(network: dict[str, Any]) -> tuple[dict[str, NetworkPlan], list[NicPlan]]:
+    nets = {n["name"]: NetworkPlan(**n) for n in network.get("networks", [])}
+    nics = [NicPlan(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+                       for k, v in n.items()}) for n in network.get("nics", [])]
+    return nets, nics
+
+
+def write_etc(rootfs: str, network: dict[str, Any], idmap: Any) -> None:
+    """/etc/resolv.conf and /etc/hosts of the mounted root, written inside the tree (a symlink
+    there is replaced, never followed), owned by the instance's root."""
+    if not network.get("nics"):
+        return
+    from jaula.linux.fs import open_in_root
+
+    rfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            etc = open_in_root(rfd, "etc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return  # no /etc: nothing reads them
+        try:
+            for name, text in (("resolv.conf", network.get("resolv_conf")), ("hosts", network.get("hosts"))):
+                if text:
+                    _write(etc, name, text, idmap)
+        finally:
+            os.close(etc)
+    finally:
+        os.close(rfd)
+
+
+def _write(etc: int, name: str, text: str, idmap: Any) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o644, dir_fd=etc)
+    except OSError as e:
+        if e.errno == errno.EISDIR:
+            return
+        if e.errno != errno.ELOOP:
+            raise
+        os.unlink(name, dir_fd=etc)
+        fd = os.open(name, flags | os.O_EXCL, 0o644, dir_fd=etc)
+    try:
+        os.write(fd, text.encode())
+        if idmap is not None:
+            os.fchown(fd, idmap.uid_base, idmap.gid_base)
+    finally:
+        os.close(fd)
+
+
+def plug_all(bundle: str, network: dict[str, Any], pid: int, undo: ExitStack) -> None:
+    """Plug every NIC into the netns of `pid`, recording each in the bundle as it goes; `undo`
+    gets the unplug of everything this made."""
+    if not network.get("nics"):
+        return
+    nets, nics = _plans(network)
+    fw = _plumbing(network["table"])
+    done: list[NicPlan] = []
+    undo.callback(_forget, bundle)
+    for nic in nics:
+        _save(bundle, network["table"], nets, done + [nic])  # recorded first: a crash mid-plug is undone too
+        with ExitStack() as one:
+            fw.plug(nets.get(nic.network or ""), nic, pid, one)
+            undo.push(one.pop_all())
+        done.append(nic)
+
+
+def unplug_all(bundle: str) -> None:
+    """Unplug what the record says was plugged (what is already gone is fine), then forget it."""
+    table, _, nics = _load(bundle)
+    if table:
+        fw = _plumbing(table)
+        for nic in reversed(nics):
+            fw.unplug(nic)
+    _forget(bundle)
+
+
+def update(bundle: str, network: dict[str, Any], config: dict[str, Any], pid: int) -> None:
+    """A running instance's NICs made those of `network` (when it says), and the rate limits of
+    `config` applied to those plugged."""
+    from jaula.network import config as netconfig
+
+    table, nets, plugged = _load(bundle)
+    table = table or network.get("table")
+    if not table:
+        return
+    fw = _plumbing(table)
+    want_nets, want = _plans(network) if "nics" in network else (nets, plugged)
+    nets = {**nets, **want_nets}
+    want_names = {n.name for n in want}
+    keep: list[NicPlan] = []
+    for nic in plugged:
+        if nic.name not in want_names or nic != next(w for w in want if w.name == nic.name).replace(
+                ingress_kbit=nic.ingress_kbit, egress_kbit=nic.egress_kbit):
+            fw.unplug(nic)  # removed, or changed other than its rates: plugged again below
+        else:
+            keep.append(nic)
+    _save(bundle, table, nets, keep)
+    for nic in want:
+        fields = netconfig.nics(config).get(nic.name, {})
+        rated = nic.replace(ingress_kbit=_kbit(fields.get("limits.ingress")),
+                            egress_kbit=_kbit(fields.get("limits.egress")))
+        old = next((k for k in keep if k.name == nic.name), None)
+        if old is None:
+            with ExitStack() as one:
+                _save(bundle, table, nets, keep + [rated])
+                fw.plug(nets.get(rated.network or ""), rated, pid, one)
+                one.pop_all()
+            keep.append(rated)
+        elif (old.ingress_kbit, old.egress_kbit) != (rated.ingress_kbit, rated.egress_kbit):
+            fw.set_rate(rated)
+            keep = [rated if k.name == nic.name else k for k in keep]
+            _save(bundle, table, nets, keep)
+
+
+def _kbit(value: str | None) -> int | None:
+    from jaula.network import config as netconfig
+
+    return None if value is None else netconfig.rate_kbit(value)
+
+
+def _save(bundle: str, table: str, nets: dict[str, NetworkPlan], nics: list[NicPlan]) -> None:
+    tmp = os.path.join(bundle, "." + RECORD + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"table": table, "networks": [n.as_dict() for n in nets.values()],
+                   "nics": [n.as_dict() for n in nics]}, f)
+    os.rename(tmp, os.path.join(bundle, RECORD))
+
+
+def _load(bundle: str) -> tuple[str | None, dict[str, NetworkPlan], list[NicPlan]]:
+    try:
+        with open(os.path.join(bundle, RECORD)) as f:
+            data = json.load(f)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None, {}, []
+    nets, nics = _plans(data)
+    return data.get("table"), nets, nics
+
+
+def _forget(bundle: str) -> None:
+    for name in (RECORD, "." + RECORD + ".tmp"):
+        try:
+            os.unlink(os.path.join(bundle, name))
+        except FileNotFoundError:
+            pass

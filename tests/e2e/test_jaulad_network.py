@@ -1,0 +1,161 @@
+"""jaulad's networks end to end, with real bridges, veths, addresses and nftables rules: a network
+made through the CLI, two busybox instances on it that ping each other and that the host pings,
+a third on the default network made on first use, addresses stable across a restart of the
+instance and of jaulad, a port forward from the host to busybox httpd inside, a NIC added and
+removed live, and nothing left behind (links, nft elements, allocation rows) once they go."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.test_jaulad import Daemon, daemon  # noqa: F401 (the fixture)
+from tests.support import network as netsupport
+
+pytestmark = pytest.mark.root
+
+BUSYBOX = "/usr/bin/busybox"
+
+
+@pytest.fixture
+def netd(daemon: Daemon) -> Iterator[Daemon]:  # noqa: F811
+    try:
+        yield daemon
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(10)
+        for pid in daemon.pids:
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        time.sleep(0.2)
+        table, bridges = netsupport.daemon_network_names(daemon.root)
+        netsupport.remove_daemon_network(daemon.root)
+        from jaula.network import ipam
+        tag = ipam.root_tag(str(daemon.root.absolute()))
+        mine = set(bridges) | {ipam.veth_name(tag, i, n) for i in ("a1", "a2", "b1", "q1") for n in ("eth0", "eth1")}
+        assert not (mine & netsupport.links())
+        assert not {f"inet {table}", f"bridge {table}"} & netsupport.nft_tables()
+
+
+def _ping(*prefix: str, address: str) -> bool:
+    r = subprocess.run([*prefix, BUSYBOX, "ping", "-c", "1", "-W", "3", address], check=False,
+                       capture_output=True, text=True, timeout=20)
+    return r.returncode == 0
+
+
+def _addresses(d: Daemon) -> dict[tuple[str, str], str]:
+    from jaula.client import Client
+
+    with Client(str(d.socket)) as c:
+        return {(a["instance"], a["nic"]): a["address"] for a in c.network_addresses() if a["family"] == 4}
+
+
+def _host_address() -> str:
+    """The host's own address on its default route (a forward is reached there, not on loopback)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("198.51.100.1", 9))   # no packet is sent: only the route is looked up
+        return s.getsockname()[0]
+
+
+def _get(url: str) -> str:
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                return resp.read().decode()
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(BUSYBOX), reason="needs the host's busybox (ping)")
+def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> None:
+    d = netd
+    d.start()
+    bridge = "jbt" + secrets.token_hex(4)
+    out = d.jaula("network", "create", "lab", "-c", f"bridge={bridge}", "-c", "ipv6.address=none")
+    assert f"bridge {bridge}" in out
+    table, _ = netsupport.daemon_network_names(d.root)
+    assert table != "jaula" and bridge in netsupport.links()
+
+    d.jaula("launch", "busybox", "a1", "-c", "nic.eth0.network=lab")
+    d.jaula("launch", "busybox", "a2", "-c", "nic.eth0.network=lab")
+    d.jaula("launch", "busybox", "b1")                       # eth0 on the default network, made now
+    d.jaula("launch", "busybox", "q1", "-c", "nic.eth0.type=none")
+    pids = {n: d.note(n)["pid"] for n in ("a1", "a2", "b1", "q1")}
+    addr = _addresses(d)
+    assert set(addr) == {("a1", "eth0"), ("a2", "eth0"), ("b1", "eth0")}
+    nets = {n["name"]: n for n in json.loads(d.jaula("network", "list", "--format", "json"))}
+    assert set(nets) == {"lab", "default"} and nets["lab"]["used_by"] == ["a1", "a2"]
+    listed = d.jaula("list")
+    assert addr[("a1", "eth0")] in listed and addr[("b1", "eth0")] in listed
+
+    # the host reaches them; they reach each other; the one without a NIC has only lo
+    for name in ("a1", "a2", "b1"):
+        assert _ping(address=addr[(name, "eth0")]), name
+    assert _ping("nsenter", "-t", str(pids["a1"]), "-n", address=addr[("a2", "eth0")])
+    ifaces = subprocess.run(["nsenter", "-t", str(pids["q1"]), "-n", BUSYBOX, "ip", "-o", "link"],
+                            check=True, capture_output=True, text=True).stdout
+    assert "lo:" in ifaces and "eth0" not in ifaces
+    resolv = (d.root / "instances" / "bundles" / "a1" / "rootfs" / "etc" / "resolv.conf").read_text()
+    assert "nameserver" in resolv
+
+    # a port forward from the host to busybox httpd inside a1
+    subprocess.run(["nsenter", "-t", str(pids["a1"]), "-a", "/bin/sh", "-c",
+                    "mkdir -p /www && echo hello-from-a1 > /www/index.html && httpd -p 80 -h /www"],
+                   check=True, timeout=20)
+    port = 20000 + secrets.randbelow(20000)
+    d.jaula("network", "forward", "add", "lab", "a1", str(port), "80")
+    assert str(port) in d.jaula("network", "forward", "list", "lab")
+    assert _get(f"http://{addr[('a1', 'eth0')]}/") == "hello-from-a1\n"     # straight to it
+    assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"           # through the forward
+
+    # a NIC added and removed live
+    d.jaula("nic", "add", "a2", "eth1", "network=default")
+    a2_eth1 = _addresses(d)[("a2", "eth1")]
+    assert _ping(address=a2_eth1)
+    d.jaula("nic", "remove", "a2", "eth1")
+    assert ("a2", "eth1") not in _addresses(d)
+    assert not _ping(address=a2_eth1)
+
+    # addresses stay across a restart of the instance and of jaulad; the network keeps working
+    d.jaula("restart", "a2")
+    pids["a2"] = d.note("a2")["pid"]
+    d.kill(15)
+    d.start()
+    assert _addresses(d) == addr
+    assert _ping("nsenter", "-t", str(pids["a2"]), "-n", address=addr[("a1", "eth0")])
+    assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"
+
+    # a used network cannot go; once its instances went, nothing is left: links, rules, rows
+    r = subprocess.run([*__import__("tests.e2e.test_jaulad", fromlist=["JAULA"]).JAULA, "--socket", str(d.socket),
+                        "network", "delete", "lab"], check=False, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "used by a1, a2" in r.stdout + r.stderr
+    veths = {n["host_name"] for name in ("a1", "a2", "b1") for n in _nics(d, name)}
+    assert veths <= netsupport.links()
+    d.jaula("delete", "--force", "a1", "a2", "b1", "q1")
+    assert _addresses(d) == {}
+    assert not (veths & netsupport.links())
+    assert [n["name"] for n in json.loads(d.jaula("network", "list", "--format", "json"))] == ["lab"]
+    assert nets["default"]["config"]["bridge"] not in netsupport.links()   # made on first use, gone with b1
+    from jaula.network.firewall_state import read_state
+    state = read_state(table)
+    held = repr(state.elements) + repr(state.chains)                               # lab's own policy only
+    assert not [v for v in veths if v in held] and str(port) not in held, held
+    d.jaula("network", "delete", "lab")
+    assert bridge not in netsupport.links() and not read_state(table).inet      # the last network: table gone
+    assert d.leaks() == []
+
+
+def _nics(d: Daemon, name: str) -> list[dict]:
+    from jaula.client import Client
+
+    with Client(str(d.socket)) as c:
+        return c.nics(name)
