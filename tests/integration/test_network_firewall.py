@@ -108,6 +108,41 @@ def test_gratuitous_arp_for_anothers_address_dropped(topo: Topology, fw: Firewal
     assert host_sees(b_mac) and not wait_for(lambda: host_sees(a_mac), 1.0)
 
 
+def test_neighbour_advertisement_for_anothers_address_dropped(topo: Topology, fw: Firewall) -> None:
+    police(fw, topo, "b")
+    b6, b_mac, a_mac = topo.ip6("b"), topo.nics["b"].mac, topo.nics["a"].mac
+
+    def host_sees(mac: str) -> bool:
+        return f"lladdr {mac}" in sh("ip", "-6", "neigh", "show", b6, "dev", topo.bridge).stdout
+
+    def claim() -> None:
+        assert sh("busybox", "ping", "-c1", "-W1", b6).returncode == 0
+        assert host_sees(b_mac)
+        topo.send_nd("a", "na", target=b6)
+
+    claim()
+    assert wait_for(lambda: host_sees(a_mac)), "control: unpoliced, the host's neighbour table is poisoned"
+    sh("ip", "-6", "neigh", "flush", "dev", topo.bridge)
+    fw.add_nic(topo.network(), topo.nics["a"])
+    claim()
+    assert host_sees(b_mac) and not wait_for(lambda: host_sees(a_mac), 1.0)
+
+
+def test_router_advertisement_from_an_instance_dropped(topo: Topology, fw: Firewall) -> None:
+    police(fw, topo, "b")
+    topo.run("b", "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=1")
+
+    def b_routes_via_a() -> bool:
+        return "default via fe80::" in topo.run("b", "ip", "-6", "route", "show", "default").stdout
+
+    topo.send_nd("a", "ra")
+    assert wait_for(b_routes_via_a), "control: unpoliced, b takes a as its IPv6 router"
+    topo.run("b", "ip", "-6", "route", "flush", "default")
+    fw.add_nic(topo.network(), topo.nics["a"])
+    topo.send_nd("a", "ra")
+    assert not wait_for(b_routes_via_a, 1.0)
+
+
 def test_dhcp_server_replies_from_an_instance_dropped(topo: Topology, fw: Firewall) -> None:
     police(fw, topo, "a", "b")
     topo.serve("b", "udp", "0.0.0.0", 68)

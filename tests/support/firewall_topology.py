@@ -66,6 +66,32 @@ except OSError as e:
 """
 
 
+ND = r"""
+import socket, struct, sys
+def csum(data):
+    data += b"\0" * (len(data) % 2)
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+kind, src_mac, src_ip, target = sys.argv[1:5]
+mac = bytes.fromhex(src_mac.replace(":", ""))
+src, dst = socket.inet_pton(socket.AF_INET6, src_ip), socket.inet_pton(socket.AF_INET6, "ff02::1")
+if kind == "na":   # unsolicited, override flag, target link-layer address option: our MAC
+    body = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, target) + bytes([2, 1]) + mac
+else:              # router advertisement: lifetime 1800 s, source link-layer address option
+    body = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0) + bytes([1, 1]) + mac
+c = csum(src + dst + struct.pack("!I", len(body)) + b"\0\0\0" + bytes([58]) + body)
+body = body[:2] + struct.pack("!H", c) + body[4:]
+frame = bytes.fromhex("333300000001") + mac + struct.pack("!H", 0x86DD)
+frame += struct.pack("!IHBB", 0x60000000, len(body), 58, 255) + src + dst + body
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for _ in range(3):
+    s.send(frame)
+"""
+
+
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, check=check)
 
@@ -162,6 +188,12 @@ class Topology:
     def ping(self, ns: str, addr: str, source: str | None = None) -> bool:
         args = ["busybox", "ping", "-c1", "-W1"] + (["-I", source] if source else []) + [addr]
         return sh(*in_ns(self.ns(ns), *args), check=False).returncode == 0
+
+    def send_nd(self, ns: str, kind: str, target: str = "::") -> None:
+        """Send a hand-made ICMPv6 "na" (for `target`) or "ra" from `ns`'s eth0, from its MAC and link-local."""
+        from jaula.network.firewall import link_local
+        mac = self.nics[ns].mac
+        sh(*in_ns(self.ns(ns), sys.executable, "-c", ND, kind, mac, link_local(mac), target))
 
     def run(self, ns: str, *args: str) -> subprocess.CompletedProcess:
         return sh(*in_ns(self.ns(ns), *args))
