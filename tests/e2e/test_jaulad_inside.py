@@ -224,6 +224,7 @@ def test_symlinks_inside_cannot_reach_the_host(d: Daemon, tmp_path: Path) -> Non
 def test_console_and_logs(d: Daemon, tmp_path: Path) -> None:
     ticker = tmp_path / "S50tick"
     ticker.write_text("#!/bin/sh\n[ \"$1\" = start ] || exit 0\n"
+                      "i=0; while [ $i -lt 3000 ]; do echo \"burst $i $(printf '%080d' 0)\"; i=$((i+1)); done\n"
                       "(i=0; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.3; done) &\n")
     assert run(d, "file", "push", "--mode", "0755", str(ticker), f"{NAME}/etc/init.d/S50tick").returncode == 0
     d.jaula("restart", "--force", NAME)
@@ -241,7 +242,11 @@ def test_console_and_logs(d: Daemon, tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert b"tick 1" in run(d, "console", NAME, "--show-log").stdout
-    assert b"tick 1" in run(d, "logs", NAME).stdout
+    logs = run(d, "logs", NAME).stdout
+    assert b"tick 1" in logs and b"burst 2999" in logs and b"burst 0 " not in logs   # ~280 KiB written
+    assert len(logs) <= 128 * 1024 and not logs.startswith(b"\0")
+    st = os.stat(d.root / "instances" / "logs" / NAME / "console.log")
+    assert st.st_size > 256 * 1024 and st.st_blocks * 512 <= 128 * 1024 + 4 * st.st_blksize  # the head freed
     _inside(d, "rm /etc/init.d/S50tick")
 
 

@@ -52,7 +52,7 @@ def mount(app: FastAPI, db: Any) -> None:
             return JSONResponse({"type": "sync", "status": "Success", "status_code": 200, "metadata": got},
                                 headers=meta.headers())
         headers = {**meta.headers(), "Content-Length": str(meta.size)}
-        return StreamingResponse(_read(got), media_type="application/octet-stream", headers=headers)
+        return StreamingResponse(_read(got, meta.size), media_type="application/octet-stream", headers=headers)
 
     @app.post("/1.0/instances/{name}/files", tags=["instances"], status_code=200,
               summary="Push a file (the body) or make a folder inside a running instance")
@@ -89,9 +89,13 @@ def mount(app: FastAPI, db: Any) -> None:
         return {"type": "sync", "status": "Success", "status_code": 200, "metadata": {}}
 
 
-def _read(fd: int) -> Iterator[bytes]:
+def _read(fd: int, size: int) -> Iterator[bytes]:
+    """The file's first `size` bytes (its size when opened: the Content-Length sent), zeros
+    after its end if the instance shortened it meanwhile."""
     try:
-        while chunk := os.read(fd, 1 << 16):
+        while size > 0:
+            chunk = os.read(fd, min(1 << 16, size)) or b"\0" * min(1 << 16, size)
+            size -= len(chunk)
             yield chunk
     finally:
         os.close(fd)
