@@ -25,7 +25,7 @@ def test_launch_list_info_and_formats(api) -> None:
     assert r.output == "Instance web1 created from bb\nInstance web1 started\n"
     assert jaula(api, "create", "bb", "db1").exit_code == 0
     table = jaula(api, "list").output.splitlines()
-    assert table[0].split() == ["NAME", "STATUS", "TEMPLATE", "MODE", "PROFILES"]
+    assert table[0].split() == ["NAME", "STATUS", "TEMPLATE", "MODE", "PROFILES", "IPV4"]
     assert table[1].split() == ["db1", "stopped", "bb", "system"] and table[2].split() == ["web1", "running", "bb", "system", "small"]
     as_json = json.loads(jaula(api, "list", "--format", "json").output)
     assert [i["name"] for i in as_json] == ["db1", "web1"] and as_json[1]["expanded_config"]["limits.memory"] == "512MiB"
