@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
+import sys
 
-from jaula.linux.libc import check, libc
+from jaula.linux.libc import call, u32s
 from jaula.linux.proc import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
@@ -29,14 +29,6 @@ BY_NAME = {n: i for i, n in enumerate(NAMES)}
 _VERSION_3 = 0x20080522
 
 
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
 def last_cap() -> int:
     """The highest capability this kernel knows."""
     try:
@@ -59,20 +51,15 @@ def to_names(mask: int) -> list[str]:
 
 def capget(pid: int = 0) -> tuple[int, int, int]:
     """(effective, permitted, inheritable) masks of `pid` (0: this thread)."""
-    hdr = _Header(_VERSION_3, pid)
-    data = (_Data * 2)()
-    check(libc.capget(ctypes.byref(hdr), data), "capget", f"pid {pid}")
-    return tuple((getattr(data[1], f) << 32) | getattr(data[0], f) for f in ("effective", "permitted", "inheritable"))  # type: ignore[return-value]
+    data = bytearray(24)  # struct __user_cap_data_struct[2]: effective, permitted, inheritable (u32 each)
+    call("capget", bytearray(u32s(_VERSION_3, pid)), data, detail=f"pid {pid}")  # the kernel may write the header
+    words = [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, 24, 4)]
+    return tuple((words[3 + k] << 32) | words[k] for k in range(3))  # type: ignore[return-value]
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    hdr = _Header(_VERSION_3, 0)
-    data = (_Data * 2)()
-    for i in range(2):
-        data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> (32 * i)) & 0xFFFFFFFF
-    check(libc.capset(ctypes.byref(hdr), data), "capset", f"eff={effective:#x} perm={permitted:#x} inh={inheritable:#x}")
+    data = u32s(*(mask >> (32 * i) for i in range(2) for mask in (effective, permitted, inheritable)))
+    call("capset", bytearray(u32s(_VERSION_3, 0)), data, detail=f"eff={effective:#x} perm={permitted:#x} inh={inheritable:#x}")
 
 
 def bounding_has(cap: int) -> bool:

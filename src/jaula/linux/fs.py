@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
+import sys
 
 from jaula.errors import SyscallError
-from jaula.linux.libc import NR, _syscall, fsencode
+from jaula.linux.libc import NR, call, fsencode, raw, u64s
 
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -19,19 +19,15 @@ RESOLVE_IN_ROOT = 0x10
 O_PATH = os.O_PATH
 
 
-class OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    how = OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    how = u64s(flags | os.O_CLOEXEC, mode, resolve)  # struct open_how
+    name = fsencode(path)
     while True:
-        ret = _syscall(ctypes.c_long(NR["openat2"]), dirfd, fsencode(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        ret = raw(NR["openat2"], dirfd, name, how, len(how))
         if ret >= 0:
             return ret
-        err = ctypes.get_errno()
-        if err != errno.EAGAIN:  # EAGAIN: a concurrent rename raced the lookup; try again
-            raise SyscallError("openat2", err, repr(path))
+        if ret != -errno.EAGAIN:  # EAGAIN: a concurrent rename raced the lookup; try again
+            raise SyscallError("openat2", -ret, repr(path))
 
 
 def open_in_root(root_fd: int, path: str, flags: int = O_PATH, mode: int = 0) -> int:
@@ -83,11 +79,9 @@ def make_in_root(root_fd: int, path: str, directory: bool, mode: int = 0o755) ->
 
 def fstatfs_type(fd: int) -> int:
     """The f_type magic of the filesystem `fd` is on (PROC_SUPER_MAGIC, SYSFS_MAGIC...)."""
-    buf = ctypes.create_string_buffer(120)
-    from jaula.linux.libc import check, libc
-
-    check(libc.fstatfs(fd, buf), "fstatfs", f"fd {fd}")
-    return ctypes.c_long.from_buffer(buf).value
+    buf = bytearray(120)  # struct statfs; f_type (a long) comes first
+    call("fstatfs", fd, buf, detail=f"fd {fd}")
+    return int.from_bytes(buf[:8], sys.byteorder, signed=True)
 
 
 PROC_SUPER_MAGIC = 0x9FA0

@@ -1,23 +1,28 @@
-"""The C library through ctypes, raw syscall numbers, and errno checking.
+"""Raw syscalls by name, with errno checking: the runtime's way past what `os` lacks.
 
 Python 3.11 lacks os.unshare/os.setns and the new mount API, so they are reached here.
+`call()` goes through the tiny C module `jaula.linux._sys` (built by scripts/setup), or through
+ctypes when that is not built: `import ctypes` alone costs ~2.5 ms, a tenth of a container's
+start, so the hot path never imports it when the C module is there. JAULA_SYSCALL=ctypes forces
+the fallback (the tests run both). `libc` (a ctypes CDLL) and `syscall()` remain for the callers
+that pass ctypes structures; they import ctypes on first use.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+import sys
 
 from jaula.errors import SyscallError
 
-libc = ctypes.CDLL(None, use_errno=True)
-_syscall = libc.syscall
-_syscall.restype = ctypes.c_long
-
 # Numbers from 424 on are the same on every architecture (the unified syscall table).
 _ARCH_NUMBERS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "seccomp": 317, "keyctl": 250, "personality": 135},
-    "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219, "personality": 92},
+    "x86_64": {"pivot_root": 155, "seccomp": 317, "keyctl": 250, "personality": 135, "mount": 165, "umount2": 166,
+               "unshare": 272, "setns": 308, "prctl": 157, "sethostname": 170, "setdomainname": 171,
+               "capget": 125, "capset": 126, "fstatfs": 138, "prlimit64": 302, "fcntl": 72},
+    "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219, "personality": 92, "mount": 40, "umount2": 39,
+                "unshare": 97, "setns": 268, "prctl": 167, "sethostname": 161, "setdomainname": 162,
+                "capget": 90, "capset": 91, "fstatfs": 44, "prlimit64": 261, "fcntl": 25},
 }
 NR: dict[str, int] = {
     "pidfd_send_signal": 424,
@@ -36,8 +41,64 @@ NR: dict[str, int] = {
 }
 
 
+def _load_raw():
+    """The raw syscall entry: (function(nr, *args) -> result or -errno, "c" or "ctypes")."""
+    if os.environ.get("JAULA_SYSCALL") != "ctypes":
+        try:
+            from jaula.linux import _sys
+        except ImportError:
+            pass
+        else:
+            if getattr(_sys, "VERSION", 0) == 1:
+                return _sys.syscall, "c"
+    __getattr__("_syscall")  # now: after pivot_root the host's ctypes could no longer be imported
+    return _ctypes_raw, "ctypes"
+
+
+def _ctypes_raw(nr: int, *args: object) -> int:
+    """What _sys.syscall does, through ctypes: int, None, bytes or a writable buffer per argument."""
+    import ctypes  # loaded by _load_raw already
+
+    conv: list[object] = []
+    for a in args:
+        if a is None or isinstance(a, bytes):
+            conv.append(a)
+        elif isinstance(a, int):
+            conv.append(ctypes.c_ulong(a & 0xFFFFFFFFFFFFFFFF) if a > 0x7FFFFFFFFFFFFFFF else ctypes.c_long(a))
+        else:
+            conv.append((ctypes.c_char * len(a)).from_buffer(a))  # type: ignore[arg-type]
+    ret = __getattr__("_syscall")(ctypes.c_long(nr), *conv)
+    return -ctypes.get_errno() if ret == -1 else ret
+
+
+def call(name: str, *args: object, detail: str = "") -> int:
+    """The syscall `name` with plain arguments (see _ctypes_raw); raises SyscallError naming it and `detail`."""
+    ret = raw(NR[name], *args)
+    if ret < 0:
+        raise SyscallError(name, -ret, detail)
+    return ret
+
+
+def __getattr__(name: str) -> object:
+    """`libc` and `_syscall` (ctypes), made on first use: importing ctypes is what the hot path avoids."""
+    if name not in ("libc", "_syscall"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import ctypes
+
+    lib = ctypes.CDLL(None, use_errno=True)
+    fn = lib.syscall
+    fn.restype = ctypes.c_long
+    globals().update(libc=lib, _syscall=fn)
+    return globals()[name]
+
+
+raw, BACKEND = _load_raw()
+
+
 def fail(call: str, detail: str = "") -> SyscallError:
-    """The error for the C call that just returned -1."""
+    """The error for the ctypes C call that just returned -1."""
+    import ctypes
+
     return SyscallError(call, ctypes.get_errno(), detail)
 
 
@@ -48,11 +109,23 @@ def check(ret: int, call: str, detail: str = "") -> int:
 
 
 def syscall(name: str, *args: object, detail: str = "") -> int:
-    """A raw syscall by name; raises SyscallError naming `name` and `detail`."""
-    ret = _syscall(ctypes.c_long(NR[name]), *args)
+    """A raw syscall by name through ctypes (arguments may be ctypes objects); raises SyscallError."""
+    import ctypes
+
+    ret = __getattr__("_syscall")(ctypes.c_long(NR[name]), *args)
     if ret < 0:
         raise fail(name, detail)
     return ret
+
+
+def u64s(*values: int) -> bytes:
+    """A C struct of __u64 fields (open_how, mount_attr), in this machine's byte order."""
+    return b"".join(v.to_bytes(8, sys.byteorder) for v in values)
+
+
+def u32s(*values: int) -> bytes:
+    """A C array or struct of 32-bit fields; negative values as two's complement (fds, pids)."""
+    return b"".join((v & 0xFFFFFFFF).to_bytes(4, sys.byteorder) for v in values)
 
 
 def fsencode(path: str | bytes | None) -> bytes | None:

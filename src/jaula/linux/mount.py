@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-from jaula.linux.libc import check, fsencode, libc, syscall
+from jaula.linux.libc import call, fsencode, u64s
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -58,34 +57,25 @@ MOUNT_ATTR_IDMAP = 0x100000
 MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 
 
-class MountAttr(ctypes.Structure):
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
-
-
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    ret = libc.mount(fsencode(source), fsencode(target), fsencode(fstype), ctypes.c_ulong(flags), fsencode(data))
-    check(ret, "mount", f"{source!r} on {target!r} (type {fstype}, flags {flags:#x}{', ' + data if data else ''})")
+    call("mount", fsencode(source), fsencode(target), fsencode(fstype), flags, fsencode(data),
+         detail=f"{source!r} on {target!r} (type {fstype}, flags {flags:#x}{', ' + data if data else ''})")
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    check(libc.umount2(fsencode(target), flags), "umount2", repr(target))
+    call("umount2", fsencode(target), flags, detail=repr(target))
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    syscall("pivot_root", fsencode(new_root), fsencode(put_old), detail=f"{new_root!r} {put_old!r}")
+    call("pivot_root", fsencode(new_root), fsencode(put_old), detail=f"{new_root!r} {put_old!r}")
 
 
 def open_tree(path: str, flags: int, dirfd: int = AT_FDCWD) -> int:
-    return syscall("open_tree", dirfd, fsencode(path), ctypes.c_uint(flags), detail=repr(path))
+    return call("open_tree", dirfd, fsencode(path), flags, detail=repr(path))
 
 
 def move_mount(from_fd: int, to_path: str, to_dirfd: int = AT_FDCWD, flags: int = MOVE_MOUNT_F_EMPTY_PATH) -> None:
-    syscall("move_mount", from_fd, b"", to_dirfd, fsencode(to_path), ctypes.c_uint(flags), detail=f"to {to_path!r}")
+    call("move_mount", from_fd, b"", to_dirfd, fsencode(to_path), flags, detail=f"to {to_path!r}")
 
 
 def move_mount_to_fd(from_fd: int, to_fd: int) -> None:
@@ -94,8 +84,8 @@ def move_mount_to_fd(from_fd: int, to_fd: int) -> None:
     move_mount(2) refuses /proc/self/fd/N magic links as its target (EINVAL), so the target goes
     by fd with MOVE_MOUNT_T_EMPTY_PATH.
     """
-    syscall("move_mount", from_fd, b"", to_fd, b"", ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
-            detail=f"to fd {to_fd}")
+    call("move_mount", from_fd, b"", to_fd, b"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+         detail=f"to fd {to_fd}")
 
 
 def mount_setattr(
@@ -107,16 +97,8 @@ def mount_setattr(
     propagation: int = 0,
     userns_fd: int = 0,
 ) -> None:
-    attr = MountAttr(attr_set, attr_clr, propagation, userns_fd)
-    syscall(
-        "mount_setattr",
-        dirfd,
-        fsencode(path),
-        ctypes.c_uint(flags),
-        ctypes.byref(attr),
-        ctypes.c_size_t(ctypes.sizeof(attr)),
-        detail=repr(path) if path else f"fd {dirfd}",
-    )
+    attr = u64s(attr_set, attr_clr, propagation, userns_fd)  # struct mount_attr
+    call("mount_setattr", dirfd, fsencode(path), flags, attr, len(attr), detail=repr(path) if path else f"fd {dirfd}")
 
 
 def idmap_tree(path: str, userns_fd: int, recursive: bool = True) -> int:

@@ -6,7 +6,7 @@ import errno
 import os
 
 from jaula.errors import SyscallError
-from jaula.linux.libc import check, libc
+from jaula.linux.libc import call
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -34,11 +34,11 @@ NAMESPACES: dict[str, tuple[int, str]] = {
 
 
 def unshare(flags: int) -> None:
-    check(libc.unshare(flags), "unshare", hex(flags))
+    call("unshare", flags, detail=hex(flags))
 
 
 def setns(fd: int, nstype: int = 0, what: str = "") -> None:
-    check(libc.setns(fd, nstype), "setns", what)
+    call("setns", fd, nstype, detail=what)
 
 
 def setns_path(path: str, nstype: int = 0) -> None:

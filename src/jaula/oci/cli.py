@@ -5,6 +5,7 @@ Imports are per verb: `state` or `start` must not pay for what only `create` nee
 
 from __future__ import annotations
 
+import os
 import sys
 
 from jaula import __version__
@@ -112,7 +113,26 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The program (argv None: sys.argv, and the process ends here) or a call (argv given: returns the exit code)."""
+    code = _main(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown (freeing every module and object costs
+    ~4 ms here, a sixth of a `run`). Nothing else needs it: files are closed where written, the
+    log is unbuffered, sockets and fds go with the process. Only stdio may hold buffered output."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed pipe: nothing more can be said there
+    os._exit(code)
+
+
+def _main(argv: list[str]) -> int:
     log = None
     try:
         g, rest = parse(GLOBAL, argv, stop_at_positional=True, where=PROG)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 from jaula.errors import ConfigError, Exists, JaulaError
-from jaula.oci import config, hooks, rootfs, state, sync
-from jaula.oci.init import Plan, idmapped_mounts, intermediate
+from jaula.oci import config, rootfs, state, sync
+from jaula.oci.init import Plan, idmapped_mounts, intermediate, wants_pid_exchange
 from jaula.oci.validate import validate
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -85,7 +85,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     console_sock = None
     if spec.process.terminal:
         console_sock = opts.console_fd if opts.console_fd is not None else _connect(opts.console_socket)
-    mounts = cgroup_mounts()
+    mounts = {h.mountpoint: "cgroup2" if h.version == 2 else "cgroup" for h in cg.layout.hierarchies()}
     binds, v2_only = cgroup_binds(cg.paths, mounts)
     need_unified = v2_only or _needs_unified(lx.resources)
     ctx = rootfs.Context(rootfs=spec.root.path, userns=lx.namespace("user") is not None,
@@ -134,12 +134,15 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         finally:
             for fd in fds:
                 os.close(fd)
-    sync.expect(parent, sync.CREATE_RUNTIME)
-    hook_state["pid"] = ipid
-    for kind in ("prestart", "createRuntime"):
-        if spec.hooks.get(kind):
-            hooks.run(kind, spec.hooks[kind], hook_state)
-    sync.send(parent, sync.GO_ON, str(ipid))
+    if wants_pid_exchange(spec):
+        sync.expect(parent, sync.CREATE_RUNTIME)
+        hook_state["pid"] = ipid
+        for kind in ("prestart", "createRuntime"):
+            if spec.hooks.get(kind):
+                from jaula.oci import hooks
+
+                hooks.run(kind, spec.hooks[kind], hook_state)
+        sync.send(parent, sync.GO_ON, str(ipid))
     while True:
         name, payload, fds = sync.recv(parent, with_fds=True)
         if name == sync.READY:

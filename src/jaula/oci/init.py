@@ -12,7 +12,7 @@ import os
 from jaula.linux import ns as nsys
 from jaula.linux import proc
 from jaula.linux.facade import Real
-from jaula.oci import hooks, process, rootfs, sync
+from jaula.oci import process, rootfs, sync
 from jaula.oci.config import Process, Spec
 
 
@@ -91,6 +91,13 @@ def _namespaces(plan: Plan) -> None:
                 f.write(f"{clock} {secs} {nsecs}\n")
 
 
+def wants_pid_exchange(spec: Spec) -> bool:
+    """Whether init and the runtime meet before pivot_root (CREATE_RUNTIME / GO_ON): to run the
+    runtime's prestart and createRuntime hooks there, and to tell init its host pid for the hooks
+    it runs itself. Without hooks nobody needs that meeting, and it is two context switches."""
+    return any(spec.hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer"))
+
+
 def idmapped_mounts(spec: Spec) -> list[int]:
     """Indexes of the mounts with the idmap or ridmap option."""
     return [i for i, m in enumerate(spec.mounts) if m.parsed.idmap]
@@ -144,12 +151,15 @@ def container_init(plan: Plan) -> None:
         if os.read(plan.pid_sent, 1) != b"1":
             raise sync.ProtocolError("the intermediate process exited before reporting the init's pid")
         os.close(plan.pid_sent)
-        sync.send(plan.sock, sync.CREATE_RUNTIME)
-        plan.state["pid"] = int(sync.expect(plan.sock, sync.GO_ON))
+        if wants_pid_exchange(spec):
+            sync.send(plan.sock, sync.CREATE_RUNTIME)
+            plan.state["pid"] = int(sync.expect(plan.sock, sync.GO_ON))
+        _preload(plan)
         if spec.hooks.get("createContainer"):
             step = "createContainer hooks"
+            from jaula.oci import hooks
+
             hooks.run("createContainer", spec.hooks["createContainer"], plan.state)
-        _preload(plan)
         tramp = process.trampoline()
         if lx.namespace("mount") is not None:
             step = "pivot_root"
@@ -206,6 +216,8 @@ def container_init(plan: Plan) -> None:
             pass
         # The fifo stays open until execve closes it: `start` waits for that to run poststart hooks.
         if spec.hooks.get("startContainer"):
+            from jaula.oci import hooks  # preloaded
+
             hooks.run("startContainer", spec.hooks["startContainer"], plan.state | {"status": "created"})
         if lx.seccomp is not None and not seccomp_early:
             _seccomp(plan)
@@ -222,14 +234,14 @@ def _preload(plan: Plan) -> None:
     """Import now what init needs after pivot_root: from then on the host's Python library is
     out of reach (as it must be: nothing of the host's interpreter is visible inside)."""
     p = plan.spec.process
+    if plan.spec.hooks.get("startContainer"):
+        from jaula.oci import hooks  # noqa: F401
     if p.terminal:
         import fcntl  # noqa: F401
         import struct  # noqa: F401
         import termios  # noqa: F401
 
         from jaula.linux import fs, mount  # noqa: F401
-    if p.rlimits:
-        import resource  # noqa: F401
     if plan.spec.linux.seccomp is not None:
         from jaula.oci import seccomp  # noqa: F401
 

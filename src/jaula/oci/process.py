@@ -14,27 +14,19 @@ from jaula.linux.kfile import write_kernel_file
 from jaula.oci.config import Process
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_INFINITY = 2**64 - 1
 
 
 def set_rlimits(p: Process) -> None:
-    if not p.rlimits:
-        return  # and `resource` was not preloaded: after pivot_root it cannot be imported
-    import resource
-
     for rl in p.rlimits:
-        soft = resource.RLIM_INFINITY if rl.soft >= _INFINITY else rl.soft
-        hard = resource.RLIM_INFINITY if rl.hard >= _INFINITY else rl.hard
+        soft = min(rl.soft, proc.RLIM_INFINITY)
+        hard = min(rl.hard, proc.RLIM_INFINITY)
         try:
-            resource.setrlimit(rl.resource, (soft, hard))
-        except (OSError, ValueError) as e:
-            # Python turns EPERM (a hard limit raised without CAP_SYS_RESOURCE, or NOFILE past
-            # fs.nr_open) and EINVAL (soft above hard) into ValueError: tell them apart again.
-            err = getattr(e, "errno", None) or (errno.EINVAL if rl.soft > rl.hard else errno.EPERM)
+            proc.setrlimit(rl.resource, soft, hard)
+        except SyscallError as e:
             detail = f"{rl.type} soft={rl.soft} hard={rl.hard}"
-            if err == errno.EPERM:
-                detail += f" (current hard limit {resource.getrlimit(rl.resource)[1]}; raising it needs CAP_SYS_RESOURCE)"
-            raise SyscallError("setrlimit", err, detail) from None
+            if e.errno == errno.EPERM:
+                detail += f" (current hard limit {proc.getrlimit(rl.resource)[1]}; raising it needs CAP_SYS_RESOURCE)"
+            raise SyscallError("setrlimit", e.errno, detail) from None
 
 
 def lsm_enabled(name: str) -> bool:
@@ -180,8 +172,6 @@ def trampoline() -> int | None:
     The container's program is exec'd through it, so that /proc/self/exe at that execve is this
     sealed memfd, never the host's interpreter (CVE-2019-5736: `#!/proc/self/exe`).
     """
-    import fcntl
-
     from jaula.oci.trampoline_blob import BLOBS
 
     blob = BLOBS.get(os.uname().machine)
@@ -194,7 +184,7 @@ def trampoline() -> int | None:
         fd = os.memfd_create("jaula-exec", flags)  # before 6.3: memfds are executable anyway
     try:
         os.write(fd, blob)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        proc.add_seals(fd, proc.F_SEAL_SEAL | proc.F_SEAL_SHRINK | proc.F_SEAL_GROW | proc.F_SEAL_WRITE)
     except BaseException:
         os.close(fd)
         raise

@@ -1,0 +1,94 @@
+/* jaula.linux._sys: raw syscall(2) for the runtime's hot path, without ctypes.
+ *
+ * `import ctypes` costs ~2.5 ms here, a tenth of a container start; this module costs a dlopen.
+ * Optional: scripts/setup builds it with gcc; without it jaula.linux.libc falls back to ctypes.
+ * Keep the interface tiny and stable (VERSION): the ctypes fallback implements the same one.
+ *
+ *   syscall(nr, *args) -> int   up to 6 arguments, each an int (passed as a long; ints above
+ *                               LONG_MAX as their unsigned 64-bit pattern), None (NULL), bytes
+ *                               (a read-only pointer, NUL-terminated) or a writable buffer such
+ *                               as a bytearray (a pointer the kernel may fill). Returns the
+ *                               kernel's result, or -errno on failure (never raises for errno).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define MAX_ARGS 6
+
+static PyObject *sys_syscall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long nr, a[MAX_ARGS] = {0};
+    Py_buffer views[MAX_ARGS];
+    int held[MAX_ARGS] = {0};
+    PyObject *result = NULL;
+    long ret;
+    int err;
+
+    if (nargs < 1 || nargs > MAX_ARGS + 1) {
+        PyErr_Format(PyExc_TypeError, "syscall: takes a number and at most %d arguments", MAX_ARGS);
+        return NULL;
+    }
+    nr = PyLong_AsLong(args[0]);
+    if (nr == -1 && PyErr_Occurred())
+        return NULL;
+    for (Py_ssize_t i = 1; i < nargs; i++) {
+        PyObject *o = args[i];
+        if (o == Py_None) {
+            a[i - 1] = 0;
+        } else if (PyLong_Check(o)) {
+            int overflow = 0;
+            a[i - 1] = PyLong_AsLongAndOverflow(o, &overflow);
+            if (overflow > 0)
+                a[i - 1] = (long)PyLong_AsUnsignedLongMask(o);
+            else if (overflow < 0) {
+                PyErr_Format(PyExc_OverflowError, "syscall: argument %zd is below LONG_MIN", i);
+                goto out;
+            }
+            if (PyErr_Occurred())
+                goto out;
+        } else if (PyBytes_Check(o)) {
+            a[i - 1] = (long)PyBytes_AS_STRING(o);
+        } else if (PyObject_GetBuffer(o, &views[i - 1], PyBUF_WRITABLE) == 0) {
+            held[i - 1] = 1;
+            a[i - 1] = (long)views[i - 1].buf;
+        } else {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "syscall: argument %zd must be int, None, bytes or a writable buffer, not %s",
+                         i, Py_TYPE(o)->tp_name);
+            goto out;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ret = syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromLong(ret == -1 ? -err : ret);
+out:
+    for (int i = 0; i < MAX_ARGS; i++)
+        if (held[i])
+            PyBuffer_Release(&views[i]);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"syscall", (PyCFunction)(void (*)(void))sys_syscall, METH_FASTCALL,
+     "syscall(nr, *args) -> result, or -errno on failure"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_sys", "Raw syscall(2) for jaula's hot path (see _sys.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__sys(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", 1) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
