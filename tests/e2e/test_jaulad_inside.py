@@ -241,6 +241,23 @@ def test_console_and_logs(d: Daemon, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    # on a terminal: lines stay lines (no raw mode for a file's bytes), ctrl-a q detaches
+    master, slave = os.openpty()
+    term = subprocess.Popen(["setsid", "--ctty", "--wait", *JAULA, "--socket", str(d.socket), "console", NAME],
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        seen = _read_until(master, b"tick", bytearray())
+        assert b"ctrl-a q detaches" in seen
+        seen = _read_until(master, b"\n", bytearray(seen[seen.index(b"tick"):]))
+        assert seen.split(b"\n")[0].endswith(b"\r"), seen   # a console line ends as a line: not raw mode
+        os.write(master, b"\x01q")
+        assert term.wait(20) == 0
+    finally:
+        if term.poll() is None:
+            term.kill()
+            term.wait()
+        os.close(master)
     assert b"tick 1" in run(d, "console", NAME, "--show-log").stdout
     logs = run(d, "logs", NAME).stdout
     assert b"tick 1" in logs and b"burst 2999" in logs and b"burst 0 " not in logs   # ~280 KiB written

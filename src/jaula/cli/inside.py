@@ -91,7 +91,10 @@ def register(cli: click.Group, client_of: Callable[[click.Context], Any], group_
         stdin = 0
         if os.isatty(stdin):
             click.echo(f"Attached to {name}'s console (read-only); ctrl-a q detaches", err=True)
-        relay(client.console(name), tty=True, stdin=stdin, detach=DETACH)
+        try:
+            relay(client.console(name), tty=True, stdin=stdin, detach=DETACH, cbreak=True)
+        except KeyboardInterrupt:
+            pass
 
     @cli.command()
     @click.argument("name")

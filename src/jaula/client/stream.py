@@ -87,11 +87,13 @@ def terminal_size(fd: int) -> tuple[int, int]:
 
 
 def relay(stream: Stream, *, tty: bool, stdin: int = 0, stdout: int = 1, stderr: int = 2,
-          detach: bytes | None = None, forward_signals: bool = True) -> int:
+          detach: bytes | None = None, forward_signals: bool = True, cbreak: bool = False) -> int:
     """Copy `stdin` to the stream and its output to `stdout`/`stderr` until it ends; the command's
     exit code (or raise the error jaulad sent). With `tty` and a terminal on `stdin`, the
     terminal is raw meanwhile and its resizes are sent. `detach` (bytes typed on stdin) ends the
-    relay at once (returns 0). Without a tty, SIGINT, SIGTERM and SIGHUP go to the command."""
+    relay at once (returns 0). Without a tty, SIGINT, SIGTERM and SIGHUP go to the command. `cbreak`:
+    the terminal only stops echoing and waiting for lines (a console's output is a file's bytes,
+    not a pty's: the terminal still turns its newlines into line starts; ctrl-c still stops us)."""
     raw = tty and os.isatty(stdin)
     old_attrs = None
     old_handlers: dict[int, Any] = {}
@@ -103,8 +105,8 @@ def relay(stream: Stream, *, tty: bool, stdin: int = 0, stdout: int = 1, stderr:
             import tty as tty_mod
 
             old_attrs = termios.tcgetattr(stdin)
-            tty_mod.setraw(stdin)
-        if main and raw:
+            (tty_mod.setcbreak if cbreak else tty_mod.setraw)(stdin)
+        if main and raw and not cbreak:
             old_handlers[signal.SIGWINCH] = signal.signal(
                 signal.SIGWINCH, lambda *_: _quiet(stream.resize, *(v or 1 for v in terminal_size(stdin))))
         elif main and forward_signals and not tty:
