@@ -249,14 +249,14 @@ def test_events_record_the_lifecycle(api, openapi) -> None:
     create(api, openapi, "web1")
     api.client.start("web1")
     api.client.stop("web1")
-    _, body = call(api, openapi, "GET", "/1.0/events")
+    _, body = call(api, openapi, "GET", "/1.0/events/history")
     events = body["metadata"]
-    assert [(e["type"], e["payload"]) for e in events] == [
-        ("instance-created", {"name": "web1"}), ("instance-start", {"name": "web1"}),
-        ("instance-stop", {"name": "web1"})]
-    _, later = call(api, openapi, "GET", "/1.0/events", params={"after": events[0]["id"], "type": "instance-stop"})
+    assert [(e["type"], e["payload"]["name"]) for e in events] == [
+        ("instance-created", "web1"), ("instance-started", "web1"), ("instance-stopped", "web1")]
+    _, later = call(api, openapi, "GET", "/1.0/events/history",
+                    params={"after": events[0]["id"], "type": "instance-stopped"})
     assert [e["id"] for e in later["metadata"]] == [events[2]["id"]]
-    _, none = call(api, openapi, "GET", "/1.0/events", params={"after": events[2]["id"], "timeout": 0.2})
+    _, none = call(api, openapi, "GET", "/1.0/events/history", params={"after": events[2]["id"], "timeout": 0.2})
     assert none["metadata"] == []
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from jaula.client import Client, default_socket
+from jaula.client import Client
 from jaula.errors import ConfigError, ExitCode, JaulaError
 
 EXIT_CODES = f"""\b
@@ -57,7 +57,11 @@ class _Group(click.Group):
 def _client(ctx: click.Context) -> Client:
     root = ctx.find_root()
     if "client" not in root.meta:
-        root.meta["client"] = Client(root.params["socket"] or default_socket())
+        # jaulad started on first use when none answers (connect.py)
+        from jaula.cli.connect import connect
+        explicit = root.get_parameter_source("socket") == click.core.ParameterSource.COMMANDLINE
+        root.meta["client"] = connect(root.params["socket"], root.params["remote"], root.params["token_file"],
+                                      may_start=not explicit)
         root.call_on_close(root.meta["client"].close)
     return root.meta["client"]
 
@@ -75,8 +79,12 @@ def _pairs(values: tuple[str, ...]) -> dict[str, str]:
 @click.group(cls=_Group, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--socket", envvar="JAULA_SOCKET", metavar="PATH",
               help="jaulad's API socket [env JAULA_SOCKET; default /run/jaula/jaula.sock]")
+@click.option("--remote", envvar="JAULA_REMOTE", metavar="URL",
+              help="jaulad over TCP instead, e.g. http://127.0.0.1:8443 (jaulad --listen) [env JAULA_REMOTE]")
+@click.option("--token-file", envvar="JAULA_TOKEN_FILE", metavar="FILE", type=click.Path(dir_okay=False),
+              help="the remote's token (jaulad --show-token) [env JAULA_TOKEN_FILE, or the token in JAULA_TOKEN]")
 @click.version_option(package_name="jaula")
-def cli(socket: str | None) -> None:
+def cli(socket: str | None, remote: str | None, token_file: str | None) -> None:
     """Manage jaula instances: isolated virtual servers on this host."""
 
 
@@ -242,19 +250,6 @@ def delete(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
         click.echo(f"Instance {name} deleted")
 
 
-@cli.command()
-@click.argument("names", nargs=-1, required=True)
-@click.pass_context
-def stats(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Show instances' counters as /proc/user_beancounters did: held, maxheld, barrier, limit, failcnt."""
-    from jaula.cgroups.stats import Counter, Stats, beancounters
-    found = []
-    for name in names:
-        st = _client(ctx).stats(name)
-        found.append(Stats(name=name, cpu_usage_ns=st["cpu_usage_ns"], rows=[Counter(**r) for r in st["rows"]]))
-    click.echo(beancounters(found), nl=False)
-
-
 # -- config --------------------------------------------------------------------------------------
 @cli.group(cls=_Group)
 def config() -> None:
@@ -327,6 +322,16 @@ _network.register(cli, _client, _Group)
 from jaula.cli import inside as _inside  # exec, shell, console, logs, file push|pull
 
 _inside.register(cli, _client, _Group)
+
+from jaula.cli import completion as _completion
+from jaula.cli import config_edit as _config_edit
+from jaula.cli import events as _events
+from jaula.cli import stats as _stats
+
+_events.register(cli, _client)
+_stats.register(cli, _client)
+_config_edit.register(config, _client)
+_completion.register(cli)
 
 from jaula.cli import snapshots as _snapshots  # snapshot, copy, export and import
 

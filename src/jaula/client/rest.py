@@ -7,7 +7,9 @@ the API's message, and a failed operation raises the same way once waited on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -51,10 +53,19 @@ def error_from(body: dict[str, Any], status: int | None = None) -> JaulaError:
 class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (client/networks.py)
     """`Client("/run/jaula/jaula.sock")`: one connection pool; use as a context manager or close()."""
 
-    def __init__(self, socket_path: str | None = None, timeout: float = 30.0) -> None:
-        self.socket_path = socket_path or default_socket()
-        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path),
-                                  base_url="http://jaulad", timeout=timeout)
+    def __init__(self, socket_path: str | None = None, timeout: float = 30.0, *,
+                 remote: str | None = None, token: str | None = None) -> None:
+        """Over the UNIX socket, or over TCP with `remote` ("http://127.0.0.1:8443") and its
+        `token` (jaulad --show-token)."""
+        if remote:
+            from jaula.client.remote import http_client
+
+            self.socket_path = remote  # named in messages: where jaulad was looked for
+            self._http = http_client(remote, token, timeout)
+        else:
+            self.socket_path = socket_path or default_socket()
+            self._http = httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path),
+                                      base_url="http://jaulad", timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -125,11 +136,42 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         return self._sync("GET", f"/1.0/instances/{name}/stats")
 
     def events(self, after: int = 0, type_: str | None = None, timeout: float = 0) -> list[dict[str, Any]]:
-        """Events after id `after`, oldest first; waits up to `timeout` s for the first one."""
+        """Stored lifecycle events after id `after`, oldest first; waits up to `timeout` s for the
+        first one. `type_`: one action, e.g. "instance-started"."""
         params: dict[str, Any] = {"after": after, "timeout": timeout}
         if type_:
             params["type"] = type_
-        return self._sync("GET", "/1.0/events", params=params, timeout=timeout + 30)
+        return self._sync("GET", "/1.0/events/history", params=params, timeout=timeout + 30)
+
+    def stream_events(self, types: str | None = None) -> Iterator[dict[str, Any]]:
+        """Events as they happen (`GET /1.0/events`), until the stream ends or the caller stops;
+        `types`: "lifecycle,operation,logging" or a part. Subscribed once the first `next()`
+        returns or, for a caller that must not miss what it does next, once `open_events` did."""
+        with self.open_events(types) as lines:
+            yield from lines
+
+    @contextlib.contextmanager
+    def open_events(self, types: str | None = None) -> Iterator[Iterator[dict[str, Any]]]:
+        """`with c.open_events("lifecycle") as events:` subscribed on entry; iterate `events`."""
+        import json as _json
+
+        params = {"type": types} if types else None
+        try:
+            with self._http.stream("GET", "/1.0/events", params=params, timeout=httpx.Timeout(30, read=None)) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from(resp.json(), resp.status_code)
+
+                def lines() -> Iterator[dict[str, Any]]:
+                    try:
+                        for line in resp.iter_lines():
+                            if line.strip():  # empty lines are keep-alives
+                                yield _json.loads(line)
+                    except (httpx.RemoteProtocolError, httpx.ReadError):
+                        return  # jaulad went away: the stream ends
+                yield lines()
+        except (httpx.ConnectError, FileNotFoundError) as exc:
+            raise Unreachable(f"Cannot reach jaulad at {self.socket_path!r} ({exc}): is it running?") from None
 
     def cancel_operation(self, op_id: str) -> dict[str, Any]:
         return self._sync("DELETE", f"/1.0/operations/{op_id}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -23,6 +22,7 @@ from jaula import __version__ as _version
 from jaula.daemon import schemas as s
 from jaula.daemon.backend import Backend
 from jaula.daemon.db import Database
+from jaula.daemon.events import EventBus
 from jaula.daemon.models import InstanceRow, OperationRow, ProfileRow
 from jaula.daemon.operations import Operations
 from jaula.errors import (
@@ -53,11 +53,16 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     """The API over `db` (the source of truth) and `backend` (what runs instances)."""
     app = FastAPI(title="jaulad", version=_version, description=__doc__,
                   responses=_ERRORS)  # type: ignore[arg-type]
-    ops = Operations(db, workers=workers)
+    bus = app.state.events = EventBus(db)
+    ops = Operations(db, workers=workers,
+                     on_change=lambda op: bus.publish("operation", _op_out(op).model_dump(by_alias=True)))
     app.state.db, app.state.backend, app.state.operations = db, backend, ops
     app.router.add_event_handler("shutdown", lambda: ops.shutdown(wait=True))
+    app.router.add_event_handler("shutdown", bus.close)
     _error_handlers(app)
-    svc = _Service(db, backend, ops)
+    svc = _Service(db, backend, ops, bus)
+    from jaula.daemon import events_api  # the live event stream and the stored history
+    events_api.mount(app, bus, db)
     from jaula.daemon import templates_api  # templates and host capacity routes
     svc.host = templates_api.mount(app, db, backend, ops, svc.expanded)
     from jaula.daemon import inside_api  # exec, console, logs and files inside instances
@@ -126,15 +131,6 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     def cancel_operation(op_id: str) -> dict:
         return _sync(_op_out(ops.cancel(op_id)))
 
-    @app.get("/1.0/events", response_model=s.Sync[list[s.Event]], tags=["events"])
-    def events(after: int = Query(0, description="the last event id seen; only later ones come"),
-               type: str | None = Query(None, description="only events of this type"),
-               timeout: float = Query(0, ge=0, le=300, description="wait up to this long for one")) -> dict:
-        deadline = time.monotonic() + timeout
-        while not (found := db.events(after=after, limit=1000, type_=type)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return _sync([s.Event(id=e.id, time=e.time, type=e.type, payload=e.payload) for e in found])
-
     @app.get("/1.0/profiles", response_model=s.Sync[list[s.Profile]], tags=["profiles"])
     def list_profiles() -> dict:
         return _sync([_profile_out(p) for p in db.list_profiles()])
@@ -156,8 +152,9 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
 class _Service:
     """The actions behind the routes: checks first, then the database and the backend."""
 
-    def __init__(self, db: Database, backend: Backend, ops: Operations) -> None:
+    def __init__(self, db: Database, backend: Backend, ops: Operations, events: EventBus | None = None) -> None:
         self.db, self.backend, self.ops = db, backend, ops
+        self.events = events or EventBus(db)  # lifecycle events: stored, and pushed to listeners
         self.host: Any = None  # host.Host: a start must fit its overcommit ratios
         self.networks: Any = None  # networks.NetworkService: NICs' addresses and plans
 
@@ -231,7 +228,7 @@ class _Service:
             except BaseException:
                 self.db.delete_instance(row.name)  # revert: no half-made instance stays listed
                 raise
-            self.db.add_event("instance-created", {"name": row.name})
+            self.events.lifecycle("instance-created", {"name": row.name})
             return {}
         return self.ops.submit(f"Creating instance {row.name}", action, instance=row.name,
                                on_cancel=lambda: self.db.delete_instance(row.name))
@@ -273,7 +270,7 @@ class _Service:
             db.update_instance(name, **changes)
             if self.networks is not None:  # addresses follow the NICs, in the same transaction
                 self.networks.allocate(name)
-        self.db.add_event("instance-updated", {"name": name})
+        self.events.lifecycle("instance-updated", {"name": name})
         return self.db.get_instance(name)
 
     def delete(self, name: str, force: bool) -> OperationRow:
@@ -295,7 +292,7 @@ class _Service:
             self.db.delete_instance(name)
             if self.networks is not None:
                 self.networks.collect()  # the default network made on first use goes with its last user
-            self.db.add_event("instance-deleted", {"name": name})
+            self.events.lifecycle("instance-deleted", {"name": name})
             return {}
         return self.ops.submit(f"Deleting instance {name}", action, instance=name)
 
@@ -324,13 +321,15 @@ class _Service:
             elif body.action == "unfreeze":
                 self.backend.unfreeze(inst)
                 self.db.update_instance(name, status="running")
-            self.db.add_event(f"instance-{body.action}", {"name": name})
+            self.events.lifecycle(_DONE[body.action], {"name": name, **meta})
             return meta
         verb = {"stop": "Stopping", "start": "Starting", "restart": "Restarting",
                 "freeze": "Freezing", "unfreeze": "Unfreezing"}[body.action]
         return self.ops.submit(f"{verb} instance {name}", action, instance=name)
 
 
+_DONE = {"start": "instance-started", "stop": "instance-stopped", "restart": "instance-restarted",
+         "freeze": "instance-frozen", "unfreeze": "instance-unfrozen"}
 _NEEDS = {"start": ("stopped", "error"), "stop": ("running", "frozen", "error"),
           "restart": ("running", "stopped", "error"), "freeze": ("running",), "unfreeze": ("frozen",)}
 

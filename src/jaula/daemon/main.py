@@ -45,6 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="state folder: database, templates, pool, instances [env JAULA_ROOT; default %(default)s]")
     p.add_argument("--socket", default=os.environ.get("JAULA_SOCKET") or DEFAULT_SOCKET,
                    help="the API's UNIX socket [env JAULA_SOCKET; default %(default)s]")
+    p.add_argument("--listen", metavar="ADDRESS:PORT", default=os.environ.get("JAULA_LISTEN") or None,
+                   help="also serve the API over TCP (e.g. 127.0.0.1:8443), every request needing the token "
+                        "of $ROOT/api.token [env JAULA_LISTEN]")
+    p.add_argument("--listen-any-address", action="store_true",
+                   help="allow --listen on a non-loopback address (plain HTTP: the token crosses the network)")
+    p.add_argument("--show-token", action="store_true",
+                   help="print the TCP API's token ($ROOT/api.token, made when missing) and exit")
     p.add_argument("--debug", action="store_true", help="log more")
     return p.parse_args(argv)
 
@@ -65,17 +72,31 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(ns.root).absolute()
     os.environ["JAULA_ROOT"] = str(root)
     try:
-        return _run(root, ns.socket)
+        if ns.show_token:
+            from jaula.daemon.auth import load_or_create_token
+            _prepare_root(root)
+            print(load_or_create_token(root))
+            return 0
+        listen = None
+        if ns.listen:
+            from jaula.daemon.auth import is_loopback, parse_listen
+            listen = parse_listen(ns.listen, ns.listen_any_address)
+            if not is_loopback(listen[0]):
+                log.warning("the API listens on %s, not a loopback address: other hosts can reach it over "
+                            "plain HTTP, the token included", ns.listen)
+        return _run(root, ns.socket, listen)
     except JaulaError as exc:
         print(f"jaulad: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 1)) or 1
 
 
-def _run(root: Path, socket_path: str) -> int:
+def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None) -> int:
+    from jaula.daemon import notify
     from jaula.daemon.db import Database
     from jaula.daemon.spawner import Spawner
     from jaula.daemon.spawner_backend import SpawnerBackend, make_driver, paths
 
+    notify_socket = notify.take_socket()  # not inherited by the spawner
     _prepare_root(root)
     for p in paths(root).values():
         p.mkdir(parents=True, exist_ok=True)
@@ -96,15 +117,26 @@ def _run(root: Path, socket_path: str) -> int:
         _sweep(db, backend, root)
 
         from jaula.daemon import api, server
+        from jaula.daemon.events import LogHandler
 
         app = api.create_app(db, backend)
         app.state.networks.ensure_all()  # the stored networks' bridges, firewall rules and forwards
+        logging.getLogger("jaula").addHandler(LogHandler(app.state.events))  # logging events
         state: dict[str, Any] = {}
+        tcp = token = None
+        if listen is not None:
+            from jaula.daemon.auth import load_or_create_token
+            token = load_or_create_token(root)
+            tcp = server.bind_tcp(*listen)
+            log.info("the API also listens on %s:%d (token in %s)", listen[0], tcp.getsockname()[1],
+                     root / "api.token")
 
         async def startup() -> None:
             state["supervisor"] = _start_supervision(db, backend, app)
+            notify.notify(notify_socket, "READY=1")
 
         async def shutdown() -> None:
+            notify.notify(notify_socket, "STOPPING=1")
             sup = state.get("supervisor")
             if sup is not None:
                 sup.close()  # the instances keep running
@@ -118,7 +150,7 @@ def _run(root: Path, socket_path: str) -> int:
         got: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda n, _f: got.append(n))
-        server.serve(app, socket_path)
+        server.serve(app, socket_path, tcp, token)
         log.info("stopped (%s); instances keep running",
                  ", ".join(signal.Signals(n).name for n in got) or "asked to")
         return 0
@@ -260,18 +292,32 @@ def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
     """In the event loop: the supervisor, live restore, then autostart."""
     from jaula.daemon import api, schemas
     from jaula.daemon.supervisor import Supervisor
+    from jaula.oci.state import proc_start_time
 
     loop = asyncio.get_running_loop()
+    ops, bus = app.state.operations, app.state.events
 
-    def on_exit(name: str, status: Any) -> None:
+    def record_exit(name: str, status: Any) -> None:
         try:
             row = db.get_instance(name)
         except JaulaError:
             return  # deleted meanwhile
-        if row.status != "stopped":
-            db.update_instance(name, status="stopped", pid=None, pid_start=None)
-        db.add_event("instance-exited", {"name": name, "status": status})
+        if row.status == "stopped":
+            return  # a stop or delete got there first
+        if row.pid and row.pid_start is not None and proc_start_time(row.pid) == row.pid_start:
+            return  # a later start's init runs: the exit was of an earlier one
+        db.update_instance(name, status="stopped", pid=None, pid_start=None)
+        bus.lifecycle("instance-exited", {"name": name, "status": status})
         log.info("instance %s exited (status %s)", name, status)
+
+    async def on_exit(name: str, status: Any) -> None:
+        # Under the instance's operation lock, in a worker: an init that exits at once is reported
+        # while its start operation has yet to record it running; unlocked, the exit was recorded
+        # first and then overwritten by "running" (the instance stayed running with no process).
+        def locked() -> None:
+            with ops.instance_lock(name):
+                record_exit(name, status)
+        await loop.run_in_executor(None, locked)
 
     sup = Supervisor(on_exit, exit_status=lambda pid: backend.call("exit_status", pid=pid), loop=loop)
     backend.attach(sup, loop)
@@ -283,11 +329,11 @@ def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
                 if sup.adopt(row.name, row.pid, row.pid_start):
                     adopted += 1
             else:
-                on_exit(row.name, "unknown")
+                record_exit(row.name, "unknown")
     if adopted:
         log.info("adopted %d running instance(s)", adopted)
 
-    svc = api._Service(db, backend, app.state.operations)
+    svc = api._Service(db, backend, app.state.operations, bus)
     svc.host = getattr(app.state, "host", None)  # autostart within the overcommit ratios too
     svc.networks = getattr(app.state, "networks", None)  # its NICs' plans
     for row in db.list_instances(autostart=True):

@@ -27,8 +27,10 @@ Action = Callable[[], "dict[str, Any] | None"]
 
 
 class Operations:
-    def __init__(self, db: Database, workers: int = 8) -> None:
+    def __init__(self, db: Database, workers: int = 8,
+                 on_change: Callable[[OperationRow], None] | None = None) -> None:
         self.db = db
+        self.on_change = on_change  # each new status (the event stream's operation events)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jaula-op")
         self._changed = threading.Condition()
         self._locks: dict[str, threading.Lock] = {}
@@ -43,6 +45,7 @@ class Operations:
         if instance is not None:
             resources = {**(resources or {}), "instances": [instance]}
         op = self.db.create_operation("task", description, resources=resources)
+        self._told(op)
         if on_cancel is not None:
             self._on_cancel[op.id] = on_cancel
         self._pool.submit(self._run, op.id, action, instance)
@@ -58,6 +61,7 @@ class Operations:
             undo = self._on_cancel.pop(op_id, None)
             if undo is not None:
                 undo()
+        self._told(op)
         with self._changed:
             self._changed.notify_all()
         return op
@@ -67,7 +71,8 @@ class Operations:
         with self.db.transaction() as db:
             if db.get_operation(op_id).status != "pending":
                 return False
-            db.update_operation(op_id, status="running")
+            op = db.update_operation(op_id, status="running")
+        self._told(op)
         self._on_cancel.pop(op_id, None)
         return True
 
@@ -95,11 +100,23 @@ class Operations:
         if changes.get("metadata") is None:
             changes.pop("metadata", None)
         try:
-            self.db.update_operation(op_id, **changes)
+            self._told(self.db.update_operation(op_id, **changes))
         except JaulaError:
             log.exception("operation %s: status not recorded", op_id)
         with self._changed:
             self._changed.notify_all()
+
+    def _told(self, op: OperationRow) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(op)
+            except Exception:  # a listener's trouble never fails the operation
+                log.exception("operation %s: change not told", op.id)
+
+    def instance_lock(self, instance: str) -> threading.Lock:
+        """The lock operations on `instance` hold: the supervisor takes it to record an exit, so
+        the exit lands after the start that raced it, not before (and overwritten)."""
+        return self._lock_for(instance)
 
     def _lock_for(self, instance: str | None) -> threading.Lock:
         if instance is None:

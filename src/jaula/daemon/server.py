@@ -16,6 +16,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -57,18 +58,50 @@ def bind_unix(path: str | os.PathLike[str], mode: int = SOCKET_MODE, group: str 
     return sock
 
 
-def _server(app: FastAPI) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                         timeout_graceful_shutdown=5))
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port) (`jaulad --listen`), close-on-exec."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise JaulaError(f"Cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
-def serve(app: FastAPI, socket_path: str | os.PathLike[str]) -> None:
-    """Serve until SIGINT or SIGTERM (jaulad's main thread); the socket file goes at the end."""
+class _Server(uvicorn.Server):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn waits for open connections before the app's shutdown: end the event streams
+        # first, or each open `GET /1.0/events` would hold jaulad's exit for the grace period.
+        bus = getattr(getattr(self.config.app, "state", None), "events", None)
+        if bus is not None:
+            bus.close()
+        await super().shutdown(sockets)
+
+
+def _server(app: FastAPI, token: str | None = None) -> uvicorn.Server:
+    served: Any = app
+    if token is not None:  # a TCP listener: requests over it need the token (auth.py)
+        from jaula.daemon.auth import TokenGate
+        served = TokenGate(app, token)
+        served.state = app.state
+    return _Server(uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on",
+                                  timeout_graceful_shutdown=5))
+
+
+def serve(app: FastAPI, socket_path: str | os.PathLike[str], tcp: socket.socket | None = None,
+          token: str | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (jaulad's main thread); the socket file goes at the end.
+    `tcp`: a listening TCP socket (bind_tcp) served too, every request on it needing `token`."""
     sock = bind_unix(socket_path)
     try:
-        _server(app).run(sockets=[sock])
+        _server(app, token if tcp is not None else None).run(sockets=[sock] + ([tcp] if tcp is not None else []))
     finally:
         sock.close()
+        if tcp is not None:
+            tcp.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
 
@@ -76,16 +109,18 @@ def serve(app: FastAPI, socket_path: str | os.PathLike[str]) -> None:
 class ServerThread:
     """The API served from a thread until `stop()` (or the end of a `with` block)."""
 
-    def __init__(self, app: FastAPI, socket_path: str | os.PathLike[str]) -> None:
+    def __init__(self, app: FastAPI, socket_path: str | os.PathLike[str], tcp: socket.socket | None = None,
+                 token: str | None = None) -> None:
         self.socket_path = str(socket_path)
-        self.server = _server(app)
+        self.tcp = tcp
+        self.server = _server(app, token if tcp is not None else None)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
         self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="jaula-api", daemon=True)
 
     def _run(self) -> None:
         assert self._sock is not None
-        self.server.run(sockets=[self._sock])
+        self.server.run(sockets=[self._sock] + ([self.tcp] if self.tcp is not None else []))
 
     def start(self, timeout: float = 10.0) -> ServerThread:
         self._sock = bind_unix(self.socket_path)
@@ -102,6 +137,8 @@ class ServerThread:
         self._thread.join(10)
         if self._sock is not None:
             self._sock.close()
+        if self.tcp is not None:
+            self.tcp.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
 

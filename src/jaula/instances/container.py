@@ -206,7 +206,11 @@ class ContainerDriver(StorageVerbs, Driver):
             nics.plug_all(bundle, inst.network, c.pid, undo)  # into the init's netns, before it runs
             _start_and_wait_exec(c, self._log(name))
             undo.pop_all()
-        return self.state(inst)
+        st = self.state(inst)
+        # An init that exited already (an app running /bin/true) reads stopped, pid 0: its pid still
+        # goes back, so the caller watches it (the spawner's zombie until reaped) and records the
+        # exit and its status, instead of "running" with nothing to watch.
+        return st if st.pid else st.replace(pid=c.pid)
 
     def _create(self, name: str, bundle: str):
         """jaula.oci's create with the init's stdin on /dev/null and its output in the console log."""

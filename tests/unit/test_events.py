@@ -1,0 +1,145 @@
+"""The event bus (daemon/events.py) and the live stream `GET /1.0/events` over a real UNIX socket
+(the fake backend runs the instances): lifecycle and operation events in order, type filters, a
+bad type refused, a slow listener dropped without blocking the publisher, streams ended at stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from jaula.daemon.events import EventBus, LogHandler, parse_types
+from jaula.errors import ConfigError
+
+
+def test_types_are_parsed_and_unknown_ones_refused() -> None:
+    assert parse_types(None) == {"lifecycle", "operation", "logging"}
+    assert parse_types("lifecycle, operation") == {"lifecycle", "operation"}
+    with pytest.raises(ConfigError) as err:
+        parse_types("lifecycle,exec,nope")
+    assert "'exec', 'nope'" in str(err.value) and "lifecycle, operation, logging" in str(err.value)
+
+
+def test_listeners_get_only_their_types_in_order() -> None:
+    bus = EventBus()
+    life, every = bus.subscribe("lifecycle"), bus.subscribe()
+    bus.publish("operation", {"id": "1"})
+    bus.lifecycle("instance-started", {"name": "web1"})
+    bus.lifecycle("instance-stopped", {"name": "web1"})
+    got = [life.get(1), life.get(1)]
+    assert [e["metadata"]["action"] for e in got] == ["instance-started", "instance-stopped"]
+    assert got[0]["metadata"]["source"] == "/1.0/instances/web1"
+    assert [every.get(1)["type"] for _ in range(3)] == ["operation", "lifecycle", "lifecycle"]
+    assert life.get(0.05) is None  # nothing more
+
+
+def test_a_slow_listener_is_dropped_not_waited_for() -> None:
+    bus = EventBus(queue_size=4)
+    slow, fast = bus.subscribe("operation"), bus.subscribe("operation")
+    for i in range(4):
+        bus.publish("operation", {"n": i})
+        assert fast.get(1)["metadata"]["n"] == i
+    bus.publish("operation", {"n": 4})  # slow holds 4 already: dropped, publish returns at once
+    assert bus.listeners() == 1 and slow.closed and not fast.closed
+    assert [slow.get(1)["metadata"]["n"] for _ in range(4)] == [0, 1, 2, 3]
+    notice = slow.get(1)
+    assert notice["type"] == "logging" and "fell 4 events behind" in notice["metadata"]["message"]
+    assert slow.get(1) is None  # then the end
+
+
+def test_publishers_in_threads_wake_an_async_listener() -> None:
+    bus = EventBus()
+
+    async def main() -> list[int]:
+        listener = bus.subscribe("operation", loop=asyncio.get_running_loop())
+        threads = [threading.Thread(target=bus.publish, args=("operation", {"n": i})) for i in range(20)]
+        for t in threads:
+            t.start()
+        got = []
+        while len(got) < 20:
+            done, event = await listener.next(5)
+            assert done and event is not None
+            got.append(event["metadata"]["n"])
+        bus.close()
+        assert await listener.next(5) == (True, None)
+        return got
+
+    assert sorted(asyncio.run(main())) == list(range(20))
+
+
+def test_log_records_become_logging_events() -> None:
+    import logging
+
+    bus = EventBus()
+    handler = LogHandler(bus)
+    log = logging.getLogger("jaula.test-events")
+    log.addHandler(handler)
+    try:
+        listener = bus.subscribe("logging")
+        log.warning("disk %s almost full", "/var")
+        event = listener.get(1)
+        assert event["metadata"] == {"level": "warning", "message": "disk /var almost full",
+                                     "context": {"logger": "jaula.test-events"}}
+    finally:
+        log.removeHandler(handler)
+
+
+def _create(api: SimpleNamespace, name: str) -> None:
+    api.client.create("bb", name)
+
+
+def test_the_stream_pushes_lifecycle_and_operation_events_in_order(api) -> None:
+    _create(api, "web1")
+    with api.client.open_events("lifecycle,operation") as events:
+        api.client.start("web1")
+        api.client.stop("web1")
+        api.client.delete("web1")
+        got = []
+        for e in events:
+            got.append(e)
+            if e["type"] == "operation" and e["metadata"]["description"].startswith("Deleting") \
+                    and e["metadata"]["status"] == "success":
+                break
+    life = [e["metadata"]["action"] for e in got if e["type"] == "lifecycle"]
+    assert life == ["instance-started", "instance-stopped", "instance-deleted"]
+    ops = [(e["metadata"]["description"], e["metadata"]["status"]) for e in got if e["type"] == "operation"]
+    assert ops[:3] == [("Starting instance web1", "pending"), ("Starting instance web1", "running"),
+                       ("Starting instance web1", "success")]
+    assert ("Deleting instance web1", "success") in ops
+    # the lifecycle events are also stored, with the ids the stream gave
+    stored = api.client.events(type_="instance-stopped")
+    assert [e["id"] for e in stored] == [e["metadata"]["id"] for e in got
+                                         if e["type"] == "lifecycle" and e["metadata"]["action"] == "instance-stopped"]
+
+
+def test_a_failed_operation_is_pushed_with_its_error(api) -> None:
+    from jaula.errors import BadState
+
+    _create(api, "web1")
+    api.backend.fail["start"] = BadState("no room")
+    with api.client.open_events("operation") as events:
+        with pytest.raises(BadState):
+            api.client.start("web1")
+        statuses = []
+        for e in events:
+            statuses.append(e["metadata"]["status"])
+            if e["metadata"]["status"] == "failure":
+                assert e["metadata"]["err"] == "no room"
+                break
+    assert statuses == ["pending", "running", "failure"]
+
+
+def test_a_bad_type_is_refused_before_streaming(api) -> None:
+    resp = api.client._http.get("/1.0/events", params={"type": "lifecycle,bogus"})
+    assert resp.status_code == 400 and "'bogus'" in resp.json()["error"]
+
+
+def test_stopping_the_server_ends_open_streams(api) -> None:
+    bus = api.app.state.events
+    with api.client.open_events() as events:
+        assert bus.listeners() == 1
+        bus.close()
+        assert list(events) == []  # ended, not hanging
+    assert bus.listeners() == 0
