@@ -70,6 +70,14 @@ def test_exec_exit_code_stdin_and_separate_streams(d: Daemon) -> None:
     assert r.returncode == 0 and r.stdout.split() == [b"100000"], r
 
 
+def test_exec_output_is_binary_safe_and_whole(d: Daemon, tmp_path: Path) -> None:
+    """Megabytes of binary output come out byte for byte (the same bytes a pull gives)."""
+    r = run(d, "exec", NAME, "--", "cat", "/bin/busybox")
+    assert r.returncode == 0 and len(r.stdout) > 1 << 20
+    assert run(d, "file", "pull", f"{NAME}/bin/busybox", str(tmp_path / "bb")).returncode == 0
+    assert (tmp_path / "bb").read_bytes() == r.stdout
+
+
 def test_exec_environment_user_and_cwd(d: Daemon) -> None:
     r = run(d, "exec", NAME, "--env", "FOO=bar baz", "--user", "1000", "--group", "1001", "--cwd", "/tmp",
             "--", "sh", "-c", "echo \"$FOO\"; id -u; id -g; pwd")
