@@ -1,0 +1,458 @@
+"""Interfaces, addresses and routes of networks and NICs, over rtnetlink (pyroute2).
+
+The host side (bridges, veths) is made with a netlink socket of the host; the instance side with
+a netlink socket opened inside the instance's network namespace: this thread enters the
+namespace (setns), opens the socket and comes back at once. A netlink socket stays bound to the
+namespace it was made in, so no helper process is forked and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from jaula.errors import ConfigError, JaulaError, NotFound
+from jaula.linux.kfile import write_kernel_file
+from jaula.linux.ns import CLONE_NEWNET, setns
+from jaula.network.plan import BRIDGED, MACVLAN, NetworkPlan, NicPlan
+
+IFNAMSIZ = 15           # longest interface name (IFNAMSIZ - 1)
+MTU_MIN, MTU_MAX = 68, 65535
+MTU_MIN_V6 = 1280       # RFC 8200: IPv6 needs at least this
+IFA_F_NODAD = 0x02      # linux/if_addr.h: no duplicate address detection
+FORWARDING = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
+
+
+class LinkError(JaulaError):
+    """A netlink request on a network interface failed; the message names the step and the link."""
+
+
+# ---- validation (pure) -------------------------------------------------------------------------
+
+def ifname_problem(name: str, what: str) -> str | None:
+    """Why `name` cannot be a Linux interface name (dev_valid_name), or None."""
+    if not name or len(name) > IFNAMSIZ:
+        return f"{what} {name!r} must have 1 to {IFNAMSIZ} characters"
+    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+        return f"{what} {name!r} may not be '.' or '..' nor contain '/', ':' or white space"
+    if not name.isascii() or not name.isprintable():
+        return f"{what} {name!r} must be printable ASCII"
+    return None
+
+
+def mac_problem(mac: str, what: str = "mac") -> str | None:
+    """Why `mac` is not a unicast Ethernet address written "xx:xx:xx:xx:xx:xx", or None."""
+    parts = mac.split(":")
+    if len(parts) != 6 or any(len(p) != 2 for p in parts):
+        return f"{what} {mac!r} must be six hex pairs separated by ':' (e.g. '02:00:00:00:00:01')"
+    try:
+        first = int(parts[0], 16)
+        [int(p, 16) for p in parts[1:]]
+    except ValueError:
+        return f"{what} {mac!r} must be six hex pairs separated by ':' (e.g. '02:00:00:00:00:01')"
+    if first & 1:
+        return f"{what} {mac!r} is a multicast address: the first octet must be even"
+    if mac.replace(":", "") == "000000000000":
+        return f"{what} {mac!r} is all zeros"
+    return None
+
+
+def _interface_problem(value: str, family: int, what: str) -> str | None:
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        return f"{what} {value!r} is not an IPv{family} address with a prefix (e.g. {_example(family)})"
+    if iface.version != family:
+        return f"{what} {value!r} is not an IPv{family} address"
+    if "/" not in value:
+        return f"{what} {value!r} needs a prefix length (e.g. {_example(family)})"
+    return None
+
+
+def _example(family: int) -> str:
+    return "'10.71.3.7/24'" if family == 4 else "'fd42:71:3::7/64'"
+
+
+def _address_problem(value: str, what: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{what} {value!r} is not an IP address (no prefix)"
+    return None
+
+
+def network_problems(net: NetworkPlan) -> list[str]:
+    """Everything wrong in a network plan, for `ensure_bridge` to refuse before any change."""
+    problems = []
+    if p := ifname_problem(net.bridge, "bridge name"):
+        problems.append(p)
+    if net.ipv4 is not None and (p := _interface_problem(net.ipv4, 4, "ipv4")):
+        problems.append(p)
+    if net.ipv6 is not None and (p := _interface_problem(net.ipv6, 6, "ipv6")):
+        problems.append(p)
+    low = MTU_MIN_V6 if net.ipv6 else MTU_MIN
+    if not isinstance(net.mtu, int) or not low <= net.mtu <= MTU_MAX:
+        problems.append(f"mtu {net.mtu!r} must be an integer from {low} to {MTU_MAX}")
+    return problems
+
+
+def nic_problems(nic: NicPlan) -> list[str]:
+    """Everything wrong in a NIC plan, for `attach` to refuse before any change."""
+    problems = []
+    if nic.type not in (BRIDGED, MACVLAN):
+        problems.append(f"type {nic.type!r} cannot be attached: {BRIDGED!r} or {MACVLAN!r}")
+    for value, what in ((nic.name, "name"), (nic.host_name, "host_name"), (nic.parent, "parent")):
+        if p := ifname_problem(value, what):
+            problems.append(p)
+    if nic.name == "lo":
+        problems.append("name 'lo' is the instance's loopback: choose another (e.g. 'eth0')")
+    if p := mac_problem(nic.mac):
+        problems.append(p)
+    low = MTU_MIN_V6 if nic.ipv6 else MTU_MIN
+    if not isinstance(nic.mtu, int) or not low <= nic.mtu <= MTU_MAX:
+        problems.append(f"mtu {nic.mtu!r} must be an integer from {low} to {MTU_MAX}")
+    for family, values in ((4, nic.ipv4), (6, nic.ipv6)):
+        for value in values:
+            if p := _interface_problem(value, family, f"ipv{family} address"):
+                problems.append(p)
+    for family, gw in ((4, nic.gateway4), (6, nic.gateway6)):
+        if gw is None:
+            continue
+        if (p := _address_problem(gw, f"gateway{family}")) is None and ipaddress.ip_address(gw).version != family:
+            p = f"gateway{family} {gw!r} is not an IPv{family} address"
+        if p:
+            problems.append(p)
+    for route in nic.routes:
+        if not (isinstance(route, tuple) and len(route) == 2):
+            problems.append(f"route {route!r} must be a (destination CIDR, via address) pair")
+            continue
+        dst, via = route
+        try:
+            dnet = ipaddress.ip_network(dst)
+        except ValueError:
+            problems.append(f"route destination {dst!r} is not a network in CIDR form (e.g. '192.168.5.0/24')")
+            continue
+        if p := _address_problem(via, "route via"):
+            problems.append(p)
+        elif ipaddress.ip_address(via).version != dnet.version:
+            problems.append(f"route {dst!r} via {via!r}: the gateway's family differs from the destination's")
+    for value, what in ((nic.ingress_kbit, "ingress_kbit"), (nic.egress_kbit, "egress_kbit")):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            problems.append(f"{what} {value!r} must be a positive integer (kbit/s) or None for no limit")
+    return problems
+
+
+def bridge_mac(bridge: str) -> str:
+    """A stable, locally administered MAC for a bridge: without one the kernel gives the bridge
+    the lowest MAC of its ports, which changes as instances come and go (and with it the
+    gateway's MAC in every instance's neighbour table)."""
+    h = hashlib.sha256(b"jaula-bridge:" + bridge.encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *h[:5]))
+
+
+# ---- netlink plumbing --------------------------------------------------------------------------
+
+def _failed(step: str, e: NetlinkError) -> LinkError:
+    return LinkError(f"{step}: {os.strerror(e.code) if e.code else e}")
+
+
+def _ipr() -> IPRoute:
+    return IPRoute(groups=0)  # no multicast groups: we only ask and read answers
+
+
+@contextmanager
+def netlink_in(pid: int) -> Iterator[IPRoute]:
+    """An rtnetlink socket (pyroute2 IPRoute) in the network namespace of process `pid`, for
+    reading or changing what is inside without a helper process (tests, inspection)."""
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NotFound(f"Network namespace of process {pid}: {os.strerror(e.errno or errno.ESRCH)}") from None
+    try:
+        ipr = _ipr_at(target)[0]
+    finally:
+        os.close(target)
+    with ipr:
+        yield ipr
+
+
+def _ipr_at(nsfd: int, ifname: str | None = None) -> tuple[IPRoute, int | None]:
+    """An rtnetlink socket in the namespace of `nsfd`, and the index of `ifname` there (None if
+    absent), read while inside with one ioctl (cheaper than an RTM_GETLINK parsed by pyroute2)."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    index = None
+    try:
+        setns(nsfd, CLONE_NEWNET, "network namespace of the instance")
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+            if ifname is not None:
+                index = _nametoindex(ifname)
+        finally:
+            setns(home, CLONE_NEWNET, "back to our network namespace")
+    finally:
+        os.close(home)
+    return IPRoute(fileno=sock.detach(), groups=0), index
+
+
+def _nametoindex(ifname: str) -> int | None:
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:
+        return None
+
+
+def _get(ipr: IPRoute, ifname: str) -> Any:  # an ifinfmsg, or None
+    try:
+        return ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise _failed(f"Look up interface {ifname!r}", e) from None
+
+
+def _kind(msg: Any) -> str | None:  # pyroute2 ifinfmsg
+    info = msg.get_attr("IFLA_LINKINFO")
+    return None if info is None else info.get_attr("IFLA_INFO_KIND")
+
+
+def _family(value: str) -> int:
+    return socket.AF_INET6 if ":" in value else socket.AF_INET
+
+
+def _add_address(ipr: IPRoute, index: int, cidr: str, where: str) -> None:
+    iface = ipaddress.ip_interface(cidr)
+    kw = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
+    try:
+        ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kw)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise _failed(f"{where}: add address {cidr}", e) from None
+
+
+def _add_route(ipr: IPRoute, index: int, dst: str, via: str, where: str) -> None:
+    family = _family(via)
+    try:
+        ipr.route("add", family=family, dst=dst, gateway=via, oif=index)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise _failed(f"{where}: add route {dst} via {via}", e) from None
+
+
+def _ensure_forwarding(families: list[int]) -> None:
+    for family in families:
+        path = FORWARDING[family]
+        with open(path) as f:
+            if f.read().strip() == "1":
+                continue
+        write_kernel_file(path, "1")
+
+
+# ---- bridges -----------------------------------------------------------------------------------
+
+def ensure_bridge(net: NetworkPlan) -> None:
+    """Make the network's bridge as planned (create it if missing; else fix its MTU, MAC and
+    addresses), up, and turn IP forwarding on for the families it routes (only if off)."""
+    if problems := network_problems(net):
+        raise ConfigError([f"network {net.name!r}: {p}" for p in problems])
+    want = [a for a in (net.ipv4, net.ipv6) if a]
+    with _ipr() as ipr, ExitStack() as undo:
+        link = _get(ipr, net.bridge)
+        where = f"bridge {net.bridge!r} of network {net.name!r}"
+        if link is None:
+            try:
+                ipr.link("add", ifname=net.bridge, kind="bridge", mtu=net.mtu, address=bridge_mac(net.bridge))
+            except NetlinkError as e:
+                raise _failed(f"Create {where}", e) from None
+            undo.callback(_delete_quietly, ipr, net.bridge)
+            link = _get(ipr, net.bridge)
+            if link is None:
+                raise LinkError(f"Create {where}: it vanished right after its creation")
+        elif _kind(link) != "bridge":
+            raise LinkError(f"{where}: interface {net.bridge!r} exists and is a {_kind(link) or 'device'}, "
+                            "not a bridge: choose another bridge name or remove that interface")
+        index = link["index"]
+        try:
+            ipr.link("set", index=index, mtu=net.mtu, address=bridge_mac(net.bridge), state="up")
+        except NetlinkError as e:
+            raise _failed(f"Set MTU {net.mtu} and bring up {where}", e) from None
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"], a["family"]): a for a in ipr.addr("dump", index=index)}
+        keep = set()
+        for cidr in want:
+            iface = ipaddress.ip_interface(cidr)
+            key = (str(iface.ip), iface.network.prefixlen, _family(cidr))
+            keep.add(key)
+            if key not in have:
+                _add_address(ipr, index, cidr, f"Ensure {where}")
+        for key, msg in have.items():
+            if key not in keep and msg["scope"] == 0:  # universe: not a link-local fe80::
+                try:
+                    ipr.addr("del", index=index, address=key[0], prefixlen=key[1])
+                except NetlinkError as e:
+                    raise _failed(f"Remove stale address {key[0]}/{key[1]} from {where}", e) from None
+        _ensure_forwarding([f for f, a in ((4, net.ipv4), (6, net.ipv6)) if a])
+        undo.pop_all()
+
+
+def remove_bridge(net: NetworkPlan) -> None:
+    """Delete the network's bridge if present (a link of that name that is not a bridge stays)."""
+    with _ipr() as ipr:
+        link = _get(ipr, net.bridge)
+        if link is None or _kind(link) != "bridge":
+            return
+        try:
+            ipr.link("del", index=link["index"])
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                raise _failed(f"Delete bridge {net.bridge!r} of network {net.name!r}", e) from None
+
+
+def _delete_quietly(ipr: IPRoute, ifname: str) -> None:
+    try:
+        ipr.link("del", ifname=ifname)
+    except NetlinkError:
+        pass
+
+
+# ---- NICs --------------------------------------------------------------------------------------
+
+def attach(nic: NicPlan, pid: int, *, timing: Callable[[str], None] | None = None) -> None:
+    """Plug `nic` into the network namespace of process `pid` (an instance's init waiting before
+    exec): a veth whose peer is born inside with its final name, MAC and MTU (BRIDGED), or a
+    macvlan born inside (MACVLAN); then its addresses, up, lo up, routes. A failure removes
+    what was made and raises LinkError naming the step. `timing(step)` is called after each
+    step (benchmarks)."""
+    if problems := nic_problems(nic):
+        raise ConfigError([f"nic {nic.name!r} of {nic.instance!r}: {p}" for p in problems])
+    mark = timing or (lambda step: None)
+    where = f"nic {nic.name!r} of instance {nic.instance!r}"
+    try:
+        nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NotFound(f"Attach {where}: network namespace of process {pid}: "
+                       f"{os.strerror(e.errno or errno.ESRCH)}") from None
+    with ExitStack() as closing, ExitStack() as undo:
+        closing.callback(os.close, nsfd)
+        if _same_netns(nsfd):
+            raise LinkError(f"Attach {where}: process {pid} shares the host's network namespace "
+                            "(the instance needs its own: a 'network' namespace in its config)")
+        parent = _nametoindex(nic.parent)
+        if parent is None:
+            what = "bridge" if nic.type == BRIDGED else "parent interface"
+            raise NotFound(f"Attach {where}: {what} {nic.parent!r} does not exist"
+                           + (" (ensure its network first)" if nic.type == BRIDGED else ""))
+        host = closing.enter_context(_ipr())
+        if nic.type == BRIDGED and not _is_bridge(host, nic.parent):
+            raise LinkError(f"Attach {where}: parent {nic.parent!r} is not a bridge")
+        mark("lookup")
+        peer = {"ifname": nic.name, "address": nic.mac, "mtu": nic.mtu, "net_ns_fd": nsfd}
+        try:
+            if nic.type == BRIDGED:
+                # one request: the kernel makes both ends or neither (no cleanup of a failed add)
+                host.link("add", ifname=nic.host_name, kind="veth", mtu=nic.mtu, master=parent,
+                          state="up", peer=peer)
+            else:
+                host.link("add", kind="macvlan", link=parent, macvlan_mode="bridge", **peer)
+        except NetlinkError as e:
+            if nic.type == BRIDGED:
+                raise _failed(f"Attach {where}: create veth {nic.host_name!r} on bridge {nic.parent!r}"
+                              f" with peer {nic.name!r} in process {pid}'s namespace", e) from None
+            raise _failed(f"Attach {where}: create macvlan {nic.name!r} on {nic.parent!r}"
+                          f" in process {pid}'s namespace", e) from None
+        if nic.type == BRIDGED:
+            undo.callback(_delete_quietly, host, nic.host_name)  # its peer goes with it
+        mark("create")
+        inside, index = _ipr_at(nsfd, nic.name)
+        closing.enter_context(inside)
+        if index is None:
+            raise LinkError(f"Attach {where}: {nic.name!r} is missing inside after its creation")
+        if nic.type == MACVLAN:
+            undo.callback(_delete_quietly, inside, nic.name)
+        mark("socket")
+        _configure_inside(inside, index, nic, where)
+        mark("configure")
+        undo.pop_all()  # success: keep the links (the sockets and the fd close all the same)
+
+
+def _same_netns(nsfd: int) -> bool:
+    a, b = os.fstat(nsfd), os.stat("/proc/thread-self/ns/net")
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _is_bridge(ipr: IPRoute, ifname: str) -> bool:
+    """Whether the host's `ifname` is a bridge: sysfs says so without a netlink round trip (its
+    /sys/class/net is the host's in jaulad); netlink when sysfs does not show the interface."""
+    if os.path.isdir(f"/sys/class/net/{ifname}"):
+        return os.path.isdir(f"/sys/class/net/{ifname}/bridge")
+    link = _get(ipr, ifname)
+    return link is not None and _kind(link) == "bridge"
+
+
+def _configure_inside(ipr: IPRoute, index: int, nic: NicPlan, where: str) -> None:
+    try:
+        ipr.link("set", index=1, state="up")  # lo is index 1 in every network namespace
+        ipr.link("set", index=index, state="up")
+    except NetlinkError as e:
+        raise _failed(f"Attach {where}: bring up {nic.name!r} and lo", e) from None
+    for cidr in (*nic.ipv4, *nic.ipv6):
+        _add_address(ipr, index, cidr, f"Attach {where}")
+    for gw, default in ((nic.gateway4, "0.0.0.0/0"), (nic.gateway6, "::/0")):
+        if gw:
+            _add_route(ipr, index, default, gw, f"Attach {where}")
+    for dst, via in nic.routes:
+        _add_route(ipr, index, str(ipaddress.ip_network(dst)), via, f"Attach {where}")
+
+
+def ifb_name(host_name: str) -> str:
+    """The name of the ifb device that shapes what a BRIDGED NIC sends (`jaula.network.tc`)."""
+    if len(host_name) <= IFNAMSIZ - 2:
+        return host_name + "-e"
+    return "je" + hashlib.sha256(host_name.encode()).hexdigest()[:IFNAMSIZ - 2]
+
+
+def detach(nic: NicPlan) -> None:
+    """Remove the host side of `nic` if present (its veth, the ifb of its egress limit; a
+    macvlan still under its temporary host name): idempotent. The peer in the instance dies
+    with its namespace."""
+    with _ipr() as ipr:
+        for name in (nic.host_name, ifb_name(nic.host_name)):
+            try:
+                ipr.link("del", ifname=name)
+            except NetlinkError as e:
+                if e.code not in (errno.ENODEV, errno.ENOENT):
+                    raise _failed(f"Detach nic {nic.name!r} of {nic.instance!r}: delete {name!r}", e) from None
+
+
+def exists(ifname: str) -> bool:
+    """Whether the host has an interface called `ifname`."""
+    with _ipr() as ipr:
+        return _get(ipr, ifname) is not None
+
+
+def host_routes() -> list[str]:
+    """The host's IPv4 and IPv6 networks in use, as strict CIDRs: the destinations of its routes
+    (every table but `local`; default routes left out: they collide with everything) and the
+    networks of its interface addresses. The daemon picks default subnets that overlap none."""
+    seen: set[str] = set()
+    with _ipr() as ipr:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for r in ipr.route("dump", family=family):
+                table = r.get_attr("RTA_TABLE") or r["table"]
+                if table == 255 or r["dst_len"] == 0:
+                    continue
+                dst = r.get_attr("RTA_DST")
+                if dst:
+                    seen.add(str(ipaddress.ip_network(f"{dst}/{r['dst_len']}", strict=False)))
+            for a in ipr.addr("dump", family=family):
+                addr = a.get_attr("IFA_ADDRESS")
+                if addr:
+                    seen.add(str(ipaddress.ip_network(f"{addr}/{a['prefixlen']}", strict=False)))
+    return sorted(seen, key=lambda c: (":" in c, ipaddress.ip_network(c)))
