@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import struct
 import subprocess
@@ -272,6 +273,16 @@ def test_console_and_logs(d: Daemon, tmp_path: Path) -> None:
     assert len(logs) <= 128 * 1024 and not logs.startswith(b"\0")
     st = os.stat(d.root / "instances" / "logs" / NAME / "console.log")
     assert st.st_size > 256 * 1024 and st.st_blocks * 512 <= 128 * 1024 + 4 * st.st_blksize  # the head freed
+    # logs -f: the kept output first, then what comes
+    follow = subprocess.Popen([*JAULA, "--socket", str(d.socket), "logs", "-f", NAME], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        seen = _read_until(follow.stdout.fileno(), b"burst 2999", bytearray())  # type: ignore[union-attr]
+        last = max(int(n) for n in re.findall(rb"tick (\d+)\n", seen))
+        _read_until(follow.stdout.fileno(), f"tick {last + 2}\n".encode(), seen)  # type: ignore[union-attr]
+    finally:
+        follow.terminate()
+        follow.wait(20)
     _inside(d, "rm /etc/init.d/S50tick")
 
 
