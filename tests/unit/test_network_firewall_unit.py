@@ -157,20 +157,24 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
     """Firewall calls against a fake: state read from `states`, batches recorded in `batches`."""
     batches: list = []
     states: list = [State(elements={}, comments={}, chains=set())]
-    monkeypatch.setattr(fwmod, "read_state", lambda table: states[-1])
+    monkeypatch.setattr(fwmod, "read_state", lambda table, families=(): states[-1])
     monkeypatch.setattr(nft, "run", lambda cmds: batches.append(cmds) or {"nftables": []})
     return batches, states
 
 
 def test_one_batch_per_call_with_the_skeleton_when_tables_are_missing(recorded: tuple[list, list]) -> None:
     batches, states = recorded
-    Firewall("jaula").add_nic(NET, NIC)
+    Firewall("jaula").ensure_network(NET)
     assert len(batches) == 1
-    kinds = [next(iter(c["create"])) for c in batches[0] if "create" in c]
-    assert kinds == ["table", "table"]
+    made = [c["create"]["table"]["family"] for c in batches[0] if "create" in c]
+    assert made == ["bridge", "inet"]
+    Firewall("jaula").add_nic(NET, NIC)      # a NIC call reads and makes only the bridge table
+    assert [c["create"]["table"]["family"] for c in batches[1] if "create" in c] == ["bridge"]
+    Firewall("jaula").add_forward(FWD)
+    assert [c["create"]["table"]["family"] for c in batches[2] if "create" in c] == ["inet"]
     states.append(_state())
     Firewall("jaula").add_nic(NET, NIC)
-    assert len(batches) == 2 and not [c for c in batches[1] if "create" in c]
+    assert len(batches) == 4 and not [c for c in batches[3] if "create" in c]
 
 
 def test_macvlan_nic_needs_no_rule(recorded: tuple[list, list]) -> None:

@@ -286,13 +286,13 @@ class Firewall:
             port = nic.host_name
             cmds = nd_rules(self.table, port, nic_addresses6(nic))
             return cmds + element_commands(self.table, state, owned_by_port(state, port), nic_elements(net, nic))
-        self._apply(build)
+        self._apply(build, (BRIDGE,))
 
     def remove_nic(self, nic: NicPlan) -> None:
         _check([x for x in [_ifname_problem("nic host_name", nic.host_name)] if x])
         if nic.type != BRIDGED:
             return
-        self._apply(lambda state: self._port_removal(state, nic.host_name))
+        self._apply(lambda state: self._port_removal(state, nic.host_name), (BRIDGE,))
 
     def _port_removal(self, state: State, port: str) -> list[dict]:
         """Commands deleting a port's elements, then its neighbour-discovery chain (no longer jumped to)."""
@@ -316,7 +316,7 @@ class Firewall:
                              f"instance {owner!r}: remove that forward first or choose another port")
             owned = {fs: {key} for fs in forward_elements(fwd)}
             return element_commands(self.table, state, owned, forward_elements(fwd))
-        self._apply(build)
+        self._apply(build, (INET,))
 
     def remove_forward(self, fwd: PortForward) -> None:
         _check(forward_problems(fwd))
@@ -326,7 +326,7 @@ class Firewall:
             if state.comments.get((INET, f"{maps}_to", key), fwd.instance) != fwd.instance:
                 return []    # the port now belongs to another instance's forward: not ours to remove
             return element_commands(self.table, state, {fs: {key} for fs in forward_elements(fwd)}, {})
-        self._apply(build)
+        self._apply(build, (INET,))
 
     # -- whole tables
     def destroy(self) -> None:
@@ -356,19 +356,21 @@ class Firewall:
                         out.append(f"{family} {base} {_show(key)} : {state.elements[(family, base)][key]}")
         return out
 
-    def _apply(self, build) -> None:  # type: ignore[no-untyped-def]
-        """Read our tables, build the batch (with the skeleton when a table is missing), run it once.
+    def _apply(self, build, families: tuple[str, ...] = (INET, BRIDGE)) -> None:  # type: ignore[no-untyped-def]
+        """Read the tables the call touches, build the batch (with the skeleton of a missing one), run it once.
 
-        A missing table is made with `create`, which fails if another caller made it meanwhile: then
-        the state is read again and the batch rebuilt, once.
+        Listing a table costs in proportion to its elements, so a NIC call reads only the bridge
+        table and a forward call only the inet one. A missing table is made with `create`, which
+        fails if another caller made it meanwhile: then the state is read again and the batch
+        rebuilt, once.
         """
         for attempt in (0, 1):
-            state = read_state(self.table)
+            state = read_state(self.table, families)
             cmds = build(state)
             fresh = []
-            if not state.bridge:
+            if BRIDGE in families and not state.bridge:
                 fresh += bridge_table(self.table)
-            if not state.inet:
+            if INET in families and not state.inet:
                 fresh += inet_table(self.table)
             if not cmds and not fresh:
                 return

@@ -84,9 +84,10 @@ def _list_table(family: str, table: str) -> dict | None:
         raise
 
 
-def read_state(table: str) -> State:
+def read_state(table: str, families: tuple[str, ...] = (INET, BRIDGE)) -> State:
+    """The listed families' tables (a family not listed reads as absent)."""
     state = State(elements={}, comments={}, chains=set())
-    for family in (INET, BRIDGE):
+    for family in families:
         # one list per batch: libnftables 1.0.6 answers a second list in the same buffer from a stale cache
         out = _list_table(family, table)
         if out is None:
