@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.test_jaulad import Daemon, daemon  # noqa: F401 (the fixture)
+from tests.e2e.test_jaulad import JAULA, Daemon, daemon  # noqa: F401 (the fixture)
 from tests.support import network as netsupport
 
 pytestmark = pytest.mark.root
@@ -38,7 +38,10 @@ def netd(daemon: Daemon) -> Iterator[Daemon]:  # noqa: F811
         netsupport.remove_daemon_network(daemon.root)
         from jaula.network import ipam
         tag = ipam.root_tag(str(daemon.root.absolute()))
-        mine = set(bridges) | {ipam.veth_name(tag, i, n) for i in ("a1", "a2", "b1", "q1") for n in ("eth0", "eth1")}
+        from jaula.network.links import ifb_name
+        mine = set(bridges) | {ipam.veth_name(tag, i, n) for i in ("a1", "a2", "b1", "q1", "bad")
+                               for n in ("eth0", "eth1")}
+        mine |= {ifb_name(v) for v in mine}
         assert not (mine & netsupport.links())
         assert not {f"inet {table}", f"bridge {table}"} & netsupport.nft_tables()
 
@@ -125,6 +128,29 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert ("a2", "eth1") not in _addresses(d)
     assert not _ping(address=a2_eth1)
 
+    # rate limits change live (tc on the host side of a1's veth), and go
+    from jaula.network.links import ifb_name
+    veth_a1 = next(n["host_name"] for n in _nics(d, "a1") if n["name"] == "eth0")
+    d.jaula("config", "set", "a1", "nic.eth0.limits.ingress=10Mbit", "nic.eth0.limits.egress=20Mbit")
+    assert "tbf" in _qdiscs(veth_a1) and "tbf" in _qdiscs(ifb_name(veth_a1))
+    d.jaula("config", "unset", "a1", "nic.eth0.limits.ingress", "nic.eth0.limits.egress")
+    assert "tbf" not in _qdiscs(veth_a1) and ifb_name(veth_a1) not in netsupport.links()
+    assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"
+
+    # a start that fails plugging its second NIC (a route through an unreachable gateway) leaves
+    # nothing of the first: no link, no firewall element
+    from jaula.network import ipam
+    tag = ipam.root_tag(str(d.root.absolute()))
+    bad = {ipam.veth_name(tag, "bad", n) for n in ("eth0", "eth1")}
+    r = subprocess.run([*JAULA, "--socket", str(d.socket), "launch", "busybox", "bad", "-c", "nic.eth0.network=lab",
+                        "-c", "nic.eth1.network=lab", "-c", "nic.eth1.routes=10.99.0.0/16 via 192.0.2.1"],
+                       check=False, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "bad" in d.instances()
+    from jaula.network.firewall_state import read_state
+    held = repr(read_state(table).elements) + repr(read_state(table).chains)
+    assert not bad & netsupport.links() and not [v for v in bad if v in held]
+    d.jaula("delete", "bad")
+
     # addresses stay across a restart of the instance and of jaulad; the network keeps working
     d.jaula("restart", "a2")
     pids["a2"] = d.note("a2")["pid"]
@@ -135,7 +161,7 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"
 
     # a used network cannot go; once its instances went, nothing is left: links, rules, rows
-    r = subprocess.run([*__import__("tests.e2e.test_jaulad", fromlist=["JAULA"]).JAULA, "--socket", str(d.socket),
+    r = subprocess.run([*JAULA, "--socket", str(d.socket),
                         "network", "delete", "lab"], check=False, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "used by a1, a2" in r.stdout + r.stderr
     veths = {n["host_name"] for name in ("a1", "a2", "b1") for n in _nics(d, name)}
@@ -145,13 +171,17 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert not (veths & netsupport.links())
     assert [n["name"] for n in json.loads(d.jaula("network", "list", "--format", "json"))] == ["lab"]
     assert nets["default"]["config"]["bridge"] not in netsupport.links()   # made on first use, gone with b1
-    from jaula.network.firewall_state import read_state
     state = read_state(table)
     held = repr(state.elements) + repr(state.chains)                               # lab's own policy only
     assert not [v for v in veths if v in held] and str(port) not in held, held
     d.jaula("network", "delete", "lab")
     assert bridge not in netsupport.links() and not read_state(table).inet      # the last network: table gone
     assert d.leaks() == []
+
+
+def _qdiscs(ifname: str) -> str:
+    return subprocess.run(["tc", "qdisc", "show", "dev", ifname], check=False, capture_output=True,
+                          text=True).stdout
 
 
 def _nics(d: Daemon, name: str) -> list[dict]:

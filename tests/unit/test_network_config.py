@@ -59,3 +59,17 @@ def test_host_networking_only_privileged_and_without_nics() -> None:
     assert "only for a privileged instance" in text and "nic.eth0.type=none" in text
     ok = settings.validate({"network.mode": "host", "security.privileged": "true", "nic.eth0.type": "none"})
     assert ok["network.mode"] == "host"
+
+
+def test_resolv_conf_and_hosts(tmp_path) -> None:
+    from jaula.network import dns
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# x\nnameserver 127.0.0.53\nnameserver 10.1.1.1\nnameserver ::1\nsearch lan\n")
+    assert dns.host_nameservers(str(conf)) == ["10.1.1.1"]
+    assert dns.host_nameservers(str(tmp_path / "none")) == []
+    text = dns.resolv_conf([], "1.1.1.1,9.9.9.9", "lab.example", "10.5.5.1/24")
+    assert "search lab.example\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n" in text
+    assert dns.resolv_conf([], None, None, "10.5.5.1/24").endswith("nameserver 10.5.5.1\n")   # the gateway
+    assert "nameserver 10.1.1.1" in dns.resolv_conf(["10.1.1.1"], "1.1.1.1", None, None)
+    assert "10.5.5.2\tweb1" in dns.hosts_file("web1", ["10.5.5.2/24"])

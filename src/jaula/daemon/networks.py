@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 from typing import Any
 
@@ -25,10 +26,10 @@ from jaula.daemon.network_tables import AddressRow, ForwardRow, NetworkRow
 from jaula.errors import BadState, ConfigError, Exists, JaulaError, NotFound
 from jaula.network import config as netconfig
 from jaula.network import ipam
+from jaula.network.dns import host_nameservers, hosts_file, resolv_conf
 from jaula.network.plan import BRIDGED, MACVLAN, NetworkPlan, NicPlan, PortForward
 
 log = logging.getLogger("jaula.networks")
-RESOLV_CONF = "/etc/resolv.conf"
 #: the description of the default network made on first use: it goes with its last instance
 AUTO_DESCRIPTION = "made on first use: removed with its last instance"
 
@@ -201,6 +202,9 @@ class NetworkService:
     def check_networks(self, expanded: dict[str, Any]) -> None:
         problems = []
         for nic, f in netconfig.nics(expanded).items():
+            if f["type"] == MACVLAN and self.enabled and not os.path.exists(f"/sys/class/net/{f['parent']}"):
+                problems.append(f"nic.{nic}.parent: the host has no interface {f['parent']!r}: "
+                                f"use one of {', '.join(sorted(os.listdir('/sys/class/net')))}")
             if f["type"] != BRIDGED:
                 continue
             if f["network"] == netconfig.DEFAULT_NETWORK and self.enabled:
@@ -293,6 +297,10 @@ class NetworkService:
         if not self.enabled or cfg.get("network.mode") == "host":
             return {}
         addrs = {(a.nic, a.family): a.address for a in self.db.addresses(instance=name)}
+        if self._unallocated(cfg, addrs):  # made by a copy, an import or a restore: allocated now
+            with self.db.transaction():
+                self.allocate(name)
+            addrs = {(a.nic, a.family): a.address for a in self.db.addresses(instance=name)}
         nets: dict[str, NetworkPlan] = {}
         nics: list[NicPlan] = []
         for nic, f in netconfig.nics(cfg).items():
@@ -328,6 +336,20 @@ class NetworkService:
                                            dns.get("dns.domain"),
                                            nets[first.network].ipv4 if first and nets[first.network].ipv4 else None),
                 "hosts": hosts_file(name, [a for n in nics for a in n.ipv4 + n.ipv6])}
+
+    def _unallocated(self, cfg: dict[str, Any], addrs: dict[tuple[str, int], str]) -> bool:
+        """Whether a bridged NIC that should have an address of a family has none stored."""
+        for nic, f in netconfig.nics(cfg).items():
+            if f["type"] != BRIDGED:
+                continue
+            try:
+                plan = self.plan(self.db.get_network(f["network"]))
+            except NotFound:
+                return True
+            for family, gw in ((4, plan.ipv4), (6, plan.ipv6)):
+                if gw and f.get(f"ipv{family}", netconfig.AUTO) != netconfig.OFF and (nic, family) not in addrs:
+                    return True
+        return False
 
     def _table(self) -> str:
         return getattr(self.plumbing, "table", ipam.table_name(self.tag))
@@ -452,40 +474,3 @@ def _kbit(value: str | None) -> int | None:
 
 def _with_prefix(address: str, gateway: str) -> str:
     return f"{address}/{gateway.split('/')[1]}"
-
-
-def host_nameservers(path: str = RESOLV_CONF) -> list[str]:
-    """The host's resolvers from its resolv.conf, loopback ones left out (an instance cannot reach them)."""
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                bits = line.split()
-                if len(bits) >= 2 and bits[0] == "nameserver":
-                    try:
-                        if not ipaddress.ip_address(bits[1].split("%")[0]).is_loopback:
-                            out.append(bits[1])
-                    except ValueError:
-                        continue
-    except OSError:
-        pass
-    return out[:3]
-
-
-def resolv_conf(host: list[str], configured: str | None, domain: str | None, gateway: str | None) -> str:
-    """An instance's /etc/resolv.conf: the host's resolvers unless they are loopback ones, else the
-    network's dns.nameservers, else the gateway (a resolver the host may run there)."""
-    servers = host or (configured.split(",") if configured else []) or ([gateway.split("/")[0]] if gateway else [])
-    lines = ["# written by jaula at each start (the network's DNS settings)"]
-    if domain:
-        lines.append(f"search {domain}")
-    lines += [f"nameserver {s}" for s in servers]
-    return "\n".join(lines) + "\n"
-
-
-def hosts_file(name: str, addresses: list[str]) -> str:
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    lines += [f"{a.split('/')[0]}\t{name}" for a in addresses]
-    if not addresses:
-        lines.append(f"127.0.1.1\t{name}")
-    return "\n".join(lines) + "\n"

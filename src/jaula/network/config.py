@@ -308,6 +308,8 @@ def nic_problems(config: dict[str, Any]) -> list[str]:
             problems.append(f"nic.{name}.network: only a bridged NIC is on a network (this one is {f['type']})")
         if f["type"] == MACVLAN and any(f.get(k) == AUTO for k in ("ipv4", "ipv6")):
             problems.append(f"nic.{name}: a macvlan NIC has no allocated address: give static ones, or none")
+        if f["type"] == MACVLAN and ("limits.ingress" in f or "limits.egress" in f):
+            problems.append(f"nic.{name}.limits: a macvlan NIC has no host device to shape: limit a bridged NIC")
         if f["type"] == NONE and set(f) - {"type"}:
             problems.append(f"nic.{name}: a NIC of type none takes no other key ({', '.join(sorted(set(f) - {'type'}))})")
     return problems
