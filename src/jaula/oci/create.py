@@ -10,7 +10,14 @@ import os
 
 from jaula.errors import ConfigError, Exists, JaulaError
 from jaula.oci import config, rootfs, state, sync
-from jaula.oci.init import Plan, idmapped_mounts, intermediate, wants_pid_exchange
+from jaula.oci.init import (
+    Plan,
+    fork_init,
+    forks_init_directly,
+    idmapped_mounts,
+    intermediate,
+    wants_pid_exchange,
+)
 from jaula.oci.validate import validate
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -97,12 +104,16 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     plan = Plan(spec, cid, child, ctx, fifo_fd, console_sock, opts.preserve_fds, log, hook_state,
                 join_files(cg.paths, mounts, need_unified))
     log.reopen()
-    pid = os.fork()
-    if pid == 0:
-        parent.close()
-        intermediate(plan)  # never returns
+    direct = forks_init_directly(spec)
+    if direct:
+        pid = fork_init(plan, parent)
+    else:
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            intermediate(plan)  # never returns
     child.close()
-    ipid = 0
+    ipid = pid if direct else 0
 
     def kill_children() -> None:
         for victim in (ipid, pid):
@@ -117,12 +128,13 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
             pass
 
     undo.append(kill_children)
-    if lx.namespace("user") is not None and not lx.namespace("user").path:
-        sync.expect(parent, sync.USERNS)
-        write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
-        sync.send(parent, sync.GO_ON)
-    ipid = int(sync.expect(parent, sync.PID))
-    os.waitpid(pid, 0)
+    if not direct:
+        if lx.namespace("user") is not None and not lx.namespace("user").path:
+            sync.expect(parent, sync.USERNS)
+            write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
+            sync.send(parent, sync.GO_ON)
+        ipid = int(sync.expect(parent, sync.PID))
+        os.waitpid(pid, 0)
     data.update(pid=ipid, pidStart=state.proc_start_time(ipid))
     c.save()
     if idmapped_mounts(spec):

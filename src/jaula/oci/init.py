@@ -34,17 +34,68 @@ class Plan:
         self.pid_sent = -1  # read end of a pipe: the intermediate has sent PID when a byte arrives
 
 
+def forks_init_directly(spec: Spec) -> bool:
+    """Whether the runtime forks the init itself (fork_init), without the intermediate process.
+
+    The intermediate exists so that the pid namespace (which only children enter) is created after
+    the user namespace that must own it, and for the time namespace (children only, too). Without
+    either, the runtime can unshare the pid namespace for its own children and fork the init
+    straight into it: one Python process less on every create.
+    """
+    lx = spec.linux
+    pid = lx.namespace("pid")
+    return lx.namespace("user") is None and lx.namespace("time") is None and (pid is None or not pid.path)
+
+
+def fork_init(plan: Plan, runtime_end) -> int:
+    """Fork the init from the runtime (see forks_init_directly); its pid. The runtime's own pid
+    namespace for later children (hooks) is taken back at once: unshare(CLONE_NEWPID) only sets
+    the namespace of the children to come."""
+    own = -1
+    if plan.spec.linux.namespace("pid") is not None:
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if own >= 0:
+            nsys.unshare(nsys.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            if own >= 0:
+                os.close(own)  # the host's pid namespace: never into the container
+            runtime_end.close()
+            _first_process(plan)  # never returns
+        return pid
+    finally:
+        if own >= 0:
+            nsys.setns(own, nsys.CLONE_NEWPID, "the runtime's own pid namespace")
+            os.close(own)
+
+
+def _first_process(plan: Plan) -> None:
+    """The init forked by the runtime: the intermediate's steps for itself, then the init's. Never returns."""
+    try:
+        _enter(plan, nsys.CLONE_NEWPID)
+    except BaseException as e:  # noqa: BLE001 - the child must report and exit, whatever happened
+        _report(plan.sock, "namespaces", e)
+        os._exit(1)
+    container_init(plan)
+
+
+def _enter(plan: Plan, done: int = 0) -> None:
+    """Non-dumpable, in the cgroup, oom_score_adj, then the namespaces (but those in `done`)."""
+    proc.set_dumpable(False)
+    join_cgroup(plan.cgroup_files)
+    adj = plan.spec.process.oom_score_adj
+    if adj is not None:  # inherited by init; set while we are still the host's root
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(adj))
+    _namespaces(plan, done)
+
+
 def intermediate(plan: Plan) -> None:
     """Enter or create the namespaces, then fork the init (pid 1 of a new pid namespace). Never returns."""
     code = 1
     try:
-        proc.set_dumpable(False)
-        join_cgroup(plan.cgroup_files)
-        adj = plan.spec.process.oom_score_adj
-        if adj is not None:  # inherited by init; set while we are still the host's root
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(adj))
-        _namespaces(plan)
+        _enter(plan)
         # Init and we share the socket: init must not speak before our PID message is out.
         plan.pid_sent, told = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
@@ -60,7 +111,7 @@ def intermediate(plan: Plan) -> None:
         os._exit(code)
 
 
-def _namespaces(plan: Plan) -> None:
+def _namespaces(plan: Plan, done: int = 0) -> None:
     lx = plan.spec.linux
     user = lx.namespace("user")
     if user is not None and user.path:
@@ -83,6 +134,7 @@ def _namespaces(plan: Plan) -> None:
     for ns in lx.namespaces:
         if not ns.path and ns.type != "user":
             flags |= nsys.NAMESPACES[ns.type][0]
+    flags &= ~done
     if flags:
         nsys.unshare(flags)
     if lx.time_offsets:
@@ -148,9 +200,10 @@ def container_init(plan: Plan) -> None:
             for fd in plan.ctx.detached.values():
                 os.close(fd)
         step = "createRuntime hooks"
-        if os.read(plan.pid_sent, 1) != b"1":
-            raise sync.ProtocolError("the intermediate process exited before reporting the init's pid")
-        os.close(plan.pid_sent)
+        if plan.pid_sent >= 0:  # forked by the intermediate: wait until it has sent PID
+            if os.read(plan.pid_sent, 1) != b"1":
+                raise sync.ProtocolError("the intermediate process exited before reporting the init's pid")
+            os.close(plan.pid_sent)
         if wants_pid_exchange(spec):
             sync.send(plan.sock, sync.CREATE_RUNTIME)
             plan.state["pid"] = int(sync.expect(plan.sock, sync.GO_ON))
