@@ -303,7 +303,29 @@ def test_errors_are_clear(d: Daemon, tmp_path: Path) -> None:
     try:
         r = run(d, "exec", "in2", "--", "true")
         assert r.returncode == 6 and b"is stopped" in r.stderr, r
-        r = run(d, "file", "pull", "in2/etc/hostname", str(tmp_path / "x"))
-        assert r.returncode == 6 and b"is stopped" in r.stderr, r
     finally:
         d.jaula("delete", "in2")
+
+
+def test_files_of_a_stopped_instance(d: Daemon, tmp_path: Path) -> None:
+    """Its volume is mounted for the transfer (idmapped as at start) and unmounted after."""
+    d.jaula("create", "busybox", "in3")
+    try:
+        src = tmp_path / "motd"
+        src.write_bytes(b"pushed while stopped\n" * 1000)
+        assert run(d, "file", "push", "--uid", "7", "--gid", "8", "--mode", "0604", str(src),
+                   "in3/etc/motd").returncode == 0
+        assert run(d, "file", "pull", "in3/etc/motd", str(tmp_path / "back")).returncode == 0
+        assert (tmp_path / "back").read_bytes() == src.read_bytes()
+        assert run(d, "file", "pull", "in3/etc/hostname", str(tmp_path / "hn")).returncode == 0
+        assert (tmp_path / "hn").read_text() == "in3\n"
+        r = run(d, "file", "pull", "in3/no/such", str(tmp_path / "x"))
+        assert r.returncode == 4 and b"not found inside the instance" in r.stderr, r
+        assert not any("in3" in m for m in mounts_under(str(d.top)))   # mounted for each transfer only
+        d.jaula("start", "in3")
+        d.note("in3")
+        r = run(d, "exec", "in3", "--", "stat", "-c", "%u %g %a %s", "/etc/motd")
+        assert r.stdout.decode().split() == ["7", "8", "604", str(len(src.read_bytes()))], r
+    finally:
+        d.jaula("delete", "--force", "in3")
+    assert not any("in3" in m for m in mounts_under(str(d.top)))

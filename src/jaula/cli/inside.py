@@ -113,7 +113,7 @@ def register(cli: click.Group, client_of: Callable[[click.Context], Any], group_
 
     @cli.group(cls=group_cls)
     def file() -> None:
-        """Push files into an instance and pull them out (it must be running)."""
+        """Push files into an instance and pull them out (running or stopped)."""
 
     @file.command("push")
     @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True))

@@ -6,7 +6,9 @@
 - POST /1.0/instances/{name}/files?path=P with X-Jaula-Type file (the body is the content) or
   directory, X-Jaula-Uid/Gid (default 0: the instance's root), X-Jaula-Mode (default 0644 / 0755).
 
-The instance must be running (its init's root is where paths resolve: instance_files.py).
+Paths resolve inside the instance (instance_files.py): under its init's root while it runs (or is
+frozen); a stopped instance's volume is mounted for the transfer (as its start would mount it),
+in an operation that keeps its starts waiting, and unmounted after.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import shutil
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
@@ -30,32 +34,82 @@ _FILE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
     "content": {"application/octet-stream": {}, "application/json": {}}}}
 
 
-def mount(app: FastAPI, db: Any) -> None:
-    def root_of(name: str) -> tuple[int, int]:
+def mount(app: FastAPI, db: Any, backend: Any, instance: Callable[[Any], Any]) -> None:
+    """Add the files routes; `instance(row)` is the driver's model of a stored instance."""
+
+    def base_of(row: Any) -> int:
+        return row.idmap_base if row.idmap_size and row.idmap_base is not None else 0
+
+    def in_root(name: str, what: str, fn: Callable[[int, int, bool], Any]) -> Any:
+        """`fn(root_fd, base, mounted)` over the instance's root: its init's while it runs (or is
+        frozen), else its volume mounted for the moment (`mounted`), in an operation (starts of
+        it wait meanwhile)."""
         row = db.get_instance(name)
-        if row.status != "running":
-            raise BadState(f"Instance {name!r} is {row.status}: files are pushed and pulled while it runs "
-                           f"(jaula start {name})")
-        base = row.idmap_base if row.idmap_size and row.idmap_base is not None else 0
-        return files.open_root(row.pid, row.pid_start, name), base
+        if row.status in ("running", "frozen"):
+            root = files.open_root(row.pid, row.pid_start, name)
+            try:
+                return fn(root, base_of(row), False)
+            finally:
+                os.close(root)
+        if not hasattr(backend, "mount_root"):
+            raise BadState(f"Instance {name!r} is {row.status}: this jaulad reaches files of running instances only")
+        got: dict[str, Any] = {}
+
+        def action() -> dict:
+            now = db.get_instance(name)
+            try:
+                if now.status != "stopped":
+                    raise BadState(f"Instance {name!r} is {now.status} now: try again")
+                inst = instance(now)
+                where = backend.mount_root(inst)
+                try:
+                    root = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:
+                        got["value"] = fn(root, base_of(now), True)
+                    finally:
+                        os.close(root)
+                finally:
+                    backend.unmount_root(inst)
+            except BaseException as exc:
+                got["error"] = exc
+                raise
+            return {}
+
+        ops = app.state.operations
+        op = ops.submit(f"{what} instance {name} (stopped: its root mounted for it)", action, instance=name)
+        ops.wait(op.id)
+        if "error" in got:
+            raise got["error"]
+        if "value" not in got:
+            raise BadState(f"{what} instance {name!r} was cancelled")
+        return got["value"]
 
     @app.get("/1.0/instances/{name}/files", tags=["instances"], responses=_FILE_RESPONSES,
-             summary="Pull a file (its bytes) or list a folder inside a running instance")
+             summary="Pull a file (its bytes) or list a folder inside an instance")
     def pull(name: str, path: str = Query(..., description="absolute path inside the instance")) -> Any:
         files.check_path(path)
-        root, base = root_of(name)
-        try:
+        db.get_instance(name)
+
+        def read(root: int, base: int, mounted: bool) -> tuple[files.Meta, Any]:
             meta, got = files.pull(root, path, base)
-        finally:
-            os.close(root)
+            if isinstance(got, list) or not mounted:
+                return meta, got
+            with os.fdopen(got, "rb") as f:   # the root is unmounted next: keep a copy
+                spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+                shutil.copyfileobj(f, spool, 1 << 16)
+            meta.size = _size(spool)
+            return meta, spool
+
+        meta, got = in_root(name, "Pulling a file from", read)
         if isinstance(got, list):
             return JSONResponse({"type": "sync", "status": "Success", "status_code": 200, "metadata": got},
                                 headers=meta.headers())
         headers = {**meta.headers(), "Content-Length": str(meta.size)}
-        return StreamingResponse(_read(got, meta.size), media_type="application/octet-stream", headers=headers)
+        body = _read(got, meta.size) if isinstance(got, int) else _read_spool(got, meta.size)
+        return StreamingResponse(body, media_type="application/octet-stream", headers=headers)
 
     @app.post("/1.0/instances/{name}/files", tags=["instances"], status_code=200,
-              summary="Push a file (the body) or make a folder inside a running instance")
+              summary="Push a file (the body) or make a folder inside an instance")
     async def push(name: str, request: Request,
                    path: str = Query(..., description="absolute path inside the instance"),
                    x_jaula_type: str = Header("file", description="file or directory"),
@@ -76,17 +130,48 @@ def mount(app: FastAPI, db: Any) -> None:
         if problems:
             raise ConfigError(problems)
         loop = asyncio.get_running_loop()
-        root, base = await loop.run_in_executor(None, root_of, name)
-        try:
-            if x_jaula_type == "directory":
-                await loop.run_in_executor(None, lambda: files.push_directory(
-                    root, path, uid=x_jaula_uid, gid=x_jaula_gid, mode=mode, base=base))
-            else:
-                await _push_body(request, lambda chunks: files.push_file(
-                    root, path, chunks, uid=x_jaula_uid, gid=x_jaula_gid, mode=mode, base=base))
-        finally:
-            os.close(root)
+        row = await loop.run_in_executor(None, db.get_instance, name)
+        ids = {"uid": x_jaula_uid, "gid": x_jaula_gid, "mode": mode}
+        if x_jaula_type == "directory":
+            await loop.run_in_executor(None, in_root, name, "Making a folder in",
+                                       lambda root, base, _m: files.push_directory(root, path, base=base, **ids))
+        elif row.status in ("running", "frozen"):
+            root = await loop.run_in_executor(None, files.open_root, row.pid, row.pid_start, name)
+            try:
+                await _push_body(request, lambda chunks: files.push_file(root, path, chunks, base=base_of(row), **ids))
+            finally:
+                os.close(root)
+        else:  # the body first (the instance's root is mounted only for the write)
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+            try:
+                async for chunk in request.stream():
+                    spool.write(chunk)
+                spool.seek(0)
+                await loop.run_in_executor(None, in_root, name, "Pushing a file into",
+                                           lambda root, base, _m: files.push_file(
+                                               root, path, iter(lambda: spool.read(1 << 16), b""), base=base, **ids))
+            finally:
+                spool.close()
         return {"type": "sync", "status": "Success", "status_code": 200, "metadata": {}}
+
+
+SPOOL_MEMORY = 8 << 20   # a stopped instance's file passes through memory up to this, then a temp file
+
+
+def _size(f: Any) -> int:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(0)
+    return size
+
+
+def _read_spool(f: Any, size: int) -> Iterator[bytes]:
+    try:
+        while size > 0 and (chunk := f.read(min(1 << 16, size))):
+            size -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
 
 
 def _read(fd: int, size: int) -> Iterator[bytes]:

@@ -14,4 +14,4 @@ def mount(app: FastAPI, db: Any, backend: Any, instance: Callable[[Any], Any]) -
 
     exec_api.mount(app, db, backend, instance)
     console_api.mount(app, db, backend)
-    files_api.mount(app, db)
+    files_api.mount(app, db, backend, instance)

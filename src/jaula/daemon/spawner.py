@@ -9,12 +9,12 @@ Protocol (one SOCK_SEQPACKET socketpair, so one message is one datagram-like pac
   request  {"id": N, "op": OP, "instance": {...} | null, "args": {...}}
   reply    {"id": N, "ok": true, "result": ...}
            {"id": N, "ok": false, "error": {"type": "BadState", "message": "..."}}
-OPs: create start stop freeze unfreeze state stats update delete (the Driver's methods, the
-instance as `Instance.to_json()`, `args` as keyword arguments), ping (-> the spawner's pid),
-exit_status (args {"pid": P}: the exit code of an init the spawner reaped, else null) and exec
-(the driver's `spawn_exec`, with the fds the request carries: it forks a waiter and answers at
-once with {"pid": waiter}, so a long command never blocks the spawner; the reply carries a
-pidfd of the waiter).
+OPs: create start stop freeze unfreeze state stats update delete mount_root unmount_root (the
+Driver's methods, the instance as `Instance.to_json()`, `args` as keyword arguments), ping (-> the
+spawner's pid), exit_status (args {"pid": P}: the exit code of an init the spawner reaped, else
+null) and exec (the driver's `spawn_exec`, with the fds the request carries: it forks a waiter
+and answers at once with {"pid": waiter}, so a long command never blocks the spawner; the reply
+carries a pidfd of the waiter).
 The reply to "start" carries a pidfd of the instance's init (SCM_RIGHTS, opened in the
 spawner right after the start) so the daemon can watch it in its event loop (supervisor.py);
 `SpawnerClient.call` returns it in the result as "pidfd" (the caller owns and closes it).
@@ -63,7 +63,8 @@ from jaula.errors import BadState, JaulaError
 MAX_MESSAGE = 1 << 20            # a request or reply larger than this is refused
 MAX_STATUSES = 4096              # exit codes kept for `exit_status` (the oldest go first)
 DRIVER_OPS = frozenset(("create", "start", "stop", "freeze", "unfreeze", "state", "stats", "update", "delete",
-                        "snapshot", "restore", "delete_snapshot", "copy", "export", "import_"))
+                        "snapshot", "restore", "delete_snapshot", "copy", "export", "import_",
+                        "mount_root", "unmount_root"))
 OPS = DRIVER_OPS | {"ping", "exit_status", "exec"}
 _IDLE_REAP_S = 1.0
 

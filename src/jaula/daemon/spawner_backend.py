@@ -186,6 +186,13 @@ class SpawnerBackend:
 
         return exec_process.start(self.call, inst, args, **kw)
 
+    def mount_root(self, inst: Instance) -> str:
+        """Mount a stopped instance's root for a file transfer; where (ContainerDriver.mount_root)."""
+        return str(self.call("mount_root", inst))
+
+    def unmount_root(self, inst: Instance) -> None:
+        self.call("unmount_root", inst)
+
     def console_log(self, name: str) -> Path:
         """The file the instance's init writes its stdout and stderr to (the driver's layout)."""
         return paths(self.root)["instances"] / "logs" / name / "console.log"

@@ -343,6 +343,31 @@ class ContainerDriver(StorageVerbs, Driver):
             _exec_waiter(c, spec, p, fds, console_socket if tty else None, log)
         return pid
 
+    def mount_root(self, inst: Instance) -> str:
+        """Mount a stopped instance's root where its start would (bundles/<name>/rootfs, idmapped
+        the same way) for a file push or pull, and return that path; `unmount_root` undoes it.
+        The caller keeps starts of the instance out meanwhile (jaulad: its operation lock)."""
+        from jaula.oci.state import STOPPED as GONE
+
+        name = validate_name(inst.name)
+        c = self._container(name)
+        if c is not None and c.status() != GONE:
+            raise BadState(f"instance {name!r} is {self.state(inst).status}: its root is reached through its init")
+        if self._mounted_at(name) is not None:
+            raise BadState(f"instance {name!r}: its root is mounted already (a start or a file transfer under way)")
+        rootfs = os.path.join(self.bundle(name), "rootfs")
+        os.makedirs(rootfs, 0o711, exist_ok=True)
+        try:
+            self.pool.mount(name, rootfs, idmap=self._idmap(inst))
+        except BaseException:
+            self._remove_bundle(name)
+            raise
+        return rootfs
+
+    def unmount_root(self, inst: Instance) -> None:
+        """Undo `mount_root`: unmount the volume, remove the empty bundle."""
+        self._release(validate_name(inst.name))
+
     def _exec_spec(self, inst: Instance, args: list[str], *, env: dict[str, str] | None, user: tuple[int, int] | None,
                    cwd: str | None, tty: bool, width: int = 0, height: int = 0):
         """The running container, its spec and the exec's Process (the init's security settings)."""
