@@ -123,12 +123,14 @@ class NetworkService(ForwardActions):
         if users := self.users(name):
             raise BadState(f"Network {name!r} is used by {', '.join(users)}: remove their NICs on it "
                            "(jaula nic remove), or delete them, first")
-        with self._lock:
+        # the row goes first, under the write lock: an instance allocating an address on it meanwhile
+        # makes the delete fail (BadState) before the bridge is touched
+        with self._lock, self.db.transaction():
+            self.db.delete_network(name)
             if self.enabled:
                 _host(f"Network {name!r}", self.plumbing.remove_network, self.plan(row))
-            self.db.delete_network(name)
-            if self.enabled and not self.db.list_networks():
-                _host("The firewall table", self.plumbing.destroy)  # the last network: the table goes too
+                if not self.db.list_networks():
+                    _host("The firewall table", self.plumbing.destroy)  # the last network: the table too
         self._event("network-deleted", {"name": name})
 
     def collect(self) -> None:
