@@ -88,9 +88,9 @@ def test_snapshot_copy_restore_export_import(daemon: Daemon, tmp_path: Path) -> 
     assert "user.note=first" in d.jaula("config", "show", "e1").split()
 
     # export (downloaded), then import (uploaded) under a new name: content and owner as inside,
-    # its own host name
+    # its own host name; its snapshots with it
     backup = tmp_path / "e1.tar.gz"
-    assert "exported" in d.jaula("export", "e1", str(backup))
+    assert "exported" in d.jaula("export", "e1", str(backup), "--snapshots")
     assert backup.is_file() and os.listdir(d.root / "backups") == []  # downloaded, then gone from jaulad
     code, out = _fails(d, "export", "e1", str(backup))
     assert code == ExitCode.EXISTS and "exists already" in out
@@ -101,6 +101,13 @@ def test_snapshot_copy_restore_export_import(daemon: Daemon, tmp_path: Path) -> 
     assert f.read_text() == "one\n" and os.stat(f).st_uid == _base(d, "e9") + 1000
     assert (_rootfs(d, "e9") / "etc/hostname").read_text() == "e9\n"
     assert d.instances()["e9"]["config"]["user.note"] == "first"
+    kept = json.loads(d.jaula("snapshot", "list", "e9", "--format", "json"))
+    assert [k["name"] for k in kept] == ["s1", "snap0"] and kept[0]["config"]["user.note"] == "first"
+    d.jaula("stop", "e9")
+    d.jaula("snapshot", "restore", "e9", "snap0")  # the snapshot taken before "two" was written
+    assert (_volume(d, "e9") / "upper/root/f").read_text() == "one\n"
+    d.jaula("start", "e9")
+    d.note("e9")
 
     # clear errors
     for args, code, words in (

@@ -1,8 +1,8 @@
 """The container driver's snapshots, copies and backups for real (container_storage.py): a
 running busybox instance snapshotted and copied (frozen for the moment, then running on), restore
 of its root, a copy from a snapshot, an export whose owners are the ones seen inside and its
-import for an instance with another id range, and archives that try to escape refused before
-anything is extracted. Nothing is left: no mount, volume, cgroup or process.
+import for an instance with another id range (with its snapshots too), and archives that try
+to escape refused before anything is extracted. Nothing is left: no mount, volume, cgroup or process.
 """
 
 from __future__ import annotations
@@ -145,3 +145,42 @@ def test_archives_that_escape_are_refused_before_anything_is_made(host: Host, tm
     assert any(why in p for p in exc.value.problems), exc.value.problems
     assert [v.name for v in h.pool.volumes()] == [inst.name]
     assert not os.path.exists("/x")
+
+
+def test_export_and_import_with_snapshots(host: Host, tmp_path: Path) -> None:
+    h = host
+    inst = h.new()
+    h.start(inst)
+    booted(h, inst)
+    assert h.sh(inst, "echo one > /root/f && chown 1000:1000 /root/f")[0] == 0
+    h.driver.snapshot(inst, "s1")
+    assert h.sh(inst, "echo two > /root/f && rm /bin/vi")[0] == 0
+    h.driver.snapshot(inst, "s2")
+    assert h.sh(inst, "echo three > /root/f")[0] == 0
+    path = str(tmp_path / "b.tar.xz")
+    with pytest.raises(ConfigError, match="no snapshot 'nope'"):
+        h.driver.export(inst, path, {}, ["nope"])
+    h.driver.export(inst, path, {}, ["s1", "s2"])
+    assert h.driver.state(inst).status == "running"
+    h.driver.stop(inst, force=True)
+    with tarfile.open(path) as tar:
+        assert {n for n in tar.getnames() if n.startswith("snapshots/")} == {"snapshots/s1.tar", "snapshots/s2.tar"}
+    assert sorted(os.listdir(tmp_path)) == ["b.tar.xz"]  # no scratch files
+    assert [v.name for v in h.pool.volumes()] == [inst.name]  # nor scratch volumes
+
+    new = _like(h, inst, 5)
+    with pytest.raises(ConfigError, match="holds no snapshot 's9'"):
+        h.driver.import_(new, path, ["s9"])
+    assert [v.name for v in h.pool.volumes()] == [inst.name]
+    h.driver.import_(new, path, ["s1", "s2"])
+    assert h.pool.snapshots(new.name) == ["s1", "s2"]
+    assert not [n for n in os.listdir(h.pool.volumes_dir) if n.startswith(".")]  # no scratch folder
+    h.start(new)
+    assert h.sh(new, "cat /root/f")[1] == "three\n"
+    h.driver.stop(new, force=True)
+    for snap, text, vi in (("s1", "one", "vi"), ("s2", "two", "novi")):
+        h.driver.restore(new, snap)
+        h.start(new)
+        out = h.sh(new, "cat /root/f; stat -c %u /root/f; test -e /bin/vi && echo vi || echo novi")[1]
+        assert out.split() == [text, "1000", vi], snap
+        h.driver.stop(new, force=True)

@@ -57,8 +57,8 @@ def test_spoofed_ipv4_source_dropped(topo: Topology, fw: Firewall) -> None:
     assert topo.ping("a", topo.ip4("b"), source=spoof), "control: unpoliced spoofing gets through"
     fw.add_nic(topo.network(), topo.nics["a"])
     topo.flush_neighbours()
-    assert not topo.ping("a", topo.ip4("b"), source=spoof)
-    assert not topo.ping("a", topo.gw4, source=spoof)
+    assert not topo.ping("a", topo.ip4("b"), source=spoof, tries=1)
+    assert not topo.ping("a", topo.gw4, source=spoof, tries=1)
     assert topo.ping("a", topo.ip4("b"), source=topo.ip4("a")), "its own address still works"
 
 
@@ -69,7 +69,7 @@ def test_spoofed_ipv6_source_dropped(topo: Topology, fw: Firewall) -> None:
     assert topo.ping("a", topo.ip6("b"), source=spoof), "control: unpoliced spoofing gets through"
     fw.add_nic(topo.network(), topo.nics["a"])
     topo.flush_neighbours()
-    assert not topo.ping("a", topo.ip6("b"), source=spoof)
+    assert not topo.ping("a", topo.ip6("b"), source=spoof, tries=1)
     assert topo.ping("a", topo.ip6("b"), source=topo.ip6("a")), "its own address (and link-local ND) still works"
 
 
@@ -80,7 +80,7 @@ def test_spoofed_mac_dropped(topo: Topology, fw: Firewall) -> None:
     assert topo.ping("a", topo.ip4("b")), "control: unpoliced spoofing gets through"
     fw.add_nic(topo.network(), topo.nics["a"])
     topo.flush_neighbours()
-    assert not topo.ping("a", topo.ip4("b"))
+    assert not topo.ping("a", topo.ip4("b"), tries=1)
     topo.run("a", "ip", "link", "set", "eth0", "address", topo.nics["a"].mac)
     assert topo.ping("a", topo.ip4("b")), "back to its own MAC it works"
 
@@ -147,7 +147,7 @@ def test_dhcp_server_replies_from_an_instance_dropped(topo: Topology, fw: Firewa
     police(fw, topo, "a", "b")
     topo.serve("b", "udp", "0.0.0.0", 68)
     assert topo.ask("a", "udp", topo.ip4("b"), 68, sport=6767) == topo.ip4("a"), "control: another source port"
-    assert topo.ask("a", "udp", topo.ip4("b"), 68, sport=67) is None
+    assert topo.ask("a", "udp", topo.ip4("b"), 68, sport=67, tries=1) is None
 
 
 # --- isolation, host protection ----------------------------------------------------------------------
@@ -155,12 +155,12 @@ def test_isolation_both_ways_and_live(topo: Topology, fw: Firewall) -> None:
     police(fw, topo, "a", "b")
     assert topo.ping("a", topo.ip4("b")) and topo.ping("b", topo.ip4("a"))
     fw.update_network(topo.network(isolation=ISOLATE))
-    assert not topo.ping("a", topo.ip4("b"))
-    assert not topo.ping("b", topo.ip4("a"))
-    assert not topo.ping("b", topo.ip6("a"))
+    assert not topo.ping("a", topo.ip4("b"), tries=1)
+    assert not topo.ping("b", topo.ip4("a"), tries=1)
+    assert not topo.ping("b", topo.ip6("a"), tries=1)
     assert topo.ping("a", topo.gw4), "the gateway stays reachable"
     fw.add_nic(topo.network(isolation=ISOLATE), topo.nics["c"])
-    assert not topo.ping("c", topo.ip4("a")), "a NIC added later is isolated too"
+    assert not topo.ping("c", topo.ip4("a"), tries=1), "a NIC added later is isolated too"
     fw.update_network(topo.network())
     assert topo.ping("a", topo.ip4("b")) and topo.ping("c", topo.ip4("a"))
 
@@ -178,8 +178,8 @@ def test_host_access_none_dns_all(topo: Topology, fw: Firewall) -> None:
     assert topo.ask("a", "udp", topo.gw4, 53) == a4
     assert topo.ask("a", "udp", topo.gw6, 53) == topo.ip6("a")
     assert topo.ping("a", topo.gw4) and topo.ping("a", topo.gw6)
-    assert topo.ask("a", "tcp", topo.gw4, 8081) is None
-    assert topo.ask("a", "tcp", topo.host_out, 8082) is None, "the host's other addresses are protected too"
+    assert topo.ask("a", "tcp", topo.gw4, 8081, tries=1) is None
+    assert topo.ask("a", "tcp", topo.host_out, 8082, tries=1) is None, "the host's other addresses are protected too"
     assert topo.ask(None, "tcp", a4, 7000) == topo.gw4, "the host reaches the instance: replies pass"
 
     fw.update_network(topo.network(host_access=HOST_ALL))
@@ -187,9 +187,9 @@ def test_host_access_none_dns_all(topo: Topology, fw: Firewall) -> None:
     assert topo.ask("a", "tcp", topo.host_out, 8082) == a4
 
     fw.update_network(topo.network(host_access=HOST_NONE))
-    assert topo.ask("a", "udp", topo.gw4, 53) is None
-    assert topo.ask("a", "tcp", topo.gw4, 53) is None
-    assert not topo.ping("a", topo.gw4)
+    assert topo.ask("a", "udp", topo.gw4, 53, tries=1) is None
+    assert topo.ask("a", "tcp", topo.gw4, 53, tries=1) is None
+    assert not topo.ping("a", topo.gw4, tries=1)
     assert topo.ping("a", topo.ip6("b")) and topo.ping("b", topo.ip6("a")), "ND between instances works"
     assert topo.ask(None, "tcp", a4, 7000) == topo.gw4
 
@@ -197,12 +197,12 @@ def test_host_access_none_dns_all(topo: Topology, fw: Firewall) -> None:
 # --- NAT and port forwards ---------------------------------------------------------------------------
 def test_outbound_nat_masquerades_and_can_be_turned_off(topo: Topology, fw: Firewall) -> None:
     topo.serve("o", "tcp", "0.0.0.0", 9000)
-    assert topo.ask("a", "tcp", topo.outside_ip, 9000) is None, "control: without NAT no way back"
+    assert topo.ask("a", "tcp", topo.outside_ip, 9000, tries=1) is None, "control: without NAT no way back"
     police(fw, topo, "a")
     assert topo.ask("a", "tcp", topo.outside_ip, 9000) == topo.host_out
     assert topo.ask("b", "tcp", topo.outside_ip, 9000) == topo.host_out, "unpoliced NIC, same subnet: NAT too"
     fw.update_network(topo.network(nat=False))
-    assert topo.ask("a", "tcp", topo.outside_ip, 9000) is None
+    assert topo.ask("a", "tcp", topo.outside_ip, 9000, tries=1) is None
 
 
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
@@ -226,8 +226,8 @@ def test_port_forward_from_outside_host_and_neighbour_then_removed(topo: Topolog
         fw.add_forward(fwd.replace(instance="other"))
     fw.remove_forward(fwd)
     assert not [r for r in fw.rules_for(fwd.instance) if "fwd" in r]
-    assert topo.ask("o", proto, topo.host_out, 18080) is None
-    assert topo.ask(None, proto, topo.host_out, 18080) is None
+    assert topo.ask("o", proto, topo.host_out, 18080, tries=1) is None
+    assert topo.ask(None, proto, topo.host_out, 18080, tries=1) is None
 
 
 def test_port_forward_on_one_host_address_and_ipv6(topo: Topology, fw: Firewall) -> None:
@@ -240,12 +240,12 @@ def test_port_forward_on_one_host_address_and_ipv6(topo: Topology, fw: Firewall)
     fw.add_forward(one)
     fw.add_forward(six)
     assert topo.ask("o", "tcp", topo.host_out, 18081) == topo.outside_ip
-    assert topo.ask(None, "tcp", topo.gw4, 18081) is None, "another host address: not forwarded"
+    assert topo.ask(None, "tcp", topo.gw4, 18081, tries=1) is None, "another host address: not forwarded"
     assert topo.ask(None, "tcp", topo.gw6, 18082) == topo.gw6
     fw.remove_forward(one)
     fw.remove_forward(six)
-    assert topo.ask("o", "tcp", topo.host_out, 18081) is None
-    assert topo.ask(None, "tcp", topo.gw6, 18082) is None
+    assert topo.ask("o", "tcp", topo.host_out, 18081, tries=1) is None
+    assert topo.ask(None, "tcp", topo.gw6, 18082, tries=1) is None
 
 
 # --- the instance's own firewall, clean-up ------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_instance_own_firewall_inside_its_netns(topo: Topology, fw: Firewall) ->
             "{'protocol': 'tcp', 'field': 'dport'}}, 'right': 8001}}, {'drop': None}])}}])")
     assert topo.ask("b", "tcp", topo.ip4("a"), 8001) == topo.ip4("b")
     topo.run("a", sys.executable, "-c", code)
-    assert topo.ask("b", "tcp", topo.ip4("a"), 8001) is None
+    assert topo.ask("b", "tcp", topo.ip4("a"), 8001, tries=1) is None
     assert topo.ask("b", "tcp", topo.ip4("a"), 8000) == topo.ip4("b")
     assert "table inet own" not in sh("nft", "list", "tables").stdout, "it stayed inside the instance"
 

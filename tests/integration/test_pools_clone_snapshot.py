@@ -57,3 +57,40 @@ def test_clone_of_a_snapshot(area, kind, request):
     assert sorted(os.listdir(pool.volumes_dir)) == ["a", "b"]
     for name in ("a", "b"):
         pool.delete_volume(name)
+
+
+@pytest.mark.parametrize("kind", ["dir", "loop", "btrfs"])
+def test_import_of_a_backup_as_a_snapshot(area, kind, request):
+    """`Pool.import_snapshot`: another volume's export becomes a snapshot; restored, it shows what
+    the exported volume held, with the owners seen inside whatever range each is mounted with."""
+    template = make_template(str(area / "template"))
+    target = area / "root"
+    target.mkdir()
+    where = request.getfixturevalue("fs") if kind == "btrfs" else area
+    pool = open_pool(kind, str(where / "pool"))
+    pool.create_volume("a", template, size=SIZE[kind])
+    pool.mount("a", str(target), idmap=IdMap(2000000, 2000000, 65536))
+    (target / "var/lib/app/data").write_text("from a\n")
+    os.chown(target / "var/lib/app/data", 2001000, 2001000)  # uid 1000 inside
+    os.unlink(target / "etc/hostname")
+    pool.unmount("a")
+    pool.mount("a", str(target))  # unshifted: as seen inside
+    kept = tree(str(target))
+    pool.unmount("a")
+    backup = str(area / "a.tar")
+    pool.export("a", backup)
+
+    pool.create_volume("c", template, size=SIZE[kind])
+    pool.import_snapshot("c", "imp", backup)
+    assert pool.snapshots("c") == ["imp"]
+    with pytest.raises(Exists, match="already has a snapshot 'imp'"):
+        pool.import_snapshot("c", "imp", backup)
+    pool.restore("c", "imp")
+    pool.mount("c", str(target))
+    try:
+        assert tree(str(target)) == kept and (target / "var/lib/app/data").stat().st_uid == 1000
+    finally:
+        pool.unmount("c")
+    assert sorted(os.listdir(pool.volumes_dir)) == ["a", "c"]  # no scratch folder left
+    for name in ("a", "c"):
+        pool.delete_volume(name)

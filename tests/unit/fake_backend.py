@@ -105,16 +105,20 @@ class FakeBackend:
         self.status[inst.name] = "stopped"
         self.configs[inst.name] = dict(inst.config)
 
-    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
+    def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
         import json
 
         self._call("export", inst)
+        snaps = {s: self.snaps[inst.name][s] for s in snapshots or []}
         with open(path, "x") as f:
-            json.dump({"format": "jaula-volume", "instance": record, "root": self.roots.get(inst.name, {})}, f)
+            json.dump({"format": "jaula-volume", "instance": record, "root": self.roots.get(inst.name, {}),
+                       "snapshots": snaps}, f)
 
-    def import_(self, inst: Instance, path: str) -> None:
+    def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None) -> None:
         self._call("import", inst)
-        self.roots[inst.name] = dict(self.read_backup(path)["root"])
+        data = self.read_backup(path)
+        self.roots[inst.name] = dict(data["root"])
+        self.snaps[inst.name] = {s: dict(data["snapshots"][s]) for s in snapshots or []}
         self.status[inst.name] = "stopped"
         self.configs[inst.name] = dict(inst.config)
 

@@ -239,3 +239,56 @@ def test_a_download_that_is_not_fetched_can_be_deleted(api, openapi, tmp_path: P
     assert status == 202 and op["status"] == "success" and os.listdir(tmp_path) == [op["metadata"]["backup"] + ".tar.gz"]
     status, _ = call(api, openapi, "DELETE", op["metadata"]["download"], "/1.0/backups/{backup}")
     assert status == 200 and os.listdir(tmp_path) == []
+
+
+def test_export_and_import_with_snapshots(api, openapi, tmp_path: Path) -> None:
+    import json
+
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    api.backend.backups = str(backups)
+    api.client.create_profile("small", {"limits.memory": "256MiB"})
+    create(api, openapi, "web1", config={"user.a": "1"}, profiles=["small"])
+    api.backend.roots["web1"] = {"/f": "one"}
+    snapshot(api, openapi, "web1", "s1")
+    api.client.update("web1", config={"user.a": "2"}, profiles=[])
+    api.backend.roots["web1"] = {"/f": "two"}
+    snapshot(api, openapi, "web1", "s2")
+    out = tmp_path / "web1.tar.gz"
+    api.client.export_to("web1", str(out), snapshots=True)
+    assert [k["name"] for k in json.loads(out.read_text())["instance"]["snapshots"]] == ["s1", "s2"]
+
+    api.client.import_from(str(out), "web2")
+    kept = api.db.list_snapshots("web2")
+    assert [(k.name, k.config, k.profiles) for k in kept] == [("s1", {"user.a": "1"}, ["small"]),
+                                                               ("s2", {"user.a": "2"}, [])]
+    assert [k.created for k in kept] == [k.created for k in api.db.list_snapshots("web1")]
+    api.client.restore_snapshot("web2", "s1")
+    assert api.backend.roots["web2"] == {"/f": "one"} and api.db.get_instance("web2").profiles == ["small"]
+
+    plain = tmp_path / "plain.tar.gz"  # without snapshots: none come
+    api.client.export_to("web1", str(plain))
+    api.client.import_from(str(plain), "web3")
+    assert api.db.list_snapshots("web3") == []
+
+
+def test_a_backup_with_bad_snapshot_records_is_refused(api, openapi, tmp_path: Path) -> None:
+    import json
+
+    def backup(snaps: object) -> str:
+        path = tmp_path / f"b{len(list(tmp_path.iterdir()))}.tar"
+        path.write_text(json.dumps({"instance": {"name": "x", "mode": "system", "template": "bb", "config": {},
+                                                 "profiles": [], "snapshots": snaps}, "root": {}, "snapshots": {}}))
+        return str(path)
+
+    for snaps, words in (
+        ({"s1": {}}, "not a list"),
+        ([{"name": "Bad!"}], "uppercase"),
+        ([{"name": "s1", "config": {"a": 1}}], "malformed"),
+        ([{"name": "s1"}, {"name": "s1"}], "listed twice"),
+        ([{"name": "s1", "profiles": ["gone"]}], "Profile 'gone' not found"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            api.client.import_(backup(snaps))
+        assert any(words in p for p in exc.value.problems), (snaps, exc.value.problems)
+    assert api.db.list_instances() == [] and api.backend.calls == []

@@ -94,17 +94,17 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     @cli.command("export")
     @click.argument("name")
     @click.argument("file", type=click.Path(dir_okay=False))
+    @click.option("--snapshots", is_flag=True, help="include its snapshots (imported with it)")
     @click.pass_context
-    def export(ctx: click.Context, name: str, file: str) -> None:
+    def export(ctx: click.Context, name: str, file: str, snapshots: bool) -> None:
         """Write a backup of instance NAME to new local FILE (.tar, .tar.gz, .tar.xz or .tar.bz2: the
         suffix picks the compression): its settings, profiles and root, owners as seen inside, so it
-        imports on any host. A running instance is frozen while its root is read. Snapshots are
-        not included."""
+        imports on any host. A running instance is frozen while its root is read."""
         compression = next((c for suffix, c in _COMPRESSION if file.endswith(suffix)), None)
         if compression is None:
             raise click.BadParameter(f"{file!r}: end the name with {', '.join(s for s, _ in _COMPRESSION)}",
                                      param_hint="FILE")
-        op = client(ctx).export_to(name, file, compression=compression)
+        op = client(ctx).export_to(name, file, compression=compression, snapshots=snapshots)
         click.echo(f"Instance {name} exported to {file} ({_size((op.get('metadata') or {}).get('size'))})")
 
     @cli.command("import")
@@ -113,7 +113,8 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     @click.pass_context
     def import_(ctx: click.Context, file: str, name: str | None) -> None:
         """Make a new (stopped) instance from backup FILE made by `jaula export` (uploaded to jaulad),
-        named NAME or as in the file. Its template and profiles must be on jaulad's host."""
+        named NAME or as in the file, with the snapshots the file holds. Its template and profiles
+        must be on jaulad's host."""
         op = client(ctx).import_from(file, name)
         click.echo(f"Instance {(op.get('metadata') or {}).get('instance', name)} imported from {file}")
 

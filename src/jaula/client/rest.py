@@ -278,19 +278,21 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         return self._async("POST", f"/1.0/instances/{source}/copy", wait,
                            json={"name": name, "snapshot": snapshot, "description": description})
 
-    def export(self, name: str, path: str, *, wait: bool = True) -> dict[str, Any]:
-        """Write a backup of `name` to new file `path` on jaulad's host (absolute)."""
-        return self._async("POST", f"/1.0/instances/{name}/export", wait, json={"path": path})
+    def export(self, name: str, path: str, *, snapshots: bool = False, wait: bool = True) -> dict[str, Any]:
+        """Write a backup of `name` (with its snapshots?) to new file `path` on jaulad's host (absolute)."""
+        return self._async("POST", f"/1.0/instances/{name}/export", wait, json={"path": path, "snapshots": snapshots})
 
     def import_(self, path: str, name: str | None = None, *, wait: bool = True) -> dict[str, Any]:
         """A new stopped instance from backup `path` on jaulad's host (absolute), named `name` or as in the file."""
         return self._async("POST", "/1.0/import", wait, json={"path": path, "name": name})
 
-    def export_to(self, name: str, file: str, *, compression: str = "gzip") -> dict[str, Any]:
-        """Export `name` and download the backup into new local `file` (written whole or not at all)."""
+    def export_to(self, name: str, file: str, *, compression: str = "gzip", snapshots: bool = False) -> dict[str, Any]:
+        """Export `name` (with its snapshots?) and download the backup into new local `file`
+        (written whole or not at all)."""
         if os.path.lexists(file):
             raise Exists(f"{file!r} exists already: give the name of a new file")
-        op = self._async("POST", f"/1.0/instances/{name}/export", True, json={"compression": compression})
+        op = self._async("POST", f"/1.0/instances/{name}/export", True,
+                         json={"compression": compression, "snapshots": snapshots})
         partial = f"{file}.partial-{os.getpid()}"
         try:
             with self._http.stream("GET", op["metadata"]["download"], timeout=httpx.Timeout(30, read=None)) as resp:
@@ -298,8 +300,7 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
                     resp.read()
                     raise error_from(resp.json(), resp.status_code)
                 with open(partial, "xb") as f:
-                    for chunk in resp.iter_bytes(1 << 20):
-                        f.write(chunk)
+                    f.writelines(resp.iter_bytes(1 << 20))
             os.link(partial, file)  # fails rather than replace a file made meanwhile
         finally:
             if os.path.lexists(partial):

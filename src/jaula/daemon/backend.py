@@ -52,11 +52,12 @@ class Backend(Protocol):
     def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
         """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot)."""
 
-    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
-        """Write its root to new backup file `path` (on jaulad's host), `record` in its metadata."""
+    def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
+        """Write its root (and these snapshots) to new backup file `path` (on jaulad's host),
+        `record` in its metadata."""
 
-    def import_(self, inst: Instance, path: str) -> None:
-        """Make new instance `inst`'s root from backup file `path`."""
+    def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None) -> None:
+        """Make new instance `inst`'s root (and these of the file's snapshots) from backup file `path`."""
 
     def read_backup(self, path: str) -> dict[str, Any]:
         """A backup file's metadata (backup.json), checked for this host's pool."""

@@ -220,12 +220,12 @@ class SpawnerBackend:
     def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
         self.call("copy", inst, source=source, snapshot=snapshot)
 
-    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
-        self._local().export(inst, path, record)
+    def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
+        self._local().export(inst, path, record, snapshots)
 
-    def import_(self, inst: Instance, path: str) -> None:
+    def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None) -> None:
         self.ensure_template(inst.template)
-        self.call("import_", inst, path=path)
+        self.call("import_", inst, path=path, snapshots=snapshots)
 
     def read_backup(self, path: str) -> dict[str, Any]:
         """Read here, not in the spawner: it only opens the file's first member."""

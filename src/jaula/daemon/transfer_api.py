@@ -14,7 +14,9 @@
   .tar.xz, .tar.bz2) with the instance's record under "instance" in backup.json (name, mode,
   template, description, config, profiles and their settings) and the root's own layer with
   owners as seen inside the instance, so it imports on a host with another id range.
-  Snapshots are not exported.
+  With {"snapshots": true} the instance's snapshots come too (each a volume backup of its own,
+  `snapshots/NAME.tar` in the file; their config and profiles in the record), and are imported
+  with it.
 - POST /1.0/import/upload?name=: the backup file as the request's body (application/octet-stream),
   then an operation making a new, stopped instance from it, named as in the file unless `name`
   is given; the upload is deleted when the operation ends.
@@ -38,7 +40,13 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from jaula.daemon import schemas as s
-from jaula.daemon.models import IDMAP_SIZE, MODES, InstanceRow, validate_name
+from jaula.daemon.models import (
+    IDMAP_SIZE,
+    MODES,
+    InstanceRow,
+    SnapshotRow,
+    validate_name,
+)
 from jaula.daemon.snapshots_api import event, profile_problems
 from jaula.errors import ConfigError, Exists, NotFound
 
@@ -57,6 +65,7 @@ class InstanceCopy(BaseModel):
 #: a backup's file name suffix for each compression
 SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "xz": ".tar.xz", "bzip2": ".tar.bz2"}
 _BACKUP_ID = re.compile(r"[0-9a-f]{32}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")  # as models.now() writes it
 _BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 
 
@@ -67,6 +76,7 @@ class InstanceExport(BaseModel):
                                                         "or .tar.bz2); leave out to download the backup")
     compression: Literal["none", "gzip", "xz", "bzip2"] = Field(
         default="gzip", description="for a download (with path, its suffix decides)")
+    snapshots: bool = Field(default=False, description="include the instance's snapshots (imported with it)")
 
 
 class InstanceImport(BaseModel):
@@ -160,20 +170,24 @@ def mount(app: FastAPI, svc: Any) -> None:
 
     @app.post("/1.0/instances/{name}/export", response_model=s.Async, status_code=202, tags=["instances"])
     def export_instance(name: str, body: InstanceExport) -> dict:
-        row = db.get_instance(name)
+        db.get_instance(name)
         bid = None
         if body.path is None:
             bid = uuid.uuid4().hex
             path = os.path.join(backend.backups_dir(), bid + SUFFIX[body.compression])
         else:
             path = _new_file(body.path)
-        record = {"name": row.name, "kind": row.kind, "mode": row.mode, "template": row.template,
-                  "description": row.description, "created": row.created, "config": dict(row.config),
-                  "profiles": list(row.profiles),
-                  "profile_config": {p: dict(db.get_profile(p).config) for p in row.profiles}}
 
         def action() -> dict:
-            backend.export(svc.instance(db.get_instance(name)), path, record)
+            row = db.get_instance(name)
+            kept = db.list_snapshots(name) if body.snapshots else []
+            record = {"name": row.name, "kind": row.kind, "mode": row.mode, "template": row.template,
+                      "description": row.description, "created": row.created, "config": dict(row.config),
+                      "profiles": list(row.profiles),
+                      "profile_config": {p: dict(db.get_profile(p).config) for p in row.profiles},
+                      "snapshots": [{"name": k.name, "created": k.created, "config": dict(k.config),
+                                     "profiles": list(k.profiles)} for k in kept]}
+            backend.export(svc.instance(row), path, record, [k.name for k in kept])
             event(svc, "instance-exported", {"name": name, "path": body.path, "backup": bid})
             if bid is None:
                 return {"path": path, "size": os.path.getsize(path)}
@@ -231,10 +245,51 @@ def mount(app: FastAPI, svc: Any) -> None:
             raise ConfigError(f"{what}: its instance config is not a mapping of strings")
         if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
             raise ConfigError(f"{what}: its instance profiles are not a list of names")
+        snaps = _snapshot_records(rec.get("snapshots", []), what)
+        if problems := [f"{what}: snapshot {k.name!r}: {p}" for k in snaps for p in profile_problems(db, k.profiles)]:
+            raise ConfigError(problems)
         row = new_row(name if name is not None else rec.get("name"), rec, config, profiles,  # type: ignore[arg-type]
                       f"The instance in {what}")
-        return submit(f"Importing instance {row.name} from {what}", row,
-                      lambda inst: backend.import_(inst, path), row.name, {"path": path}, done)
+
+        def fill(inst: Any) -> None:
+            backend.import_(inst, path, [k.name for k in snaps])
+            try:
+                with db.transaction() as t:
+                    for k in snaps:
+                        t.add_snapshot(k.replace(instance=row.name))
+            except BaseException:
+                backend.delete(inst)  # revert: the root and its snapshots go with the row
+                raise
+        return submit(f"Importing instance {row.name} from {what}", row, fill, row.name, {"path": path}, done)
+
+
+def _snapshot_records(found: object, what: str) -> list[SnapshotRow]:
+    """The snapshots a backup's instance record lists (names, times, config, profiles), checked."""
+    if not isinstance(found, list):
+        raise ConfigError(f"{what}: its snapshots are not a list")
+    out, problems = [], []
+    for k in found:
+        if not isinstance(k, dict):
+            problems.append(f"{what}: a snapshot record is not a mapping: {k!r}")
+            continue
+        config, profiles = k.get("config", {}), k.get("profiles", [])
+        try:
+            validate_name(k.get("name"), "Snapshot")
+        except ConfigError as exc:
+            problems += [f"{what}: {p}" for p in exc.problems]
+            continue
+        if not isinstance(config, dict) or not all(isinstance(v, str) for v in config.values()) \
+                or not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
+            problems.append(f"{what}: snapshot {k['name']!r}: its config or profiles are malformed")
+            continue
+        created = k.get("created")
+        out.append(SnapshotRow(instance="", name=k["name"], config=config, profiles=profiles,
+                               created=created if isinstance(created, str) and _TIME.fullmatch(created) else ""))
+    if len({k.name for k in out}) != len(out):
+        problems.append(f"{what}: a snapshot name is listed twice")
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 def _backup_file(folder: str, backup: str) -> str:

@@ -90,13 +90,36 @@ class StorageVerbs:
             self.pool.clone(source, inst.name, validate_name(snapshot, "Snapshot"))
         self._personalized(inst)
 
-    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
+    def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
+        """With `snapshots`, each is added as `snapshots/NAME.tar`, a volume backup of its own
+        (made from a scratch clone of the snapshot, deleted after)."""
+        import tempfile
+        import uuid
+
         name = validate_name(inst.name)
         _check_new_file(path)
-        with self._still(name):
-            self.pool.export(name, path, {"instance": record})
+        snaps = [validate_name(s, "Snapshot") for s in snapshots or []]
+        if missing := sorted(set(snaps) - set(self.pool.snapshots(name))):
+            raise ConfigError(f"instance {name!r} has no snapshot {', '.join(map(repr, missing))} in its pool")
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=os.path.dirname(path)) as tmp:
+            more: tuple[tuple[str, str], ...] = ()
+            if snaps:
+                os.mkdir(os.path.join(tmp, "snapshots"), 0o700)
+                more = ((tmp, "snapshots"),)
+            for snap in snaps:
+                scratch = f"Export_{uuid.uuid4().hex[:16]}"  # not a DNS label: never an instance's name
+                self.pool.clone(name, scratch, snap)
+                try:
+                    self.pool.export(scratch, os.path.join(tmp, "snapshots", snap + ".tar"))
+                finally:
+                    self.pool.delete_volume(scratch)
+            with self._still(name):
+                self.pool.export(name, path, {"instance": record}, more)
 
-    def import_(self, inst: Instance, path: str) -> None:
+    def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None) -> None:
+        """With `snapshots`, those of the backup's `snapshots/NAME.tar` are added, in this order."""
+        import tempfile
+
         from jaula.storage import backup
         from jaula.storage.backup_check import check_archive
 
@@ -106,9 +129,27 @@ class StorageVerbs:
             raise ConfigError(f"limits.disk: a {self.pool.kind} pool has no per-instance disk quota; "
                               "use a loop or btrfs pool, or unset limits.disk")
         template = self.templates.get(inst.template)
-        backup.read_meta(path, self.pool.export_layout)
-        check_archive(path, self.pool.export_layout, limit=size)
+        layout = self.pool.export_layout
+        backup.read_meta(path, layout)
+        found = check_archive(path, layout, limit=size)
+        snaps = [validate_name(s, "Snapshot") for s in snapshots or []]
+        if missing := [s for s in snaps if s not in found.snapshots]:
+            raise ConfigError(f"backup {path!r} holds no snapshot {', '.join(map(repr, missing))} "
+                              f"(it holds: {', '.join(found.snapshots) or 'none'})")
         self.pool.import_(inst.name, path, str(template.rootfs), size=size)
+        try:
+            if snaps:
+                with tempfile.TemporaryDirectory(prefix=".new-import-", dir=self.pool.volumes_dir) as tmp:
+                    backup.extract(path, tmp, "snapshots")
+                    for snap in snaps:
+                        one = os.path.join(tmp, "snapshots", snap + ".tar")
+                        backup.read_meta(one, layout)
+                        check_archive(one, layout, limit=size)
+                        self.pool.import_snapshot(inst.name, snap, one)
+                        os.unlink(one)  # its space back before the next one
+        except BaseException:
+            self.pool.delete_volume(inst.name)
+            raise
         self._personalized(inst)
 
     def _personalized(self, inst: Instance) -> None:

@@ -87,12 +87,13 @@ class Driver(abc.ABC):
         """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot)."""
         raise ConfigError(f"{self.kind} instances cannot be copied")
 
-    def export(self, inst: Instance, path: str, record: dict[str, Any]) -> None:
-        """Write the instance's root to a new backup file `path`, with `record` in its metadata."""
+    def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
+        """Write the instance's root (and these snapshots) to a new backup file `path`, with
+        `record` in its metadata."""
         raise ConfigError(f"{self.kind} instances cannot be exported")
 
-    def import_(self, inst: Instance, path: str) -> None:
-        """Make new instance `inst`'s root from backup file `path` (made by `export`)."""
+    def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None) -> None:
+        """Make new instance `inst`'s root (and these snapshots) from backup file `path` (made by `export`)."""
         raise ConfigError(f"{self.kind} instances cannot be imported")
 
     @abc.abstractmethod

@@ -38,8 +38,10 @@ def meta_of(vol: Volume, layout: str) -> dict:
             "template": vol.template, "size": vol.size, "created": vol.created, "exported": time.time()}
 
 
-def write(tar_path: str, meta: dict, parent: str, arcname: str, idmap: IdMap | None) -> None:
-    """Write `parent`/`arcname` and `meta` to `tar_path` (atomically: a failure leaves nothing)."""
+def write(tar_path: str, meta: dict, parent: str, arcname: str, idmap: IdMap | None,
+          more: tuple[tuple[str, str], ...] = ()) -> None:
+    """Write `parent`/`arcname` and `meta` to `tar_path` (atomically: a failure leaves nothing);
+    `more`: (parent, name) of further trees to add after it, owners as they are."""
     tar_path = os.path.abspath(tar_path)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=os.path.dirname(tar_path)) as tmp:
         with open(os.path.join(tmp, META), "w") as f:
@@ -55,6 +57,8 @@ def write(tar_path: str, meta: dict, parent: str, arcname: str, idmap: IdMap | N
         # the partial file lives in tmp until it is whole; the suffix tells tar how to compress
         partial = os.path.join(tmp, os.path.basename(tar_path))
         argv += [f"--file={partial}", "-C", tmp, META, "-C", parent, arcname]
+        for where, name in more:
+            argv += ["-C", where, name]
         run(argv)
         os.rename(partial, tar_path)
 

@@ -11,6 +11,9 @@ member is looked at first, and the whole archive is refused, listing what is wro
     overlay layer: an instance gets its /dev from the runtime, and an unprivileged one could
     not have made any other node;
   - the files' content passes `limit` bytes (the instance's disk quota, when it has one).
+Besides the layout's folder, an instance's backup may hold its snapshots, each a volume backup
+of its own as a plain file `snapshots/NAME.tar` (NAME a DNS label): listed in the summary, and
+checked the same way before they are imported.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ from __future__ import annotations
 import tarfile
 
 from jaula.errors import ConfigError
+from jaula.names import RULE, is_name
 from jaula.record import Record
 from jaula.storage.backup import ARCNAME, META
 from jaula.storage.builders.unpack import ArchiveError, member_path
 
 MAX_PROBLEMS = 20  # listed at most; the count says how many more
+SNAPSHOTS = "snapshots"
 
 
 class Summary(Record):
     members: int = 0
     bytes: int = 0
     whiteouts: int = 0
+    snapshots: list = []  # noqa: RUF012 - Record copies it; the snapshots/NAME.tar members, in order
 
 
 def check_archive(tar_path: str, layout: str, limit: int | None = None) -> Summary:
@@ -63,8 +69,17 @@ def _member(m: tarfile.TarInfo, top: str, links: set[str], seen: set[str], layou
         rel = member_path(m.name)
     except ArchiveError as e:
         return [str(e)]
+    if rel == SNAPSHOTS and m.isdir():
+        return []
+    if rel.startswith(SNAPSHOTS + "/"):
+        snap = rel[len(SNAPSHOTS) + 1:].removesuffix(".tar")
+        if not (m.isreg() and rel.endswith(".tar") and is_name(snap)):
+            return [f"member {m.name!r}: {SNAPSHOTS}/ holds only files NAME.tar, NAME a snapshot's name ({RULE})"]
+        out.snapshots.append(snap)
+        out.bytes += m.size
+        return []
     if rel != top and not rel.startswith(top + "/"):
-        return [f"member {m.name!r} is outside {top}/"]
+        return [f"member {m.name!r} is outside {top}/ (and {SNAPSHOTS}/)"]
     parts = rel.split("/")
     for n in range(1, len(parts)):
         if "/".join(parts[:n]) in links:

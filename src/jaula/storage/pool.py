@@ -369,11 +369,13 @@ class Pool(ABC):
         shutil.rmtree(sdir)
 
     # --- backup ---------------------------------------------------------------------------------
-    def export(self, name: str, tar_path: str, extra: dict | None = None) -> None:
+    def export(self, name: str, tar_path: str, extra: dict | None = None,
+               more: tuple[tuple[str, str], ...] = ()) -> None:
         """Write volume `name` (its own layer and metadata, no snapshots) to tarball `tar_path`.
 
         See backup.py for the format. Owners are written as seen inside the instance. `extra`:
-        more keys for backup.json (a caller's own record, such as the daemon's instance).
+        more keys for backup.json (a caller's own record, such as the daemon's instance);
+        `more`: (folder, name) of further trees the caller adds after the layer.
         """
         from jaula.storage import backup
 
@@ -384,7 +386,7 @@ class Pool(ABC):
             vol = self._meta(name)
             with self._layer(self.vdir(name), vol, self._mounted_at(name) is not None) as (parent, arcname):
                 meta = {**(extra or {}), **backup.meta_of(vol, self.export_layout)}
-                backup.write(tar_path, meta, parent, arcname, vol.idmap)
+                backup.write(tar_path, meta, parent, arcname, vol.idmap, more)
 
     def import_(self, name: str, tar_path: str, template_rootfs: str | None = None, size: int | None = None) -> Volume:
         """A new volume `name` from tarball `tar_path` made by `export` (of a pool of a compatible kind).
@@ -403,6 +405,42 @@ class Pool(ABC):
             self._absent(name)
             vol = Volume(name=name, kind=self.kind, template=template, size=size, created=time.time())
             return self._build(name, vol, lambda vdir: self._import(vdir, vol, tar_path))
+
+    def import_snapshot(self, name: str, snap: str, tar_path: str) -> None:
+        """Add snapshot `snap` to volume `name` from tarball `tar_path` made by `export` (of any
+        volume over the same template): imported into a scratch folder, then snapshotted from it
+        by the backend's own copy. Its layer is stored unshifted (as seen inside)."""
+        from jaula.storage import backup
+
+        vol = self._meta(name)
+        check_name(snap, "snapshot")
+        backup.read_meta(tar_path, self.export_layout)
+        with self._locked():
+            vol = self._meta(name)
+            final = self._snap_dir(name, snap)
+            if os.path.lexists(final):
+                raise Exists(f"volume {name!r} already has a snapshot {snap!r}")
+            os.makedirs(os.path.dirname(final), mode=0o711, exist_ok=True)
+            scratch = os.path.join(self.volumes_dir, f"{NEW}{name}.{snap}")  # swept as half-made if we die
+            tmp = os.path.join(os.path.dirname(final), NEW + snap)
+            for leftover, remove in ((scratch, self._remove), (tmp, self._remove_snapshot)):
+                if os.path.lexists(leftover):
+                    remove(leftover)
+            layer = vol.replace(idmap=None)
+            os.mkdir(scratch, 0o711)
+            try:
+                self._import(scratch, layer, tar_path)
+                os.mkdir(tmp, 0o711)
+                self._snapshot(scratch, layer, tmp, False)
+                write_json(os.path.join(tmp, "snapshot.json"), {"name": snap, "created": time.time(),
+                                                                "size": vol.size, "idmap": None})
+                os.rename(tmp, final)
+            except BaseException:
+                if os.path.lexists(tmp):
+                    self._remove_snapshot(tmp)
+                raise
+            finally:
+                self._remove(scratch)
 
     # --- backend hooks --------------------------------------------------------------------------
     def _check_size(self, size: int | None) -> int | None:
