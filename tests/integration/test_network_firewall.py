@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from jaula.errors import Exists
+from jaula.network import nft
 from jaula.network.firewall import Firewall
 from jaula.network.plan import HOST_ALL, HOST_DNS, HOST_NONE, ISOLATE, PortForward
 from tests.support.firewall_topology import Topology, leftovers, sh, wait_for
@@ -286,3 +287,19 @@ def test_removal_leaves_nothing_and_destroy_removes_tables(topo: Topology, fw: F
     fw.destroy()
     tables = sh("nft", "list", "tables").stdout
     assert TABLE not in tables and "table ip nat" in tables
+
+
+def test_nft_batch_is_all_or_nothing() -> None:
+    """A batch the kernel refuses half-way (the last command: an element that exists) leaves nothing."""
+    t = {"family": "inet", "table": f"{TABLE}x"}
+    batch = [{"add": {"table": {"family": "inet", "name": t["table"]}}},
+             {"add": {"set": dict(t, name="s", type="ipv4_addr")}},
+             {"add": {"element": dict(t, name="s", elem=["192.0.2.7"])}},
+             {"create": {"element": dict(t, name="s", elem=["192.0.2.7"])}}]
+    try:
+        with pytest.raises(nft.NftError, match="File exists"):
+            nft.run(batch)
+        assert f"{TABLE}x" not in sh("nft", "list", "tables").stdout
+    finally:
+        nft.run([{"add": {"table": {"family": "inet", "name": t["table"]}}},
+                 {"delete": {"table": {"family": "inet", "name": t["table"]}}}])

@@ -67,6 +67,8 @@ def _addr_problems(what: str, values: object, version: int, prefix: bool) -> lis
 
 def network_problems(net: NetworkPlan) -> list[str]:
     p = [x for x in [_ifname_problem("network bridge", net.bridge)] if x]
+    if not isinstance(net.name, str) or not 1 <= len(net.name) <= 128:
+        p.append(f"network name {net.name!r} is not a name of 1 to 128 characters")
     if net.ipv4 is not None:
         p += _addr_problems("network ipv4", net.ipv4, 4, True)
     if net.ipv6 is not None:
@@ -86,6 +88,8 @@ def nic_problems(net: NetworkPlan, nic: NicPlan) -> list[str]:
         p.append(f"nic type {nic.type!r} is not one of {', '.join(map(repr, NIC_TYPES))}")
     if nic.type != BRIDGED:
         return p
+    if not isinstance(nic.instance, str) or not 1 <= len(nic.instance) <= 128:
+        p.append(f"nic instance {nic.instance!r} is not a name of 1 to 128 characters")
     p += [x for x in [_ifname_problem("nic host_name", nic.host_name)] if x]
     if nic.parent != net.bridge:
         p.append(f"nic parent {nic.parent!r} is not the network's bridge {net.bridge!r}")
@@ -100,8 +104,8 @@ def nic_problems(net: NetworkPlan, nic: NicPlan) -> list[str]:
 
 def forward_problems(fwd: PortForward) -> list[str]:
     p = []
-    if not fwd.instance or not isinstance(fwd.instance, str):
-        p.append("forward instance is empty")
+    if not isinstance(fwd.instance, str) or not 1 <= len(fwd.instance) <= 128:
+        p.append(f"forward instance {fwd.instance!r} is not a name of 1 to 128 characters")
     if fwd.proto not in PROTOS:
         p.append(f"forward proto {fwd.proto!r} is not one of 'tcp', 'udp'")
     for what, port in (("host_port", fwd.host_port), ("port", fwd.port)):
