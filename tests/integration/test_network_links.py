@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,63 +20,16 @@ import pytest
 from pyroute2 import IPRoute
 
 from jaula.errors import ConfigError, JaulaError, NotFound
-from jaula.linux.ns import CLONE_NEWNET, CLONE_NEWUSER, unshare
 from jaula.network import links, tc
 from jaula.network.links import LinkError, netlink_in
 from jaula.network.plan import BRIDGED, MACVLAN, NetworkPlan, NicPlan
+from tests.support.netns import BUSYBOX, Ns
 
 pytestmark = pytest.mark.root
 
-BUSYBOX = "/bin/busybox"
 P = f"jl{os.getpid() % 10000:04d}"          # every host link of this run starts with it
 SUB4 = f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"   # a /24 of this run
 SUB6 = f"fd42:{os.getpid() % 65536:x}:7"
-
-
-class Ns:
-    """A process in its own network namespace (and user namespace if `user`), waiting."""
-
-    def __init__(self, user: bool = False):
-        r, w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            try:
-                os.close(w)
-                os.close(ready_r)
-                unshare(CLONE_NEWNET | (CLONE_NEWUSER if user else 0))
-                os.write(ready_w, b"1")
-                os.read(r, 1)
-            finally:
-                os._exit(0)
-        os.close(r)
-        os.close(ready_w)
-        self.pid, self._hold = pid, w
-        ok = os.read(ready_r, 1) == b"1"
-        os.close(ready_r)
-        if not ok:
-            self.close()
-            pytest.fail("the namespace child could not unshare")
-        if user:
-            for name in ("uid_map", "gid_map"):
-                Path(f"/proc/{pid}/{name}").write_text("0 100000 65536\n")
-
-    def run(self, *args: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["nsenter", "-t", str(self.pid), "-n", "--", *args], capture_output=True,
-                              text=True, timeout=timeout, check=check)
-
-    def ping(self, address: str) -> bool:
-        return self.run(BUSYBOX, "ping", "-c", "1", "-W", "2", address, check=False).returncode == 0
-
-    def popen(self, *args: str, **kw: object) -> subprocess.Popen:
-        return subprocess.Popen(["nsenter", "-t", str(self.pid), "-n", "--", *args], **kw)  # type: ignore[call-overload]
-
-    def close(self) -> None:
-        if self._hold >= 0:
-            os.close(self._hold)
-            self._hold = -1
-            os.kill(self.pid, signal.SIGKILL)  # a later child may hold our pipe's end too
-            os.waitpid(self.pid, 0)
 
 
 def host_links() -> list[str]:
@@ -215,7 +167,7 @@ def test_a_failed_attach_leaves_nothing(net: NetworkPlan, spaces: list[Ns]) -> N
     with pytest.raises(NotFound, match=r"bridge 'nope0' does not exist"):
         links.attach(nic(6, parent="nope0"), a.pid)
     # the gateway is off the subnet: the route fails after the veth was made, which goes again
-    with pytest.raises(LinkError, match=r"add route 0\.0\.0\.0/0 via 10\.254\.0\.1: Network is unreachable"):
+    with pytest.raises(LinkError, match=r"add route 0\.0\.0\.0/0 via 10\.254\.0\.1: Nexthop has invalid gateway \(Network is unreachable\)"):
         links.attach(nic(6, gateway4="10.254.0.1"), a.pid)
     assert ours() == [net.bridge]
     with netlink_in(a.pid) as ipr:
@@ -345,8 +297,8 @@ def transfer(src: Ns, dst: Ns, address: str, data: Path, out: Path) -> float:
             time.sleep(0.05)
         start = time.monotonic()
         with data.open("rb") as f:
-            subprocess.run(["nsenter", "-t", str(src.pid), "-n", "--", BUSYBOX, "nc", address, "5000"],
-                           stdin=f, capture_output=True, timeout=60, check=True)
+            subprocess.run(src.argv(BUSYBOX, "nc", address, "5000"), stdin=f, capture_output=True, timeout=60,
+                           check=True)
         server.wait(timeout=60)
         took = time.monotonic() - start
     finally:

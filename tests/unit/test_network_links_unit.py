@@ -4,10 +4,13 @@ The kernel side is tested for real in tests/integration/test_network_links.py.""
 
 from __future__ import annotations
 
+import socket
+import struct
+
 import pytest
 
 from jaula.errors import ConfigError
-from jaula.network import links, tc
+from jaula.network import links, rtnl, tc
 from jaula.network.plan import BRIDGED, MACVLAN, NONE, NetworkPlan, NicPlan
 
 
@@ -112,3 +115,73 @@ def test_rate_problems() -> None:
     assert len(problems) == 2 and all("must be an integer from 1 to" in x for x in problems)
     with pytest.raises(ConfigError, match="nic 'eth0' of 'web1': ingress_kbit -5"):
         tc.set_rate(nic(ingress_kbit=-5))
+
+
+# ---- rtnl: the batched requests of attach ------------------------------------------------------
+
+class FakeNetlink:
+    """Records the one write; answers an ack per request, failing those in `fail` (seq: errno, text)."""
+
+    def __init__(self, fail: dict[int, tuple[int, str]] | None = None):
+        self.fail = fail or {}
+        self.sent: list[bytes] = []
+        self.acks: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(bytes(data))
+        offset = 0
+        while offset < len(data):
+            length, _, _, seq, _ = struct.unpack_from("=LHHLL", data, offset)
+            code, text = self.fail.get(seq, (0, ""))
+            tlv = b""
+            if text:
+                raw = text.encode() + b"\0"
+                tlv = struct.pack("=HH", 4 + len(raw), 1) + raw + b"\0" * (-len(raw) % 4)
+            body = struct.pack("=i", -code) + data[offset:offset + 16] + tlv
+            self.acks.append(struct.pack("=LHHLL", 16 + len(body), 2, 0, seq, 0) + body)
+            offset += (length + 3) & ~3
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        return self.acks.pop(0)
+
+
+def test_rtnl_sends_a_batch_in_one_write_and_reads_every_ack() -> None:
+    sock = FakeNetlink()
+    rtnl.run(sock, [("up", rtnl.link_up(1)), ("addr", rtnl.address(2, "10.0.0.2/24")),  # type: ignore[arg-type]
+                    ("route", rtnl.route(2, "0.0.0.0/0", "10.0.0.1"))])
+    assert len(sock.sent) == 1 and sock.acks == []
+    kinds = []
+    data, offset = sock.sent[0], 0
+    while offset < len(data):
+        length, kind, flags, seq, _ = struct.unpack_from("=LHHLL", data, offset)
+        kinds.append((kind, seq, bool(flags & 0x4)))  # NLM_F_ACK
+        offset += length
+    assert kinds == [(16, 1, True), (20, 2, True), (24, 3, True)]  # RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE
+
+
+def test_rtnl_names_the_first_failed_step_with_the_kernels_text() -> None:
+    sock = FakeNetlink({2: (101, "Nexthop has invalid gateway"), 3: (19, "")})
+    with pytest.raises(rtnl.Failed) as e:
+        rtnl.run(sock, [("one", rtnl.link_up(1)), ("two", rtnl.route(2, "0.0.0.0/0", "10.0.0.1")),  # type: ignore[arg-type]
+                        ("three", rtnl.link_up(3))])
+    assert str(e.value) == "two: Nexthop has invalid gateway (Network is unreachable)"
+    assert (e.value.step, e.value.code) == ("two", 101)
+    assert sock.acks == []  # every ack was read
+    with pytest.raises(rtnl.Failed, match=r"^one: No such device$"):
+        rtnl.run(FakeNetlink({1: (19, "")}), [("one", rtnl.link_up(1))])  # type: ignore[arg-type]
+
+
+def test_rtnl_messages() -> None:
+    v6 = rtnl.address(3, "fd42::7/64")
+    assert (v6["family"], v6["prefixlen"], v6["index"], v6["flags"]) == (socket.AF_INET6, 64, 3, rtnl.IFA_F_NODAD)
+    v4 = rtnl.address(3, "10.1.2.3/16")
+    assert v4.get_attr("IFA_LOCAL") == v4.get_attr("IFA_ADDRESS") == "10.1.2.3" and v4["flags"] == 0
+    default = rtnl.route(3, "::/0", "fd42::1")
+    assert default["dst_len"] == 0 and default.get_attr("RTA_DST") is None and default.get_attr("RTA_GATEWAY") == "fd42::1"
+    extra = rtnl.route(3, "192.168.5.0/24", "10.1.0.1")
+    assert (extra["family"], extra["dst_len"], extra.get_attr("RTA_DST"), extra.get_attr("RTA_OIF")) == \
+        (socket.AF_INET, 24, "192.168.5.0", 3)
+    veth = rtnl.veth("jv0", 1400, 7, "eth0", "02:00:00:00:00:01", 9)
+    assert veth["flags"] & rtnl.IFF_UP and veth.get_attr("IFLA_MASTER") == 7
+    veth.encode()  # pyroute2 can encode the nested peer

@@ -23,12 +23,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 from jaula.errors import ConfigError, JaulaError, NotFound
 from jaula.linux.kfile import write_kernel_file
 from jaula.linux.ns import CLONE_NEWNET, setns
+from jaula.network import rtnl
 from jaula.network.plan import BRIDGED, MACVLAN, NetworkPlan, NicPlan
 
 IFNAMSIZ = 15           # longest interface name (IFNAMSIZ - 1)
 MTU_MIN, MTU_MAX = 68, 65535
 MTU_MIN_V6 = 1280       # RFC 8200: IPv6 needs at least this
-IFA_F_NODAD = 0x02      # linux/if_addr.h: no duplicate address detection
+IFA_F_NODAD = rtnl.IFA_F_NODAD
 FORWARDING = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
 
 
@@ -178,29 +179,40 @@ def netlink_in(pid: int) -> Iterator[IPRoute]:
     except OSError as e:
         raise NotFound(f"Network namespace of process {pid}: {os.strerror(e.errno or errno.ESRCH)}") from None
     try:
-        ipr = _ipr_at(target)[0]
+        ipr = _ipr_at(target)
     finally:
         os.close(target)
     with ipr:
         yield ipr
 
 
-def _ipr_at(nsfd: int, ifname: str | None = None) -> tuple[IPRoute, int | None]:
-    """An rtnetlink socket in the namespace of `nsfd`, and the index of `ifname` there (None if
-    absent), read while inside with one ioctl (cheaper than an RTM_GETLINK parsed by pyroute2)."""
+def _ipr_at(nsfd: int) -> IPRoute:
+    """An IPRoute whose socket lives in the namespace of `nsfd` (made there, used from here)."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    index = None
     try:
         setns(nsfd, CLONE_NEWNET, "network namespace of the instance")
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-            if ifname is not None:
-                index = _nametoindex(ifname)
         finally:
             setns(home, CLONE_NEWNET, "back to our network namespace")
     finally:
         os.close(home)
-    return IPRoute(fileno=sock.detach(), groups=0), index
+    return IPRoute(fileno=sock.detach(), groups=0)
+
+
+def _socket_at(nsfd: int, ifname: str) -> tuple[socket.socket, int | None]:
+    """A plain rtnetlink socket (`rtnl`) in the namespace of `nsfd`, and the index of `ifname` there."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(nsfd, CLONE_NEWNET, "network namespace of the instance")
+        try:
+            sock = rtnl.open_socket()
+            index = _nametoindex(ifname)
+        finally:
+            setns(home, CLONE_NEWNET, "back to our network namespace")
+    finally:
+        os.close(home)
+    return sock, index
 
 
 def _nametoindex(ifname: str) -> int | None:
@@ -236,15 +248,6 @@ def _add_address(ipr: IPRoute, index: int, cidr: str, where: str) -> None:
     except NetlinkError as e:
         if e.code != errno.EEXIST:
             raise _failed(f"{where}: add address {cidr}", e) from None
-
-
-def _add_route(ipr: IPRoute, index: int, dst: str, via: str, where: str) -> None:
-    family = _family(via)
-    try:
-        ipr.route("add", family=family, dst=dst, gateway=via, oif=index)
-    except NetlinkError as e:
-        if e.code != errno.EEXIST:
-            raise _failed(f"{where}: add route {dst} via {via}", e) from None
 
 
 def _ensure_forwarding(families: list[int]) -> None:
@@ -349,37 +352,49 @@ def attach(nic: NicPlan, pid: int, *, timing: Callable[[str], None] | None = Non
             what = "bridge" if nic.type == BRIDGED else "parent interface"
             raise NotFound(f"Attach {where}: {what} {nic.parent!r} does not exist"
                            + (" (ensure its network first)" if nic.type == BRIDGED else ""))
-        host = closing.enter_context(_ipr())
-        if nic.type == BRIDGED and not _is_bridge(host, nic.parent):
+        if nic.type == BRIDGED and not _is_bridge(nic.parent):
             raise LinkError(f"Attach {where}: parent {nic.parent!r} is not a bridge")
+        host = closing.enter_context(rtnl.open_socket())
         mark("lookup")
-        peer = {"ifname": nic.name, "address": nic.mac, "mtu": nic.mtu, "net_ns_fd": nsfd}
         try:
             if nic.type == BRIDGED:
                 # one request: the kernel makes both ends or neither (no cleanup of a failed add)
-                host.link("add", ifname=nic.host_name, kind="veth", mtu=nic.mtu, master=parent,
-                          state="up", peer=peer)
+                step = (f"create veth {nic.host_name!r} on bridge {nic.parent!r} with peer {nic.name!r}"
+                        f" in process {pid}'s namespace")
+                rtnl.run(host, [(step, rtnl.veth(nic.host_name, nic.mtu, parent, nic.name, nic.mac, nsfd))])
             else:
-                host.link("add", kind="macvlan", link=parent, macvlan_mode="bridge", **peer)
-        except NetlinkError as e:
-            if nic.type == BRIDGED:
-                raise _failed(f"Attach {where}: create veth {nic.host_name!r} on bridge {nic.parent!r}"
-                              f" with peer {nic.name!r} in process {pid}'s namespace", e) from None
-            raise _failed(f"Attach {where}: create macvlan {nic.name!r} on {nic.parent!r}"
-                          f" in process {pid}'s namespace", e) from None
+                rtnl.run(host, [(f"create macvlan {nic.name!r} on {nic.parent!r} in process {pid}'s namespace",
+                                 rtnl.macvlan(nic.name, nic.mac, nic.mtu, parent, nsfd))])
+        except rtnl.Failed as e:
+            raise LinkError(f"Attach {where}: {e}") from None
         if nic.type == BRIDGED:
-            undo.callback(_delete_quietly, host, nic.host_name)  # its peer goes with it
+            undo.callback(_delete_host_link, nic.host_name)  # its peer goes with it
         mark("create")
-        inside, index = _ipr_at(nsfd, nic.name)
+        inside, index = _socket_at(nsfd, nic.name)
         closing.enter_context(inside)
+        if nic.type == MACVLAN:
+            undo.callback(_delete_inside, nsfd, nic.name)
         if index is None:
             raise LinkError(f"Attach {where}: {nic.name!r} is missing inside after its creation")
-        if nic.type == MACVLAN:
-            undo.callback(_delete_quietly, inside, nic.name)
         mark("socket")
-        _configure_inside(inside, index, nic, where)
+        try:
+            rtnl.run(inside, _inside_steps(index, nic))
+        except rtnl.Failed as e:
+            raise LinkError(f"Attach {where}: {e}") from None
         mark("configure")
         undo.pop_all()  # success: keep the links (the sockets and the fd close all the same)
+
+
+def _inside_steps(index: int, nic: NicPlan) -> list[tuple[str, Any]]:
+    """lo and the NIC up, its addresses, its default and extra routes: one batch."""
+    steps: list[tuple[str, Any]] = [("bring up lo", rtnl.link_up(1)),  # lo is index 1 in every netns
+                                    (f"bring up {nic.name!r}", rtnl.link_up(index))]
+    steps += [(f"add address {cidr}", rtnl.address(index, cidr)) for cidr in (*nic.ipv4, *nic.ipv6)]
+    for gw, default in ((nic.gateway4, "0.0.0.0/0"), (nic.gateway6, "::/0")):
+        if gw:
+            steps.append((f"add route {default} via {gw}", rtnl.route(index, default, gw)))
+    steps += [(f"add route {dst} via {via}", rtnl.route(index, dst, via)) for dst, via in nic.routes]
+    return steps
 
 
 def _same_netns(nsfd: int) -> bool:
@@ -387,28 +402,24 @@ def _same_netns(nsfd: int) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
-def _is_bridge(ipr: IPRoute, ifname: str) -> bool:
+def _is_bridge(ifname: str) -> bool:
     """Whether the host's `ifname` is a bridge: sysfs says so without a netlink round trip (its
     /sys/class/net is the host's in jaulad); netlink when sysfs does not show the interface."""
     if os.path.isdir(f"/sys/class/net/{ifname}"):
         return os.path.isdir(f"/sys/class/net/{ifname}/bridge")
-    link = _get(ipr, ifname)
+    with _ipr() as ipr:
+        link = _get(ipr, ifname)
     return link is not None and _kind(link) == "bridge"
 
 
-def _configure_inside(ipr: IPRoute, index: int, nic: NicPlan, where: str) -> None:
-    try:
-        ipr.link("set", index=1, state="up")  # lo is index 1 in every network namespace
-        ipr.link("set", index=index, state="up")
-    except NetlinkError as e:
-        raise _failed(f"Attach {where}: bring up {nic.name!r} and lo", e) from None
-    for cidr in (*nic.ipv4, *nic.ipv6):
-        _add_address(ipr, index, cidr, f"Attach {where}")
-    for gw, default in ((nic.gateway4, "0.0.0.0/0"), (nic.gateway6, "::/0")):
-        if gw:
-            _add_route(ipr, index, default, gw, f"Attach {where}")
-    for dst, via in nic.routes:
-        _add_route(ipr, index, str(ipaddress.ip_network(dst)), via, f"Attach {where}")
+def _delete_host_link(ifname: str) -> None:
+    with _ipr() as ipr:
+        _delete_quietly(ipr, ifname)
+
+
+def _delete_inside(nsfd: int, ifname: str) -> None:
+    with _ipr_at(nsfd) as ipr:
+        _delete_quietly(ipr, ifname)
 
 
 def ifb_name(host_name: str) -> str:
