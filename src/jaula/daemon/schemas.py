@@ -65,7 +65,7 @@ class Operation(BaseModel):
 class Event(BaseModel):
     id: int = Field(description="increasing: pass the last one seen as `after` to resume")
     time: str
-    type: str = Field(description="instance-created, instance-start, instance-stop, ...")
+    type: str = Field(description="the action: instance-created, instance-started, instance-stopped, ...")
     payload: dict
 
 

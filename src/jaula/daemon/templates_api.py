@@ -179,7 +179,7 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
                                             metadata={"os": t.os, "os_version": t.os_version, "arch": t.arch}))
             except JaulaError:  # the files are the truth; a stale row is not worth failing for
                 pass
-            db.add_event("template-built", {"name": name})
+            app.state.events.lifecycle("template-built", {"name": name})  # stored and pushed
             return {"stage": "done", "done": t.size, "total": t.size, "template": out(t).model_dump()}
         try:
             op = ops.submit(f"{what} template {name}", action, resources={"templates": [name]})
@@ -212,7 +212,7 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
             db.delete_template(name)
         except NotFound:
             pass
-        db.add_event("template-deleted", {"name": name})
+        app.state.events.lifecycle("template-deleted", {"name": name})
         return sync({})
 
     @app.get("/1.0/host", response_model=s.Sync[HostInfo], tags=["host"])
