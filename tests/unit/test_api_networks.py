@@ -158,6 +158,7 @@ def test_nics_added_and_removed_live(net_api, openapi) -> None:
     verb, plan = net_api.seen[-1]
     assert verb == "update" and [n["name"] for n in plan["nics"]] == ["eth0", "eth1"]
     assert plan["nics"][1]["egress_kbit"] == 10000
+    assert plan["nics"][0]["gateway4"] and plan["nics"][1]["gateway4"] is None   # one default route
     assert ("web1", "eth1", 4) in addresses(net_api, openapi)
     status, body = call(net_api, openapi, "POST", "/1.0/instances/web1/nics", "/1.0/instances/{name}/nics",
                         json={"name": "eth1"})

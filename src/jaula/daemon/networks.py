@@ -304,8 +304,9 @@ class NetworkService(ForwardActions):
                 **common, parent=net.bridge, network=net.name, mtu=int(f.get("mtu") or net.mtu),
                 ipv4=(_with_prefix(a4, net.ipv4),) if a4 and net.ipv4 else (),
                 ipv6=(_with_prefix(a6, net.ipv6),) if a6 and net.ipv6 else (),
-                gateway4=net.ipv4.split("/")[0] if a4 and net.ipv4 else None,
-                gateway6=net.ipv6.split("/")[0] if a6 and net.ipv6 else None))
+                # one default route per family: through the first NIC (by name) that has an address
+                gateway4=net.ipv4.split("/")[0] if a4 and net.ipv4 and not any(n.gateway4 for n in nics) else None,
+                gateway6=net.ipv6.split("/")[0] if a6 and net.ipv6 and not any(n.gateway6 for n in nics) else None))
         if not nics:
             return {"table": self._table(), "networks": [], "nics": []}
         first = next((n for n in nics if n.network), None)
