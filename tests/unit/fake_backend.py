@@ -84,8 +84,12 @@ class FakeBackend:
 
     # -- snapshots, copies and backups: a root is a dict of files ----------------------------------
     def snapshot(self, inst: Instance, snap: str) -> dict[str, Any]:
+        from jaula.errors import Exists
+
         self._call("snapshot", inst)
-        self.snaps.setdefault(inst.name, {})[snap] = dict(self.roots.setdefault(inst.name, {}))
+        if snap in self.snaps.setdefault(inst.name, {}):
+            raise Exists(f"fake: {inst.name} already has a snapshot {snap!r}")
+        self.snaps[inst.name][snap] = dict(self.roots.setdefault(inst.name, {}))
         return {"size": 4096, "live": False}
 
     def restore(self, inst: Instance, snap: str) -> None:

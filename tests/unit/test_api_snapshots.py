@@ -292,3 +292,12 @@ def test_a_backup_with_bad_snapshot_records_is_refused(api, openapi, tmp_path: P
             api.client.import_(backup(snaps))
         assert any(words in p for p in exc.value.problems), (snaps, exc.value.problems)
     assert api.db.list_instances() == [] and api.backend.calls == []
+
+
+def test_a_snapshot_left_in_the_pool_without_its_row_is_replaced(api, openapi) -> None:
+    create(api, openapi, "web1")
+    api.backend.snaps["web1"] = {"s1": {"/f": "stale"}}  # jaulad killed between the pool and the row
+    api.backend.roots["web1"] = {"/f": "now"}
+    _, op = snapshot(api, openapi, "web1", "s1")
+    assert op["status"] == "success" and api.backend.snaps["web1"]["s1"] == {"/f": "now"}
+    assert [c[0] for c in api.backend.calls] == ["create", "snapshot", "delete_snapshot", "snapshot"]
