@@ -201,9 +201,12 @@ def test_outbound_nat_masquerades_and_can_be_turned_off(topo: Topology, fw: Fire
     assert topo.ask("a", "tcp", topo.outside_ip, 9000, tries=1) is None, "control: without NAT no way back"
     police(fw, topo, "a")
     assert topo.ask("a", "tcp", topo.outside_ip, 9000) == topo.host_out
+    topo.serve("o", "tcp", "::", 9001)
+    assert topo.ask("a", "tcp", topo.outside_ip6, 9001) == topo.host_out6, "IPv6 is masqueraded too"
     assert topo.ask("b", "tcp", topo.outside_ip, 9000) == topo.host_out, "unpoliced NIC, same subnet: NAT too"
     fw.update_network(topo.network(nat=False))
     assert topo.ask("a", "tcp", topo.outside_ip, 9000, tries=1) is None
+    assert topo.ask("a", "tcp", topo.outside_ip6, 9001, tries=1) is None
 
 
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
@@ -243,10 +246,12 @@ def test_port_forward_on_one_host_address_and_ipv6(topo: Topology, fw: Firewall)
     assert topo.ask("o", "tcp", topo.host_out, 18081) == topo.outside_ip
     assert topo.ask(None, "tcp", topo.gw4, 18081, tries=1) is None, "another host address: not forwarded"
     assert topo.ask(None, "tcp", topo.gw6, 18082) == topo.gw6
+    assert topo.ask("o", "tcp", topo.host_out6, 18082) == topo.outside_ip6
     fw.remove_forward(one)
     fw.remove_forward(six)
     assert topo.ask("o", "tcp", topo.host_out, 18081, tries=1) is None
     assert topo.ask(None, "tcp", topo.gw6, 18082, tries=1) is None
+    assert topo.ask("o", "tcp", topo.host_out6, 18082, tries=1) is None
 
 
 # --- the instance's own firewall, clean-up ------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A real test network for the firewall: a host bridge, instance netns on veths, an "outside" netns.
 
-    outside netns (o)  eth0 .130 ── veth <P>vo (.129 on the host) ── host ── bridge <P>br (.1, fd..::1)
+    outside netns (o)  eth0 .130, :1::2 ── veth <P>vo (.129, :1::1 on the host) ── host ── bridge <P>br (.1, fd..::1)
                                                                               ├─ veth <P>va ── netns a: eth0 .2
                                                                               ├─ veth <P>vb ── netns b: eth0 .3
                                                                               └─ veth <P>vc ── netns c: eth0 .4
@@ -108,6 +108,7 @@ class Topology:
         self.bridge = f"{PREFIX}br"
         self.gw4, self.gw6 = f"{NET4}.1", f"{NET6}::1"
         self.host_out, self.outside_ip = f"{NET4}.129", f"{NET4}.130"
+        self.host_out6, self.outside_ip6 = f"{NET6}:1::1", f"{NET6}:1::2"
         self.nets: list[str] = []
         self.links: list[str] = []
         self.servers: list[subprocess.Popen] = []
@@ -147,6 +148,7 @@ class Topology:
             sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
             sh("ip", "-n", ns, "route", "add", "default", "via", self.gw4)
+            sh("ip", "-n", ns, "-6", "route", "add", "default", "via", self.gw6)
             self.nics[name] = NicPlan(instance=f"{PREFIX}-{name}", name="eth0", type=BRIDGED, host_name=host,
                                       parent=self.bridge, mac=mac, network="test", ipv4=(f"{ip4}/25",),
                                       ipv6=(f"{ip6}/64",), gateway4=self.gw4)
@@ -156,7 +158,9 @@ class Topology:
         self.links.append(host)
         sh("ip", "addr", "add", f"{self.host_out}/30", "dev", host)
         sh("ip", "link", "set", host, "up")
+        sh("ip", "addr", "add", f"{self.host_out6}/64", "dev", host, "nodad")
         sh("ip", "-n", out, "addr", "add", f"{self.outside_ip}/30", "dev", "eth0")
+        sh("ip", "-n", out, "addr", "add", f"{self.outside_ip6}/64", "dev", "eth0", "nodad")
         sh("ip", "-n", out, "link", "set", "eth0", "up")
 
     def network(self, **kw: object) -> NetworkPlan:
