@@ -1,9 +1,9 @@
 """The host's firewall for jaula networks: one nftables table in family `inet` and one in `bridge`.
 
 Rules are fixed (`jaula.network.firewall_rules`); networks, NICs and port forwards are set
-elements keyed by interface name. Every method reads our two tables, computes the elements to
-delete and to add, and applies them in ONE nft transaction: it is idempotent (a second call
-changes nothing) and atomic (all or nothing). Other tables, such as the host's own `ip nat`, are
+elements keyed by interface name. Every method reads the table(s) it touches, computes the
+elements to delete and to add, and applies them in ONE nft transaction: it is idempotent (a
+second call changes nothing) and atomic (all or nothing). Other tables, such as the host's own `ip nat`, are
 never read nor touched.
 """
 
@@ -46,8 +46,8 @@ Wanted = dict[tuple[str, str], dict[object, tuple[object, str | None]]]   # (fam
 
 # --- validation: every problem at once, before any change -------------------------------------------
 def _ifname_problem(what: str, name: object) -> str | None:
-    if not isinstance(name, str) or not 1 <= len(name) <= 15 or name in (".", "..") \
-            or any(c in name for c in "/: \t\n") :
+    bad = not isinstance(name, str) or not 1 <= len(name) <= 15 or name in (".", "..")
+    if bad or any(c in str(name) for c in "/: \t\n"):
         return f"{what} {name!r} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
     return None
 
