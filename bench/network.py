@@ -68,24 +68,26 @@ def bench_attach(n: int) -> dict[str, object]:
     net = plan_net()
     links.ensure_bridge(net)
     marks: list[tuple[str, float]] = []
-    for _ in range(n):
-        ns = Ns()
-        nic = plan_nic(1)
-        try:
-            marks.clear()
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            links.attach(nic, ns.pid, timing=lambda step: marks.append((step, time.perf_counter())))
-            total.append((time.perf_counter() - t0) * 1e3)
-            cpu.append((time.process_time() - c0) * 1e3)
-            last = t0
-            for step, t in marks:
-                steps.setdefault(step, []).append((t - last) * 1e3)
-                last = t
-        finally:
-            links.detach(nic)
-            ns.close()
-    links.remove_bridge(net)
+    try:
+        for _ in range(n):
+            ns = Ns()
+            nic = plan_nic(1)
+            try:
+                marks.clear()
+                c0 = time.process_time()
+                t0 = time.perf_counter()
+                links.attach(nic, ns.pid, timing=lambda step: marks.append((step, time.perf_counter())))
+                total.append((time.perf_counter() - t0) * 1e3)
+                cpu.append((time.process_time() - c0) * 1e3)
+                last = t0
+                for step, t in marks:
+                    steps.setdefault(step, []).append((t - last) * 1e3)
+                    last = t
+            finally:
+                links.detach(nic)
+                ns.close()
+    finally:
+        links.remove_bridge(net)
     return {"runs": n, "median_ms": statistics.median(total), "cpu_median_ms": statistics.median(cpu),
             "min_ms": min(total),
             "p90_ms": sorted(total)[int(0.9 * (n - 1))], "max_ms": max(total),
