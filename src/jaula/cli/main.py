@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from jaula.cli.output import emit, format_option
 from jaula.client import Client
 from jaula.errors import ConfigError, ExitCode, JaulaError
 
@@ -294,11 +295,13 @@ def profile() -> None:
 
 
 @profile.command("list")
+@format_option
 @click.pass_context
-def profile_list(ctx: click.Context) -> None:
-    for p in _client(ctx).profiles():
-        conf = " ".join(f"{k}={v}" for k, v in sorted(p["config"].items()))
-        click.echo(f"{p['name']}\t{conf}\t{p['description']}".rstrip())
+def profile_list(ctx: click.Context, fmt: str) -> None:
+    """List the profiles."""
+    found = _client(ctx).profiles()
+    emit(fmt, found, ("NAME", "CONFIG", "DESCRIPTION"),
+         [(p["name"], " ".join(f"{k}={v}" for k, v in sorted(p["config"].items())), p["description"]) for p in found])
 
 
 @profile.command("create")

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+from jaula.cli.output import emit, format_option
 
 NETWORK_KEYS_HELP = ("ipv4.address (10.71.3.1/24|auto|none), ipv6.address, ipv4.nat, ipv6.nat, isolation "
                      "(allow|isolate), host_access (none|dns|all), dns.nameservers, dns.domain, mtu, bridge")
@@ -23,16 +24,6 @@ def _pairs(values: tuple[str, ...], example: str) -> dict[str, str]:
             raise click.BadParameter(f"{item!r}: write KEY=VALUE, e.g. {example}")
         out[key.strip()] = value
     return out
-
-
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*header, box=None, pad_edge=False)
-    for r in rows:
-        table.add_row(*r)
-    Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)
 
 
 def add_addresses(client: Any, instances: list[dict[str, Any]]) -> None:
@@ -63,18 +54,14 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
                    f"IPv6 {cfg.get('ipv6.address')}")
 
     @network.command("list")
-    @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+    @format_option
     @click.pass_context
     def network_list(ctx: click.Context, fmt: str) -> None:
         """List the networks."""
         nets = client(ctx).networks()
-        if fmt == "json":
-            import json
-            click.echo(json.dumps(nets, indent=2))
-            return
-        _table([(n["name"], n["config"].get("bridge", ""), n["config"].get("ipv4.address", ""),
-                 n["config"].get("ipv6.address", ""), ",".join(n["used_by"]), n["description"]) for n in nets],
-               ("NAME", "BRIDGE", "IPV4", "IPV6", "USED BY", "DESCRIPTION"))
+        emit(fmt, nets, ("NAME", "BRIDGE", "IPV4", "IPV6", "USED BY", "DESCRIPTION"),
+             [(n["name"], n["config"].get("bridge", ""), n["config"].get("ipv4.address", ""),
+               n["config"].get("ipv6.address", ""), ",".join(n["used_by"]), n["description"]) for n in nets])
 
     @network.command("show")
     @click.argument("name")
@@ -135,12 +122,14 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
 
     @forward.command("list")
     @click.argument("network_name", metavar="NETWORK")
+    @format_option
     @click.pass_context
-    def forward_list(ctx: click.Context, network_name: str) -> None:
+    def forward_list(ctx: click.Context, network_name: str, fmt: str) -> None:
         """List a network's port forwards."""
-        _table([(f["proto"], f["host_address"] or "*", str(f["host_port"]), f["instance"], f["nic"], str(f["port"]))
-                for f in client(ctx).forwards(network_name)],
-               ("PROTO", "HOST ADDRESS", "HOST PORT", "INSTANCE", "NIC", "PORT"))
+        found = client(ctx).forwards(network_name)
+        emit(fmt, found, ("PROTO", "HOST ADDRESS", "HOST PORT", "INSTANCE", "NIC", "PORT"),
+             [(f["proto"], f["host_address"] or "*", str(f["host_port"]), f["instance"], f["nic"], str(f["port"]))
+              for f in found])
 
     @cli.group(cls=group_cls)
     def nic() -> None:
@@ -168,9 +157,11 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
 
     @nic.command("list")
     @click.argument("instance")
+    @format_option
     @click.pass_context
-    def nic_list(ctx: click.Context, instance: str) -> None:
+    def nic_list(ctx: click.Context, instance: str, fmt: str) -> None:
         """List INSTANCE's NICs with their addresses and MACs."""
-        _table([(n["name"], n["type"], n["network"] or n["parent"] or "", n["ipv4"] or "", n["ipv6"] or "",
-                 n["mac"], n["host_name"] or "") for n in client(ctx).nics(instance)],
-               ("NAME", "TYPE", "NETWORK", "IPV4", "IPV6", "MAC", "HOST IFACE"))
+        found = client(ctx).nics(instance)
+        emit(fmt, found, ("NAME", "TYPE", "NETWORK", "IPV4", "IPV6", "MAC", "HOST IFACE"),
+             [(n["name"], n["type"], n["network"] or n["parent"] or "", n["ipv4"] or "", n["ipv6"] or "",
+               n["mac"], n["host_name"] or "") for n in found])

@@ -7,13 +7,12 @@ local file, so both work wherever the CLI runs.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from jaula.cli.output import emit, format_option
 from jaula.cli.templates_host import _size
 
 
@@ -39,21 +38,13 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
 
     @snapshot.command("list")
     @click.argument("name")
-    @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+    @format_option
     @click.pass_context
     def snapshot_list(ctx: click.Context, name: str, fmt: str) -> None:
         """List instance NAME's snapshots, oldest first."""
         found = client(ctx).snapshots(name)
-        if fmt == "json":
-            click.echo(json.dumps(found, indent=2))
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("NAME", "CREATED", "SIZE", "PROFILES", box=None, pad_edge=False)
-        for x in found:
-            table.add_row(x["name"], x["created"], _size(x["size"]), ",".join(x["profiles"]))
-        Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)
+        emit(fmt, found, ("NAME", "CREATED", "SIZE", "PROFILES"),
+             [(x["name"], x["created"], _size(x["size"]), ",".join(x["profiles"])) for x in found])
 
     @snapshot.command("restore")
     @click.argument("name")

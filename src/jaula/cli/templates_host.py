@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from jaula.cli.output import emit, format_option
 from jaula.client.rest import error_from
 from jaula.errors import JaulaError
 
@@ -68,16 +69,14 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
         """Templates: the root file trees instances are made from."""
 
     @template.command("list")
+    @format_option
     @click.pass_context
-    def template_list(ctx: click.Context) -> None:
+    def template_list(ctx: click.Context, fmt: str) -> None:
         """List the templates."""
-        from rich.console import Console
-        from rich.table import Table
-        table = Table("NAME", "SOURCE", "OS", "ARCH", "SIZE", "USED BY", "CREATED", box=None, pad_edge=False)
-        for t in client(ctx).templates():
-            table.add_row(t["name"], t["source"], f"{t['os']} {t['os_version']}".strip(), t["arch"],
-                          _size(t["size"]), ",".join(t["used_by"]), t["created"])
-        Console(file=sys.stdout, width=200 if not sys.stdout.isatty() else None).print(table)
+        found = client(ctx).templates()
+        emit(fmt, found, ("NAME", "SOURCE", "OS", "ARCH", "SIZE", "USED BY", "CREATED"),
+             [(t["name"], t["source"], f"{t['os']} {t['os_version']}".strip(), t["arch"],
+               _size(t["size"]), ",".join(t["used_by"]), t["created"]) for t in found])
 
     @template.command("build")
     @click.argument("name")
