@@ -114,10 +114,12 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """The program (argv None: sys.argv, and the process ends here) or a call (argv given: returns the exit code)."""
-    code = _main(sys.argv[1:] if argv is None else argv)
     if argv is None:
-        _exit_now(code)
-    return code
+        from jaula.oci import fastload
+
+        fastload.install()  # the verb's imports from one file of compiled code, where it is built
+        _exit_now(_main(sys.argv[1:]))
+    return _main(argv)
 
 
 def _exit_now(code: int) -> None:
