@@ -34,7 +34,7 @@ SYS_BUILT = any(p.name.startswith("_sys.") and p.suffix == ".so"
 @pytest.fixture(params=[
     "ctypes",
     pytest.param("c", marks=pytest.mark.skipif(
-        not SYS_BUILT, reason="jaula.linux._sys is not built (scripts/build-sys-ext needs gcc and python3.11-dev)")),
+        not SYS_BUILT, reason="jaula.linux._sys is not built (scripts/build-runtime-fast needs gcc and python3.11-dev)")),
 ])
 def backend_runtime(request: pytest.FixtureRequest, runtime: Runtime) -> Runtime:
     env = dict(runtime.env or os.environ)

@@ -25,7 +25,7 @@ except ImportError:
 BACKENDS = [
     pytest.param(lambda: libc._ctypes_raw, id="ctypes"),
     pytest.param(lambda: _sys.syscall, id="c", marks=pytest.mark.skipif(
-        _sys is None, reason="jaula.linux._sys is not built (scripts/build-sys-ext needs gcc and python3.11-dev)")),
+        _sys is None, reason="jaula.linux._sys is not built (scripts/build-runtime-fast needs gcc and python3.11-dev)")),
 ]
 
 
@@ -110,7 +110,7 @@ def test_memfd_seals(raw) -> None:
         os.close(fd)
 
 
-@pytest.mark.skipif(_sys is None, reason="jaula.linux._sys is not built (scripts/build-sys-ext)")
+@pytest.mark.skipif(_sys is None, reason="jaula.linux._sys is not built (scripts/build-runtime-fast)")
 def test_c_module_refuses_what_it_cannot_pass() -> None:
     with pytest.raises(TypeError, match="str"):
         _sys.syscall(39, "a string")
@@ -127,7 +127,7 @@ def _imports(env: dict[str, str]) -> tuple[str, bool]:
     return out[0], out[1] == "True"
 
 
-@pytest.mark.skipif(_sys is None, reason="jaula.linux._sys is not built (scripts/build-sys-ext)")
+@pytest.mark.skipif(_sys is None, reason="jaula.linux._sys is not built (scripts/build-runtime-fast)")
 def test_hot_path_does_not_import_ctypes_with_the_c_module() -> None:
     env = {k: v for k, v in os.environ.items() if k != "JAULA_SYSCALL"}
     assert _imports(env) == ("c", False)
