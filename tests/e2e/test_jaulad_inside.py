@@ -203,9 +203,12 @@ def test_file_push_pull_round_trip(d: Daemon, tmp_path: Path) -> None:
     assert run(d, "file", "push", str(tree), f"{NAME}/root/").returncode == 2   # a folder needs -r
     assert run(d, "file", "push", "-r", "--uid", "33", "--gid", "33", str(tree), f"{NAME}/root/").returncode == 0
     assert _inside(d, "cat /root/tree/a /root/tree/sub/b; stat -c '%u %g %a' /root/tree/sub") == "A\nB\n33 33 750\n"
+    _inside(d, "ln -s /root/tree /root/tree/sub/loop")          # a link to a folder above it
     out = tmp_path / "out"
-    assert run(d, "file", "pull", "-r", f"{NAME}/root/tree", str(out)).returncode == 0
+    r = run(d, "file", "pull", "-r", f"{NAME}/root/tree", str(out))
+    assert r.returncode == 0 and b"Skipped in1/root/tree/sub/loop: a symlink to /root/tree" in r.stderr, r
     assert (out / "a").read_text() == "A\n" and (out / "sub" / "b").read_text() == "B\n"
+    assert not os.path.lexists(out / "sub" / "loop")
 
 
 def test_symlinks_inside_cannot_reach_the_host(d: Daemon, tmp_path: Path) -> None:

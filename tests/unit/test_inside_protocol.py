@@ -100,6 +100,11 @@ def test_paths_resolve_inside_the_root(root, tmp_path: Path) -> None:
     os.close(got)
     meta, entries = files.pull(fd, "/etc/", 0)
     assert meta.type == "directory" and "hostname" in entries
+    meta, target = files.pull(fd, "/etc/rel", 0, follow=False)      # the link itself, not followed
+    assert meta.type == "symlink" and target == "../../../../../../../.." + str(host)
+    meta, got = files.pull(fd, "/etc/hostname", 0, follow=False)   # not a link: as with follow
+    assert meta.type == "file" and isinstance(got, int)
+    os.close(got)
     with pytest.raises(ConfigError, match="absolute"):
         files.pull(fd, "etc/hostname", 0)
     with pytest.raises(ConfigError, match="not the root"):

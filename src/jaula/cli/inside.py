@@ -176,15 +176,18 @@ def _push_tree(client: Any, name: str, local: Path, dest: str, uid: int, gid: in
             _push_one(client, name, child, f"{dest}/{child.name}", uid, gid, forced)
 
 
-def _pull(client: Any, name: str, path: str, local: Path, recursive: bool) -> None:
-    meta, content = client.pull_file(name, path)
+def _pull(client: Any, name: str, path: str, local: Path, recursive: bool, top: bool = True) -> None:
+    meta, content = client.pull_file(name, path, follow=top)   # inside a folder, links are not followed
+    if meta["type"] == "symlink":
+        click.echo(f"Skipped {name}{path}: a symlink to {meta['target']} (not pulled)", err=True)
+        return
     if meta["type"] == "directory":
         if not recursive:
             raise click.UsageError(f"{name}{path} is a folder: pull it with -r")
         local.mkdir(exist_ok=True)
         os.chmod(local, meta["mode"])
         for entry in meta["entries"]:
-            _pull(client, name, path.rstrip("/") + "/" + entry, local / entry, recursive)
+            _pull(client, name, path.rstrip("/") + "/" + entry, local / entry, recursive, top=False)
         return
     tmp = local.with_name(f".{local.name}.jaula-pull")
     tmp.write_bytes(content)

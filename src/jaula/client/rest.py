@@ -368,15 +368,20 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         """The instance's output log (its init's stdout and stderr; the last 128 KiB)."""
         return self._raw("GET", f"/1.0/instances/{name}/logs").content
 
-    def pull_file(self, name: str, path: str) -> tuple[dict[str, Any], bytes]:
-        """({"type", "uid", "gid", "mode", "entries"?}, content) of `path` inside `name`: a
-        file's bytes, or a directory's entries (a list in the first item, b"" as content)."""
-        resp = self._raw("GET", f"/1.0/instances/{name}/files", params={"path": path})
+    def pull_file(self, name: str, path: str, *, follow: bool = True) -> tuple[dict[str, Any], bytes]:
+        """({"type", "uid", "gid", "mode", "entries"?, "target"?}, content) of `path` inside
+        `name`: a file's bytes, or a directory's entries (a list in the first item, b"" as
+        content); without `follow`, a symlink as itself (type "symlink", its "target")."""
+        resp = self._raw("GET", f"/1.0/instances/{name}/files",
+                         params={"path": path, "follow": "true" if follow else "false"})
         h = resp.headers
         meta: dict[str, Any] = {"type": h.get("x-jaula-type", "file"), "uid": int(h.get("x-jaula-uid", 0)),
                                 "gid": int(h.get("x-jaula-gid", 0)), "mode": int(h.get("x-jaula-mode", "644"), 8)}
         if meta["type"] == "directory":
             meta["entries"] = resp.json()["metadata"]
+            return meta, b""
+        if meta["type"] == "symlink":
+            meta["target"] = resp.json()["metadata"]["target"]
             return meta, b""
         return meta, resp.content
 

@@ -86,13 +86,15 @@ def mount(app: FastAPI, db: Any, backend: Any, instance: Callable[[Any], Any]) -
 
     @app.get("/1.0/instances/{name}/files", tags=["instances"], responses=_FILE_RESPONSES,
              summary="Pull a file (its bytes) or list a folder inside an instance")
-    def pull(name: str, path: str = Query(..., description="absolute path inside the instance")) -> Any:
+    def pull(name: str, path: str = Query(..., description="absolute path inside the instance"),
+             follow: bool = Query(True, description="false: a symlink named by path comes as itself "
+                                                    "(X-Jaula-Type symlink, metadata.target), not its target")) -> Any:
         files.check_path(path)
         db.get_instance(name)
 
         def read(root: int, base: int, mounted: bool) -> tuple[files.Meta, Any]:
-            meta, got = files.pull(root, path, base)
-            if isinstance(got, list) or not mounted:
+            meta, got = files.pull(root, path, base, follow)
+            if isinstance(got, (list, str)) or not mounted:
                 return meta, got
             with os.fdopen(got, "rb") as f:   # the root is unmounted next: keep a copy
                 spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
@@ -101,6 +103,9 @@ def mount(app: FastAPI, db: Any, backend: Any, instance: Callable[[Any], Any]) -
             return meta, spool
 
         meta, got = in_root(name, "Pulling a file from", read)
+        if isinstance(got, str):
+            return JSONResponse({"type": "sync", "status": "Success", "status_code": 200,
+                                 "metadata": {"target": got}}, headers=meta.headers())
         if isinstance(got, list):
             return JSONResponse({"type": "sync", "status": "Success", "status_code": 200, "metadata": got},
                                 headers=meta.headers())

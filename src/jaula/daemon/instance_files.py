@@ -100,12 +100,24 @@ def host_id(inner: int, base: int, what: str) -> int:
 
 
 def _meta(st: os.stat_result, base: int) -> Meta:
-    kind = "directory" if stat.S_ISDIR(st.st_mode) else "file"
+    kind = "directory" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else "file"
     return Meta(kind, inside_id(st.st_uid, base), inside_id(st.st_gid, base), stat.S_IMODE(st.st_mode), st.st_size)
 
 
-def pull(root: int, path: str, base: int) -> tuple[Meta, int | list[str]]:
-    """(meta, an fd open for reading) of a regular file, or (meta, sorted entries) of a folder."""
+def pull(root: int, path: str, base: int, follow: bool = True) -> tuple[Meta, int | list[str] | str]:
+    """(meta, an fd open for reading) of a regular file, or (meta, sorted entries) of a folder;
+    without `follow`, (meta, its target) of a symlink (a recursive pull skips them: a link to a
+    folder above would never end)."""
+    if not follow and check_path(path).rstrip("/"):
+        with _parent(root, path) as (pfd, name):
+            try:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise NotFound(f"path {path!r} not found inside the instance") from None
+            if stat.S_ISLNK(st.st_mode):
+                meta = _meta(st, base)
+                meta.type = "symlink"
+                return meta, os.readlink(name, dir_fd=pfd)
     fd = _open(root, check_path(path), os.O_PATH, "path")
     try:
         _refuse_kernel_fs(fd, path)
