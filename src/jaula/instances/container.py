@@ -379,6 +379,10 @@ class ContainerDriver(StorageVerbs, Driver):
         if c.frozen():
             raise BadState(f"cannot exec in instance {inst.name!r}: it is frozen")
         spec = config.load(c.bundle)
+        if spec.linux.seccomp_json is not None:  # load() leaves it unparsed: the exec gets the init's filter
+            from jaula.oci.seccomp import Seccomp
+
+            spec.linux.seccomp = Seccomp.from_json(spec.linux.seccomp_json)
         base = spec.process
         merged: dict[str, str] = dict(e.split("=", 1) for e in base.env)
         merged.update(dict(e.split("=", 1) for e in settings.environment(inst.config)))

@@ -1,4 +1,5 @@
-"""The default config.json that `jaula-runtime spec` writes (runc's defaults, plus --rootless)."""
+"""The default config.json that `jaula-runtime spec` writes (runc's defaults, plus --rootless, plus
+jaula's seccomp profile), also the base of every instance's config (instances/render.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 
 
 def default_spec(rootless: bool = False, args: list[str] | None = None) -> dict:
+    from jaula.oci.seccomp_profile import default_profile
+
     caps = list(DEFAULT_CAPS)
     spec: dict = {
         "ociVersion": "1.2.0",
@@ -44,6 +47,8 @@ def default_spec(rootless: bool = False, args: list[str] | None = None) -> dict:
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
+            # jaula's default profile: kernel-global calls EPERM, unknown ones ENOSYS (docs/security.md)
+            "seccomp": default_profile(),
         },
     }
     if rootless:
