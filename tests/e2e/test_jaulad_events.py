@@ -98,17 +98,20 @@ def test_an_init_that_exits_at_once_is_recorded_stopped_with_its_status(daemon: 
     daemon.root.mkdir(parents=True, exist_ok=True)
     _true_template(daemon.root)
     daemon.start()
-    with Client(str(daemon.socket)) as c, c.open_events("lifecycle") as stream:
+    with Client(str(daemon.socket)) as c, c.open_events("lifecycle,logging") as stream:
         reader = _Reader(stream)
         c.create("apptrue", "t1", mode="app")
         for _ in range(20):  # a race: it went wrong in 1 to 19 starts of 40 on a busy host
             c.start("t1")
-            got = reader.until(lambda e: e["metadata"]["action"] == "instance-exited", timeout=20)
+            got = reader.until(lambda e: e["metadata"].get("action") == "instance-exited", timeout=20)
             exited = got[-1]["metadata"]["context"]
             assert exited == {"name": "t1", "status": 0}, got
             inst = c.get("t1")
             assert (inst["status"], inst["pid"]) == ("stopped", None), inst
         assert c.events(type_="instance-exited")[-1]["payload"] == {"name": "t1", "status": 0}
+        # jaulad's log line about it comes as a logging event
+        said = reader.until(lambda e: e["type"] == "logging" and "t1 exited" in e["metadata"]["message"])
+        assert said[-1]["metadata"]["context"] == {"logger": "jaula.daemon"} and said[-1]["metadata"]["level"] == "info"
         c.delete("t1")
 
 

@@ -143,3 +143,45 @@ def test_stopping_the_server_ends_open_streams(api) -> None:
         bus.close()
         assert list(events) == []  # ended, not hanging
     assert bus.listeners() == 0
+
+
+def test_a_listener_that_never_reads_is_dropped_and_jaulad_goes_on(api) -> None:
+    """Over a real socket: the client sends its request and reads nothing; the server's writes
+    fill the socket, then the listener's queue: it is dropped, publishing never waits."""
+    import socket as socketlib
+    import time
+
+    bus = api.app.state.events
+    bus.queue_size = 16
+    sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    sock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)
+    sock.connect(api.socket)
+    try:
+        sock.sendall(b"GET /1.0/events?type=operation HTTP/1.1\r\nHost: jaulad\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while bus.listeners() == 0:
+            assert time.monotonic() < deadline, "the listener never subscribed"
+            time.sleep(0.01)
+        big = {"blob": "x" * 10_000}
+        start = time.monotonic()
+        while bus.listeners() and time.monotonic() - start < 30:
+            for _ in range(50):
+                bus.publish("operation", big)  # returns at once, whatever the listener does
+            time.sleep(0.01)
+        assert bus.listeners() == 0, "a listener that never reads was not dropped"
+        api.client.create("bb", "web1")  # jaulad goes on
+    finally:
+        sock.close()
+
+
+def test_a_client_that_goes_away_is_unsubscribed(api) -> None:
+    import time
+
+    bus = api.app.state.events
+    with api.client.open_events("lifecycle"):
+        assert bus.listeners() == 1
+    deadline = time.monotonic() + 10
+    while bus.listeners():  # noticed at the next write (an event or the keep-alive) or the disconnect
+        assert time.monotonic() < deadline, "the listener outlived its client"
+        bus.lifecycle("instance-updated", {"name": "x"})
+        time.sleep(0.05)
