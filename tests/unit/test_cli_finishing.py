@@ -181,3 +181,16 @@ def test_a_remote_without_a_token_is_refused_before_any_request() -> None:
     assert r.exit_code == ExitCode.FAILURE and "--token-file" in r.output
     r = CliRunner().invoke(cli, ["--remote", "ftp://x", "--token-file", "/nonexistent", "list"])
     assert r.exit_code == ExitCode.FAILURE and "Cannot read the token file" in r.output
+
+
+def test_every_documented_exit_code_comes_back_from_an_api_error() -> None:
+    """The codes `jaula --help` lists are the ones an error envelope's exit_code gives back."""
+    import re
+
+    from jaula.cli.main import EXIT_CODES
+    from jaula.client import error_from
+
+    for code in map(int, re.findall(r"^\s+(\d+)\s", EXIT_CODES, re.M)):
+        if code in (ExitCode.OK, ExitCode.USAGE):
+            continue  # not errors of the API
+        assert error_from({"error": "x", "exit_code": code}).exit_code == code, code

@@ -24,6 +24,7 @@ Exit codes:
   {ExitCode.NOT_FOUND}  no such instance, profile or operation
   {ExitCode.EXISTS}  the name is taken
   {ExitCode.BAD_STATE}  the action does not fit the instance's state
+  {ExitCode.KERNEL}  a kernel feature the request needs is missing
   {ExitCode.LOCKED}  jaulad's database is locked by another process
 """
 COLUMNS = ("name", "status", "template", "mode", "profiles", "created", "pid", "description", "ipv4")

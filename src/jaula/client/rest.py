@@ -21,13 +21,14 @@ from jaula.errors import (
     Exists,
     ExitCode,
     JaulaError,
+    KernelMissing,
     Locked,
     NotFound,
 )
 
 DEFAULT_SOCKET = "/run/jaula/jaula.sock"
 _BY_EXIT = {ExitCode.INVALID_CONFIG: ConfigError, ExitCode.NOT_FOUND: NotFound, ExitCode.EXISTS: Exists,
-            ExitCode.BAD_STATE: BadState, ExitCode.LOCKED: Locked}
+            ExitCode.BAD_STATE: BadState, ExitCode.LOCKED: Locked, ExitCode.KERNEL: KernelMissing}
 
 
 class Unreachable(JaulaError):
