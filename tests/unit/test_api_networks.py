@@ -171,3 +171,19 @@ def test_nics_added_and_removed_live(net_api, openapi) -> None:
     status, body = call(net_api, openapi, "PATCH", "/1.0/instances/web1", "/1.0/instances/{name}",
                         json={"config": {"nic.eth0.ipv4": "none"}})
     assert status == 409 and "nic.eth0.ipv4 cannot change" in body["error"]
+
+
+def test_config_set_moves_a_stopped_instance_s_nic(net_api, openapi) -> None:
+    call(net_api, openapi, "POST", "/1.0/networks", json={"name": "lab", "config": {"ipv4.address": "10.9.9.1/24"}})
+    create(net_api, openapi, "web1")
+    assert addresses(net_api, openapi)[("web1", "eth0", 4)] != "10.9.9.2"
+    status, body = call(net_api, openapi, "PATCH", "/1.0/instances/web1", "/1.0/instances/{name}",
+                        json={"config": {"nic.eth0.network": "lab"}})
+    assert status == 200 and addresses(net_api, openapi)[("web1", "eth0", 4)] == "10.9.9.2"
+    status, body = call(net_api, openapi, "PATCH", "/1.0/instances/web1", "/1.0/instances/{name}",
+                        json={"config": {"nic.eth0.network": "nosuch"}})
+    assert status == 400 and "network 'nosuch' not found" in body["error"]
+    assert net_api.db.get_instance("web1").config["nic.eth0.network"] == "lab"      # nothing changed
+    status, body = call(net_api, openapi, "PATCH", "/1.0/instances/web1", "/1.0/instances/{name}",
+                        json={"config": {"nic.eth0.ipv4": "10.9.9.200"}})
+    assert status == 200 and addresses(net_api, openapi)[("web1", "eth0", 4)] == "10.9.9.200"
