@@ -55,3 +55,12 @@ def test_host_network_mode_keeps_the_host_netns(tmp_path: Path) -> None:
     assert "network" not in [n["type"] for n in rendered(tmp_path, own)["linux"]["namespaces"]]
     private = Instance.new("p1", "bb", idmap_base=100000)
     assert "network" in [n["type"] for n in rendered(tmp_path, private)["linux"]["namespaces"]]
+
+
+def test_host_network_mode_warns(api) -> None:
+    r = CliRunner().invoke(cli, ["--socket", api.socket, "create", "bb", "h1", "-c", "security.privileged=true",
+                                 "-c", "network.mode=host", "-c", "nic.eth0.type=none"], catch_exceptions=False)
+    assert r.exit_code == 0 and "Warning: h1 shares the host's network stack" in r.output
+    r = CliRunner().invoke(cli, ["--socket", api.socket, "create", "bb", "h2", "-c", "network.mode=host"],
+                           catch_exceptions=False)
+    assert r.exit_code == 3 and "only for a privileged instance" in r.output

@@ -162,6 +162,9 @@ def _create(ctx: click.Context, template: str, name: str, config: tuple[str, ...
     _client(ctx).create(template, name, config=_pairs(config), profiles=list(profiles), mode=mode,
                         description=description)
     click.echo(f"Instance {name} created from {template}")
+    if _pairs(config).get("network.mode") == "host":
+        click.echo(f"Warning: {name} shares the host's network stack (network.mode=host): its root is root of "
+                   "the host's interfaces, addresses, routes and firewall", err=True)
 
 
 @cli.command()
