@@ -90,7 +90,7 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     def export(ctx: click.Context, name: str, file: str, snapshots: bool) -> None:
         """Write a backup of instance NAME to new local FILE (.tar, .tar.gz, .tar.xz or .tar.bz2: the
         suffix picks the compression): its settings, profiles and root, owners as seen inside, so it
-        imports on any host. A running instance is frozen while its root is read."""
+        imports on any host. A running instance is frozen only while its root is cloned."""
         compression = next((c for suffix, c in _COMPRESSION if file.endswith(suffix)), None)
         if compression is None:
             raise click.BadParameter(f"{file!r}: end the name with {', '.join(s for s, _ in _COMPRESSION)}",
