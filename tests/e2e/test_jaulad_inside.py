@@ -168,6 +168,25 @@ def test_a_long_command_blocks_nothing_and_takes_signals(d: Daemon) -> None:
     assert b"sleep 1000" not in run(d, "exec", NAME, "--", "ps").stdout
 
 
+def test_a_client_that_goes_away_hangs_the_command_up(d: Daemon) -> None:
+    """kill -9 of `jaula exec`: jaulad sees the stream close and sends the command SIGHUP, as a
+    closed terminal would; its operation ends with 128+1."""
+    from jaula.client import Client
+
+    with Client(str(d.socket)) as c:
+        before = {o["id"] for o in c.operations()}
+        cli = subprocess.Popen([*JAULA, "--socket", str(d.socket), "exec", NAME, "--", "sh", "-c",
+                                "echo started; exec sleep 999"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            _read_until(cli.stdout.fileno(), b"started", bytearray())  # type: ignore[union-attr]
+        finally:
+            cli.kill()
+            cli.wait()
+        op = next(o for o in c.operations() if o["id"] not in before and o["class"] == "websocket")
+        assert c.wait_operation(op["id"], timeout=30)["metadata"] == {"return": 129}
+    assert b"sleep 999" not in run(d, "exec", NAME, "--", "ps").stdout
+
+
 def test_shell_is_a_login_shell_as_root(d: Daemon) -> None:
     r = run(d, "shell", NAME, input=b"echo \"shell:$0:$(id -u):$HOME\"; exit 3\n")
     assert r.returncode == 3, r
