@@ -52,9 +52,9 @@ Commands, options with choices, and file arguments complete.
 
 
 def _exit_codes(epilog: str) -> str:
-    rows = [m.groups() for m in re.finditer(r"^\s+(\d+)\s+(.+)$", epilog, re.M)]
-    lines = ["## Exit codes", "", "Stable: a number is never reused for another meaning "
-             "(`jaula.errors.ExitCode`).", "", "| code | meaning |", "|---|---|"]
+    rows = [m.groups() for m in re.finditer(r"^\s+(\d+)\s+(.+)$", epilog, re.MULTILINE)]
+    lines = ["## Exit codes", "", ("Stable: a number is never reused for another meaning "
+             "(`jaula.errors.ExitCode`)."), "", "| code | meaning |", "|---|---|"]
     lines += [f"| {code} | {meaning.strip()} |" for code, meaning in rows]
     return "\n".join(lines) + "\n"
 

@@ -190,7 +190,7 @@ def test_every_documented_exit_code_comes_back_from_an_api_error() -> None:
     from jaula.cli.main import EXIT_CODES
     from jaula.client import error_from
 
-    for code in map(int, re.findall(r"^\s+(\d+)\s", EXIT_CODES, re.M)):
+    for code in map(int, re.findall(r"^\s+(\d+)\s", EXIT_CODES, re.MULTILINE)):
         if code in (ExitCode.OK, ExitCode.USAGE):
             continue  # not errors of the API
         assert error_from({"error": "x", "exit_code": code}).exit_code == code, code
