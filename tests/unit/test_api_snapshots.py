@@ -301,3 +301,17 @@ def test_a_snapshot_left_in_the_pool_without_its_row_is_replaced(api, openapi) -
     _, op = snapshot(api, openapi, "web1", "s1")
     assert op["status"] == "success" and api.backend.snaps["web1"]["s1"] == {"/f": "now"}
     assert [c[0] for c in api.backend.calls] == ["create", "snapshot", "delete_snapshot", "snapshot"]
+
+
+def test_an_upload_that_would_fill_the_disk_is_dropped(api, openapi, tmp_path: Path, monkeypatch) -> None:
+    from jaula.daemon import transfer_api
+
+    api.backend.backups = str(tmp_path / "backups")
+    os.mkdir(api.backend.backups)
+    big = tmp_path / "big.tar"
+    big.write_bytes(b"x" * (3 << 20))
+    st = os.statvfs(tmp_path)
+    monkeypatch.setattr(transfer_api, "UPLOAD_RESERVE", st.f_blocks * st.f_frsize + 1)  # more than the disk
+    with pytest.raises(ConfigError, match="Not enough disk on jaulad's host"):
+        api.client.import_from(str(big), "web1")
+    assert os.listdir(api.backend.backups) == [] and api.db.list_instances() == []

@@ -19,7 +19,8 @@
   with it.
 - POST /1.0/import/upload?name=: the backup file as the request's body (application/octet-stream),
   then an operation making a new, stopped instance from it, named as in the file unless `name`
-  is given; the upload is deleted when the operation ends.
+  is given; the upload is deleted when the operation ends. It stops, refused, when less than
+  UPLOAD_RESERVE (1 GiB) would stay free on jaulad's disk.
 - POST /1.0/import {"path", "name": null}: the same from a file already on jaulad's host. Its template must be
   on this host (busybox is built on first use) and its profiles too. Every member of the
   archive is checked before anything is extracted (storage/backup_check.py).
@@ -65,6 +66,9 @@ class InstanceCopy(BaseModel):
 #: a backup's file name suffix for each compression
 SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "xz": ".tar.xz", "bzip2": ".tar.bz2"}
 _BACKUP_ID = re.compile(r"[0-9a-f]{32}")
+#: free bytes an upload must leave on jaulad's disk (checked every UPLOAD_CHECK bytes written)
+UPLOAD_RESERVE = 1 << 30
+UPLOAD_CHECK = 64 << 20
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")  # as models.now() writes it
 _BINARY = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 
@@ -215,11 +219,23 @@ def mount(app: FastAPI, svc: Any) -> None:
         path = os.path.join(folder, f"upload-{uuid.uuid4().hex}.tar")
         try:
             f = await run_in_threadpool(open, path, "xb")
+            full: str | None = None
             try:
+                written, checked = 0, -UPLOAD_CHECK
                 async for chunk in request.stream():
+                    if full is not None:
+                        continue  # read to the end, so the client gets the answer
+                    if written - checked >= UPLOAD_CHECK:
+                        checked = written
+                        full = _no_room(folder)
+                        if full is not None:
+                            continue
                     await run_in_threadpool(f.write, chunk)
+                    written += len(chunk)
             finally:
                 f.close()
+            if full is not None:
+                raise ConfigError(full)
             return await run_in_threadpool(start_import, path, name, lambda: _unlink(path))
         except BaseException:
             _unlink(path)
@@ -300,6 +316,16 @@ def _backup_file(folder: str, backup: str) -> str:
             if os.path.isfile(path):
                 return path
     raise NotFound(f"No backup {backup!r} waits for download (a backup is deleted once downloaded)")
+
+
+def _no_room(folder: str) -> str | None:
+    """Why an upload into `folder` must stop (its disk is nearly full), or None."""
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    if free >= UPLOAD_RESERVE:
+        return None
+    return (f"Not enough disk on jaulad's host for the upload: {free >> 20} MiB free, and "
+            f"{UPLOAD_RESERVE >> 20} MiB are kept free; the upload was dropped")
 
 
 def _unlink(path: str) -> None:
