@@ -142,6 +142,23 @@ def test_exec_tty_forced_without_a_terminal(d: Daemon) -> None:
     assert r.returncode == 1 and b"not a tty" in r.stdout
 
 
+def test_the_command_has_the_init_s_confinement(d: Daemon) -> None:
+    """Every namespace, the cgroup, the bounding set and the seccomp filter of the init."""
+    script = ("for n in user mnt pid net uts ipc cgroup; do "
+              "[ \"$(readlink /proc/self/ns/$n)\" = \"$(readlink /proc/1/ns/$n)\" ] && echo same-$n; done; "
+              "[ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo same-cgroups; "
+              "grep -E '^(Seccomp|CapBnd):' /proc/self/status; grep '^CapBnd:' /proc/1/status")
+    for tty in ("-T", "-t"):
+        r = run(d, "exec", tty, NAME, "--", "sh", "-c", script)
+        out = r.stdout.decode().replace("\r", "").split("\n")
+        assert r.returncode == 0, r
+        assert [f"same-{n}" for n in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup", "cgroups")] == \
+            [x for x in out if x.startswith("same-")], out
+        assert "Seccomp:\t2" in out, out                      # filtered, as the init
+        bounding = [x for x in out if x.startswith("CapBnd:")]
+        assert len(bounding) == 2 and bounding[0] == bounding[1], out
+
+
 def test_no_host_fd_reaches_the_command(d: Daemon) -> None:
     for tty in ("-T", "-t"):
         r = run(d, "exec", tty, NAME, "--", "ls", "/proc/self/fd")
