@@ -143,6 +143,8 @@ def test_inside_the_nic_has_its_name_mac_mtu_addresses_routes_and_lo_up(net: Net
             bridge = ipr.link("get", ifname=net.bridge)[0]
             assert host.get_attr("IFLA_MASTER") == bridge["index"]
             assert host.get_attr("IFLA_MTU") == 1400 and host["flags"] & 1
+            # the host end has no IPv6 address of its own (addr_gen_mode none): a bridge port needs none
+            assert list(ipr.addr("dump", index=host["index"], family=socket.AF_INET6)) == []
         assert a.ping(f"{SUB4}.1")
     finally:
         links.detach(plan)

@@ -183,5 +183,8 @@ def test_rtnl_messages() -> None:
     assert (extra["family"], extra["dst_len"], extra.get_attr("RTA_DST"), extra.get_attr("RTA_OIF")) == \
         (socket.AF_INET, 24, "192.168.5.0", 3)
     veth = rtnl.veth("jv0", 1400, 7, "eth0", "02:00:00:00:00:01", 9)
-    assert veth["flags"] & rtnl.IFF_UP and veth.get_attr("IFLA_MASTER") == 7
+    assert veth.get_attr("IFLA_MASTER") == 7 and not veth["flags"] & rtnl.IFF_UP  # up only after the create
     veth.encode()  # pyroute2 can encode the nested peer
+    up = rtnl.host_end_up("jv0")
+    assert up["flags"] & rtnl.IFF_UP and up["index"] == 0 and up.get_attr("IFLA_IFNAME") == "jv0"
+    up.encode()

@@ -356,19 +356,18 @@ def attach(nic: NicPlan, pid: int, *, timing: Callable[[str], None] | None = Non
             raise LinkError(f"Attach {where}: parent {nic.parent!r} is not a bridge")
         host = closing.enter_context(rtnl.open_socket())
         mark("lookup")
-        try:
-            if nic.type == BRIDGED:
-                # one request: the kernel makes both ends or neither (no cleanup of a failed add)
-                step = (f"create veth {nic.host_name!r} on bridge {nic.parent!r} with peer {nic.name!r}"
-                        f" in process {pid}'s namespace")
-                rtnl.run(host, [(step, rtnl.veth(nic.host_name, nic.mtu, parent, nic.name, nic.mac, nsfd))])
-            else:
-                rtnl.run(host, [(f"create macvlan {nic.name!r} on {nic.parent!r} in process {pid}'s namespace",
-                                 rtnl.macvlan(nic.name, nic.mac, nic.mtu, parent, nsfd))])
-        except rtnl.Failed as e:
-            raise LinkError(f"Attach {where}: {e}") from None
         if nic.type == BRIDGED:
+            # the create is one request: the kernel makes both ends or neither. The host end goes
+            # up in a write of its own, sent only once the create succeeded (the kernel would run
+            # it even after a failed create, on whatever link has that name)
+            step = (f"create veth {nic.host_name!r} on bridge {nic.parent!r} with peer {nic.name!r}"
+                    f" in process {pid}'s namespace")
+            _run(host, [(step, rtnl.veth(nic.host_name, nic.mtu, parent, nic.name, nic.mac, nsfd))], where)
             undo.callback(_delete_host_link, nic.host_name)  # its peer goes with it
+            _run(host, [(f"bring up {nic.host_name!r}", rtnl.host_end_up(nic.host_name))], where)
+        else:
+            step = f"create macvlan {nic.name!r} on {nic.parent!r} in process {pid}'s namespace"
+            _run(host, [(step, rtnl.macvlan(nic.name, nic.mac, nic.mtu, parent, nsfd))], where)
         mark("create")
         inside, index = _socket_at(nsfd, nic.name)
         closing.enter_context(inside)
@@ -377,12 +376,16 @@ def attach(nic: NicPlan, pid: int, *, timing: Callable[[str], None] | None = Non
         if index is None:
             raise LinkError(f"Attach {where}: {nic.name!r} is missing inside after its creation")
         mark("socket")
-        try:
-            rtnl.run(inside, _inside_steps(index, nic))
-        except rtnl.Failed as e:
-            raise LinkError(f"Attach {where}: {e}") from None
+        _run(inside, _inside_steps(index, nic), where)
         mark("configure")
         undo.pop_all()  # success: keep the links (the sockets and the fd close all the same)
+
+
+def _run(sock: socket.socket, steps: list[tuple[str, Any]], where: str) -> None:
+    try:
+        rtnl.run(sock, steps)
+    except rtnl.Failed as e:
+        raise LinkError(f"Attach {where}: {e}") from None
 
 
 def _inside_steps(index: int, nic: NicPlan) -> list[tuple[str, Any]]:

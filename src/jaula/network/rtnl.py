@@ -30,6 +30,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02          # linux/if_addr.h: no duplicate address detection
 MACVLAN_MODE_BRIDGE = 4     # linux/if_link.h
+IN6_ADDR_GEN_MODE_NONE = 1  # linux/if_link.h
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
@@ -66,14 +67,24 @@ def _msg(cls: type[nlmsg], kind: int, nlm_flags: int, attrs: list, **fields: int
 
 
 def veth(name: str, mtu: int, master: int, peer_name: str, peer_mac: str, peer_nsfd: int) -> nlmsg:
-    """A veth `name` (up, in `master`), whose peer is born in the namespace of `peer_nsfd` with
+    """A veth `name` (down, in `master`), whose peer is born in the namespace of `peer_nsfd` with
     its final name, MAC and MTU (the peer cannot be set up in the same request: veth_open
-    refuses until the pair is linked, ENOTCONN)."""
+    refuses until the pair is linked, ENOTCONN). `host_end_up` follows."""
     peer = {"attrs": [("IFLA_IFNAME", peer_name), ("IFLA_ADDRESS", peer_mac), ("IFLA_MTU", mtu),
                       ("IFLA_NET_NS_FD", peer_nsfd)]}
     info = {"attrs": [("IFLA_INFO_KIND", "veth"), ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]}
     return _msg(ifinfmsg, RTM_NEWLINK, CREATE, [("IFLA_IFNAME", name), ("IFLA_MTU", mtu), ("IFLA_MASTER", master),
-                                                ("IFLA_LINKINFO", info)], flags=IFF_UP, change=IFF_UP)
+                                                ("IFLA_LINKINFO", info)])
+
+
+def host_end_up(name: str) -> nlmsg:
+    """The host end of a veth up WITHOUT IPv6 addresses of its own (addr_gen_mode none, set
+    before the first up, which is when the kernel makes a link-local; a bridge port needs none,
+    and the host is spared a link-local, its route and its DAD per instance). The kernel
+    refuses IFLA_AF_SPEC in the create itself (EAFNOSUPPORT: no inet6 data yet)."""
+    spec = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]}
+    return _msg(ifinfmsg, RTM_NEWLINK, CHANGE, [("IFLA_IFNAME", name), ("IFLA_AF_SPEC", spec)],
+                flags=IFF_UP, change=IFF_UP)
 
 
 def macvlan(name: str, mac: str, mtu: int, parent: int, nsfd: int) -> nlmsg:
