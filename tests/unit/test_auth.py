@@ -57,8 +57,13 @@ def test_the_right_token_works_and_the_unix_socket_needs_none(served) -> None:
     r = httpx.get(served.url + "/1.0/instances", headers={"Authorization": f"Bearer {served.token}"})
     assert r.status_code == 200 and r.json()["metadata"] == []
     with Client(remote=served.url, token=served.token) as remote:
-        remote.create("bb", "web1")
+        with remote.open_events("lifecycle") as events:  # the event stream over TCP too
+            remote.create("bb", "web1")
+            assert next(events)["metadata"]["action"] == "instance-created"
         assert [i["name"] for i in remote.list()] == ["web1"]
+    with Client(remote=served.url, token="wrong") as bad, pytest.raises(JaulaError, match="Missing or wrong token"):
+        with bad.open_events():
+            pass
     with Client(served.socket) as local:  # no token: the socket's own permissions
         assert local.get("web1")["status"] == "stopped"
     with Client(remote=served.url, token="wrong") as bad, pytest.raises(JaulaError, match="Missing or wrong token"):
