@@ -52,6 +52,8 @@ def d() -> Iterator[Daemon]:
             if pid_alive(pid):
                 os.kill(pid, 9)
         dm.log.close()
+        from tests.support.network import remove_daemon_network
+        remove_daemon_network(dm.root)  # its default network's bridge and nft table, if a failure left them
         if not mounts_under(str(top)):
             subprocess.run(["rm", "-rf", str(top)], check=False)
 
