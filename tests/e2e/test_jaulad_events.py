@@ -175,11 +175,14 @@ def test_jaula_starts_jaulad_on_first_use(daemon: Daemon) -> None:  # noqa: F811
     other = subprocess.run([*JAULA, "--socket", str(daemon.top / "other.sock"), "list"], check=False,
                            capture_output=True, text=True, env=env, timeout=60)
     assert other.returncode == 1 and "Cannot reach jaulad" in other.stderr and not daemon.socket.exists()
-    first = subprocess.run([*JAULA, "list"], check=False, capture_output=True, text=True, env=env, timeout=120)
-    started = [line for line in first.stderr.splitlines() if line.startswith("jaula: started jaulad (pid ")]
+    # two at once: one jaulad is started, and both get their answer from it
+    both = [subprocess.Popen([*JAULA, "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in both]
+    started = [line for _, err in outs for line in err.splitlines() if line.startswith("jaula: started jaulad (pid ")]
     pid = int(started[0].split("(pid ")[1].split(")")[0]) if started else 0
     try:
-        assert first.returncode == 0 and started, first.stderr
+        assert [p.returncode for p in both] == [0, 0] and len(started) == 1, outs
         assert f"log in {daemon.root / 'jaulad.log'}" in started[0] and pid_alive(pid)
         again = subprocess.run([*JAULA, "list"], check=False, capture_output=True, text=True, env=env, timeout=60)
         assert again.returncode == 0 and again.stderr == ""  # it answers now: nothing started

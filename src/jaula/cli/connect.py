@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from jaula.client import DEFAULT_SOCKET, Client, default_socket
@@ -39,8 +40,24 @@ def connect(socket_path: str | None, remote: str | None, token_file: str | None,
         return Client(remote=remote, token=token)
     path = socket_path or default_socket()
     if may_start and autostarts(path) and not answers(path):
-        start_jaulad(path)
+        with _start_lock(path):  # two jaula at once start one jaulad, not two
+            if not answers(path):
+                start_jaulad(path)
     return Client(path)
+
+
+@contextlib.contextmanager
+def _start_lock(path: str) -> Iterator[None]:
+    """flock on "<socket>.start.lock", next to the socket."""
+    import fcntl
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.start.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def autostarts(path: str) -> bool:
