@@ -3,8 +3,9 @@
 host (owned by uid 1000 inside), snapshotted, changed, copied from the running instance and from
 the snapshot, restored (refused while running without --stop), exported (downloaded) and imported
 (uploaded) under a new name with another id range: content, owner (as seen inside) and host name as they should be.
-Bad names and missing snapshots give clear errors with their exit codes; after the deletes no
-mount, volume, snapshot row, cgroup or process is left."""
+What a jaulad killed mid-export leaves (a scratch volume, a half-imported snapshot) goes at its
+next start. Bad names and missing snapshots give clear errors with their exit codes; after the
+deletes no mount, volume, snapshot row, cgroup or process is left."""
 
 from __future__ import annotations
 
@@ -107,6 +108,19 @@ def test_snapshot_copy_restore_export_import(daemon: Daemon, tmp_path: Path) -> 
     d.jaula("snapshot", "restore", "e9", "snap0")  # the snapshot taken before "two" was written
     assert (_volume(d, "e9") / "upper/root/f").read_text() == "one\n"
     d.jaula("start", "e9")
+    d.note("e9")
+
+    # what a jaulad killed during an export or a snapshot import leaves goes at the next start
+    d.kill(signal.SIGKILL)
+    from jaula.storage import TemplateStore
+    from jaula.storage.pool import open_pool
+
+    pool = open_pool("dir", str(d.root / "pools/default"))
+    pool.create_volume("x-export-0123456789abcdef", str(TemplateStore(root=d.root / "templates").get("busybox").rootfs))
+    (_volume(d, ".new-e9.s1")).mkdir()
+    d.start()
+    assert sorted(os.listdir(d.root / "pools/default/volumes")) == ["c1", "c2", "e1", "e9"]
+    d.note("e1")  # adopted, still running
     d.note("e9")
 
     # clear errors

@@ -103,7 +103,6 @@ class StorageVerbs:
         """With `snapshots`, each is added as `snapshots/NAME.tar`, a volume backup of its own
         (made from a scratch clone of the snapshot, deleted after)."""
         import tempfile
-        import uuid
 
         name = validate_name(inst.name)
         _check_new_file(path)
@@ -116,7 +115,7 @@ class StorageVerbs:
                 os.mkdir(os.path.join(tmp, "snapshots"), 0o700)
                 more = ((tmp, "snapshots"),)
             for snap in snaps:
-                scratch = f"Export_{uuid.uuid4().hex[:16]}"  # not a DNS label: never an instance's name
+                scratch = _scratch_name()
                 self.pool.clone(name, scratch, snap)
                 try:
                     self.pool.export(scratch, os.path.join(tmp, "snapshots", snap + ".tar"))
@@ -127,7 +126,7 @@ class StorageVerbs:
                 return
             # Running: frozen only while its layer is cloned, then the clone is written out
             # (compressing takes far longer than copying: seconds per 100 MiB here).
-            scratch = f"Export_{uuid.uuid4().hex[:16]}"
+            scratch = _scratch_name()
             with self._still(name, atomic=self.atomic_snapshots):
                 self.pool.clone(name, scratch)
             try:
@@ -179,6 +178,14 @@ class StorageVerbs:
             self.pool.unmount(inst.name)
             self.pool.delete_volume(inst.name)
             raise
+
+
+def _scratch_name() -> str:
+    """A scratch volume's name: a DNS label no instance has (random), so that jaulad's orphan sweep,
+    which deletes volumes without an instance row, removes one a crash left."""
+    import uuid
+
+    return f"x-export-{uuid.uuid4().hex[:16]}"
 
 
 def _check_new_file(path: object) -> str:
