@@ -129,10 +129,14 @@ def update(bundle: str, network: dict[str, Any], config: dict[str, Any], pid: in
                             egress_kbit=_kbit(fields.get("limits.egress")))
         old = next((k for k in keep if k.name == nic.name), None)
         if old is None:
-            with ExitStack() as one:
-                _save(bundle, table, nets, keep + [rated])
-                fw.plug(nets.get(rated.network or ""), rated, pid, one)
-                one.pop_all()
+            _save(bundle, table, nets, keep + [rated])  # recorded first: a crash mid-plug is undone too
+            try:
+                with ExitStack() as one:
+                    fw.plug(nets.get(rated.network or ""), rated, pid, one)
+                    one.pop_all()
+            except BaseException:
+                _save(bundle, table, nets, keep)  # its own undo ran: not plugged
+                raise
             keep.append(rated)
         elif (old.ingress_kbit, old.egress_kbit) != (rated.ingress_kbit, rated.egress_kbit):
             fw.set_rate(rated)
