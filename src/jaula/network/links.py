@@ -436,8 +436,11 @@ def detach(nic: NicPlan) -> None:
     """Remove the host side of `nic` if present (its veth, the ifb of its egress limit; a
     macvlan still under its temporary host name): idempotent. The peer in the instance dies
     with its namespace."""
+    present = [n for n in (nic.host_name, ifb_name(nic.host_name)) if _nametoindex(n) is not None]
+    if not present:
+        return  # the usual case at a stop: the veth went with the instance's namespace, no ifb
     with _ipr() as ipr:
-        for name in (nic.host_name, ifb_name(nic.host_name)):
+        for name in present:
             try:
                 ipr.link("del", ifname=name)
             except NetlinkError as e:
@@ -446,9 +449,8 @@ def detach(nic: NicPlan) -> None:
 
 
 def exists(ifname: str) -> bool:
-    """Whether the host has an interface called `ifname`."""
-    with _ipr() as ipr:
-        return _get(ipr, ifname) is not None
+    """Whether the host (this thread's network namespace) has an interface called `ifname`."""
+    return _nametoindex(ifname) is not None
 
 
 def host_routes() -> list[str]:
