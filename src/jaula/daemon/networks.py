@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import threading
 from typing import Any
 
 from jaula.daemon.network_forwards import ForwardActions
@@ -41,7 +40,6 @@ class NetworkService(ForwardActions):
         self.db = svc.db
         self.plumbing = getattr(svc.backend, "network", None)
         self.tag: str = getattr(svc.backend, "network_tag", "")
-        self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -64,14 +62,12 @@ class NetworkService(ForwardActions):
 
         validate_name(name, "Network")
         cfg = self._resolve(name, netconfig.validate_network(config, f"Network {name!r}"))
-        with self._lock:
+        # the row and the host side together, under the database's write lock (the one lock taken
+        # around host-side calls: an allocation that makes the default network holds it already)
+        with self.db.transaction():
             row = self.db.create_network(NetworkRow(name=name, description=description, config=cfg))
             if self.enabled:
-                try:
-                    _host(f"Network {name!r}", self.plumbing.ensure_network, self.plan(row))
-                except BaseException:
-                    self.db.delete_network(name)
-                    raise
+                _host(f"Network {name!r}", self.plumbing.ensure_network, self.plan(row))
         self._event("network-created", {"name": name})
         return row
 
@@ -107,7 +103,7 @@ class NetworkService(ForwardActions):
         moved = [k for k in netconfig.FIXED_WHILE_USED if cfg.get(k) != old.config.get(k)]
         if moved and (users := self.users(name)):
             raise BadState(f"Network {name!r}: {', '.join(moved)} cannot change while {', '.join(users)} use it")
-        with self._lock, self.db.transaction():
+        with self.db.transaction():
             row = self.db.update_network(name, description=description, config=cfg)
             if self.enabled:
                 if moved:
@@ -125,7 +121,7 @@ class NetworkService(ForwardActions):
                            "(jaula nic remove), or delete them, first")
         # the row goes first, under the write lock: an instance allocating an address on it meanwhile
         # makes the delete fail (BadState) before the bridge is touched
-        with self._lock, self.db.transaction():
+        with self.db.transaction():
             self.db.delete_network(name)
             if self.enabled:
                 _host(f"Network {name!r}", self.plumbing.remove_network, self.plan(row))
