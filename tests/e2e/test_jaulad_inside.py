@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import select
+import socket
 import struct
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from jaula.errors import JaulaError
 from tests.e2e.test_jaulad import JAULA, Daemon
 from tests.integration.pool_checks import mounts_under
 from tests.support.containers import pid_alive
@@ -36,8 +38,15 @@ def d() -> Iterator[Daemon]:
     top = Path(tempfile.mkdtemp(prefix="jaulad-inside-"))
     top.chmod(0o711)
     dm = Daemon(top)
+    with socket.socket() as probe:   # a free port for the TCP API (--listen, from the environment)
+        probe.bind(("127.0.0.1", 0))
+        dm.port = probe.getsockname()[1]  # type: ignore[attr-defined]
+    os.environ["JAULA_LISTEN"] = f"127.0.0.1:{dm.port}"  # type: ignore[attr-defined]
     try:
-        dm.start()
+        try:
+            dm.start()
+        finally:
+            del os.environ["JAULA_LISTEN"]
         dm.jaula("launch", "busybox", NAME)
         dm.note(NAME)
         yield dm
@@ -204,6 +213,28 @@ def test_a_client_that_goes_away_hangs_the_command_up(d: Daemon) -> None:
         op = next(o for o in c.operations() if o["id"] not in before and o["class"] == "websocket")
         assert c.wait_operation(op["id"], timeout=30)["metadata"] == {"return": 129}
     assert b"sleep 999" not in run(d, "exec", NAME, "--", "ps").stdout
+
+
+def test_exec_and_console_over_tcp_with_the_token(d: Daemon, tmp_path: Path) -> None:
+    """`jaula --remote`: the streams go over the TCP API too, with the bearer token; without it
+    (or with a wrong one) jaulad refuses before anything runs."""
+    url = f"http://127.0.0.1:{d.port}"  # type: ignore[attr-defined]
+    token = tmp_path / "token"
+    token.write_text((d.root / "api.token").read_text())
+    r = run(d, "--remote", url, "--token-file", str(token), "exec", NAME, "--", "sh", "-c",
+            "cat; echo err >&2; exit 4", input=b"over tcp\n")
+    assert (r.returncode, r.stdout, r.stderr) == (4, b"over tcp\n", b"err\n"), r
+    assert run(d, "--remote", url, "--token-file", str(token), "logs", NAME).returncode == 0
+    from jaula.client.stream import Stream
+
+    with pytest.raises(JaulaError, match="rejected WebSocket connection: HTTP 403"):
+        Stream(url, f"/1.0/instances/{NAME}/console", headers={"Authorization": "Bearer wrong"})
+    Stream(url, f"/1.0/instances/{NAME}/console", headers={"Authorization": f"Bearer {token.read_text().strip()}"}).close()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-token\n")
+    r = run(d, "--remote", url, "--token-file", str(wrong), "exec", NAME, "--", "touch", "/tmp/should-not")
+    assert r.returncode != 0
+    assert _inside(d, "[ -e /tmp/should-not ] && echo yes || echo no") == "no\n"
 
 
 def test_shell_is_a_login_shell_as_root(d: Daemon) -> None:

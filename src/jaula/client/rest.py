@@ -335,9 +335,8 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
     def _stream(self, path: str, secret: str = "") -> Any:
         from jaula.client.stream import Stream
 
-        if "://" in self.socket_path:
-            raise JaulaError("exec and console streams go over jaulad's UNIX socket only: run on its host")
-        return Stream(self.socket_path, path, secret)
+        auth = self._http.headers.get("authorization")
+        return Stream(self.socket_path, path, secret, {"Authorization": auth} if auth else None)
 
     def attach(self, op: dict[str, Any]) -> Any:
         """The stream of an exec operation (jaula.client.stream.Stream)."""

@@ -24,15 +24,24 @@ DETACH = b"\x01q"
 class Stream:
     """One stream: `send_*` from any thread, `recv()` from one."""
 
-    def __init__(self, socket_path: str, path: str, secret: str = "") -> None:
+    def __init__(self, target: str, path: str, secret: str = "", headers: dict[str, str] | None = None) -> None:
+        """`target`: jaulad's UNIX socket, or a remote's URL (http://HOST:PORT) with `headers`
+        (its Authorization)."""
         from websockets.exceptions import InvalidHandshake
-        from websockets.sync.client import unix_connect
+        from websockets.sync.client import connect, unix_connect
 
-        uri = f"ws://jaulad{path}" + (f"?secret={secret}" if secret else "")
+        if secret:
+            path += ("&" if "?" in path else "?") + f"secret={secret}"
+        options: dict[str, Any] = {"max_size": None, "compression": None, "open_timeout": 30}
+        self._open = contextlib.ExitStack()   # websockets >= 17.1 wants its connection used as a context
         try:
-            self.ws = unix_connect(socket_path, uri, max_size=None, compression=None, open_timeout=30)
+            if "://" in target:
+                base = target.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/")
+                self.ws = self._open.enter_context(connect(base + path, additional_headers=headers or {}, **options))
+            else:
+                self.ws = self._open.enter_context(unix_connect(target, f"ws://jaulad{path}", **options))
         except (OSError, InvalidHandshake) as exc:  # the socket, or jaulad refused the stream
-            raise JaulaError(f"Cannot open the stream {path} on {socket_path!r}: {exc}") from None
+            raise JaulaError(f"Cannot open the stream {path.partition('?')[0]} on {target!r}: {exc}") from None
         self._lock = threading.Lock()
 
     def _send(self, data: bytes) -> None:
@@ -65,7 +74,7 @@ class Stream:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.ws.close()
+            self._open.close()
 
 
 def _error(msg: dict[str, Any]) -> JaulaError:
