@@ -89,3 +89,23 @@ def test_the_runtime_program_installs_the_bundle(tmp_path: Path) -> None:
             "cli.main()\n")
     out = subprocess.run([PYTHON, "-IS", "-c", prog], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["0", "Finder"]
+
+
+def test_preload_runs_a_verbs_modules_as_their_import_would(tree: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "b.bundle"
+    fastload.build(str(bundle), str(tree / "jaula"))
+    with open(tree / "jaula/oci/validate.py", "a") as f:
+        f.write("\nEDITED = 'yes'\n")  # stale in the bundle: left to its normal import
+    out = _run(tree, bundle, "fastload.preload('run')\n"
+                             "import jaula.cgroups.v1 as v1, jaula.linux as pkg, jaula.oci.validate as val\n"
+                             "bad = [n for n in fastload.VERBS['run'] if n != 'jaula.oci.validate' and (\n"
+                             "       type(sys.modules[n].__loader__).__name__ != 'Finder' or sys.modules[n].__spec__.name != n)]\n"
+                             "print(bad, v1.__package__, pkg.__package__, pkg.__path__[0], sys.modules['jaula'].oci.create is sys.modules['jaula.oci.create'],\n"
+                             "      val.EDITED, type(val.__loader__).__name__, 'jaula.oci.execute' in sys.modules)")
+    assert out.split() == ["[]", "jaula.cgroups", "jaula.linux", str(tree / "jaula/linux"), "True", "yes",
+                           "SourceFileLoader", "False"]
+
+
+def test_preload_without_a_bundle_does_nothing(tree: Path, tmp_path: Path) -> None:
+    out = _run(tree, tmp_path / "none.bundle", "fastload.preload('run')\nprint('jaula.oci.create' in sys.modules)")
+    assert out == "False"

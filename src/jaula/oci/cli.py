@@ -138,6 +138,10 @@ def _main(argv: list[str]) -> int:
     log = None
     try:
         g, rest = parse(GLOBAL, argv, stop_at_positional=True, where=PROG)
+        if rest:
+            from jaula.oci import fastload
+
+            fastload.preload(rest[0])  # nothing unless main() installed the bundle
         from jaula.oci.log import Log
 
         log = Log(g["log"], g["log_format"], g["debug"])
