@@ -38,7 +38,7 @@ def test_bad_interface_names_say_what_is_allowed(name: str, why: str) -> None:
 
 @pytest.mark.parametrize(("mac", "why"), [
     ("02:11:22:33:44", "six hex pairs"), ("02:11:22:33:44:5", "six hex pairs"), ("zz:11:22:33:44:55", "six hex pairs"),
-    ("01:00:5e:00:00:01", "multicast"), ("00:00:00:00:00:00", "all zeros"), ("02-11-22-33-44-55", "six hex pairs"),
+    ("+1:11:22:33:44:55", "six hex pairs"), ("01:00:5e:00:00:01", "multicast"), ("00:00:00:00:00:00", "all zeros"), ("02-11-22-33-44-55", "six hex pairs"),
 ])
 def test_bad_macs(mac: str, why: str) -> None:
     problem = links.mac_problem(mac)
