@@ -3,6 +3,12 @@
  *   escape all [KEY=VALUE...]   every attempt, one line each: NAME<TAB>STATUS<TAB>DETAIL
  *   escape tiocsti              only the TIOCSTI attempt (run it on a terminal)
  *   escape reboot PIDNS         reboot(RESTART), only when /proc/self/ns/pid's inode is not PIDNS
+ *   escape forkbomb SECONDS     fork as fast as it can for SECONDS (children wait for the end, then
+ *                               exit): "forkbomb<TAB>forks N<TAB>failed M ENAME"
+ *   escape hog MIB              allocate and touch MIB MiB: "hog<TAB>touched N MiB" (if not killed)
+ *   escape fill PATH MIB        write 1 MiB blocks to PATH up to MIB: "fill<TAB>N MiB<TAB>ENAME|ok"
+ *   escape inodes DIR MAX       create empty files in DIR up to MAX: "inodes<TAB>N<TAB>ENAME|ok"
+ *   escape latency COUNT        COUNT fork+exit+wait rounds: "latency<TAB>median US<TAB>max US"
  *
  * STATUS: "blocked" (the kernel or a filter refused: DETAIL is the errno name), "contained" (it
  * worked on the instance's own objects only, and the helper checked that: DETAIL says how), or
@@ -700,6 +706,97 @@ static void tiocsti_attempt(void) {
     else { FAIL("tiocsti_console", ioctl(fd, TIOCSTI, &c)); close(fd); }
 }
 
+/* ---- exhaustion inside the limits ---------------------------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int forkbomb(double seconds) {
+    double end = now_s() + seconds;
+    long forks = 0, failed = 0;
+    int err = 0;
+    while (now_s() < end) {
+        pid_t pid = fork();
+        if (pid == 0) {  /* each child forks too, until the deadline: a real bomb, with an end */
+            while (now_s() < end) {
+                pid_t g = fork();
+                if (g == 0) { while (now_s() < end) usleep(10000); _exit(0); }
+                if (g < 0) usleep(1000);
+            }
+            while (wait(NULL) > 0) {}
+            _exit(0);
+        }
+        if (pid < 0) { failed++; err = errno; usleep(1000); }
+        else forks++;
+    }
+    while (wait(NULL) > 0) {}
+    printf("forkbomb\tforks %ld\tfailed %ld %s\n", forks, failed, err ? en(err) : "none");
+    return 0;
+}
+
+static int hog(long mib) {
+    long done = 0;
+    for (; done < mib; done++) {
+        char *p = malloc(1 << 20);
+        if (!p) break;
+        memset(p, 0x5a, 1 << 20);
+    }
+    printf("hog\ttouched %ld MiB\n", done);
+    return 0;
+}
+
+static int fill(const char *path, long mib) {
+    static char block[1 << 20];
+    memset(block, 0x5a, sizeof block);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) { printf("fill\t0 MiB\topen %s\n", en(errno)); return 0; }
+    long done = 0;
+    int err = 0;
+    for (; done < mib; done++) {
+        if (write(fd, block, sizeof block) != (ssize_t)sizeof block) { err = errno ? errno : ENOSPC; break; }
+    }
+    if (!err && fsync(fd) < 0) err = errno;
+    close(fd);
+    printf("fill\t%ld MiB\t%s\n", done, err ? en(err) : "ok");
+    return 0;
+}
+
+static int inodes(const char *dir, long max) {
+    long n = 0;
+    int err = 0;
+    char p[4200];
+    for (; n < max; n++) {
+        snprintf(p, sizeof p, "%s/%ld", dir, n);
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) { err = errno; break; }
+        close(fd);
+    }
+    printf("inodes\t%ld\t%s\n", n, err ? en(err) : "ok");
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int latency(int count) {
+    double *t = calloc((size_t)count, sizeof *t);
+    for (int i = 0; i < count; i++) {
+        double s0 = now_s();
+        pid_t pid = fork();
+        if (pid == 0) _exit(0);
+        if (pid > 0) waitpid(pid, NULL, 0);
+        t[i] = (now_s() - s0) * 1e6;
+    }
+    qsort(t, (size_t)count, sizeof *t, cmp_double);
+    printf("latency\t%.0f\t%.0f\n", t[count / 2], t[count - 1]);
+    return 0;
+}
+
 static void parse_keys(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         char *v = strchr(argv[i], '=');
@@ -724,6 +821,11 @@ int main(int argc, char **argv) {
         FAIL("reboot_power_off", syscall(SYS_reboot, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_POWER_OFF, NULL));
         return 0;
     }
+    if (!strcmp(argv[1], "forkbomb") && argc > 2) return forkbomb(atof(argv[2]));
+    if (!strcmp(argv[1], "hog") && argc > 2) return hog(atol(argv[2]));
+    if (!strcmp(argv[1], "fill") && argc > 3) return fill(argv[2], atol(argv[3]));
+    if (!strcmp(argv[1], "inodes") && argc > 3) return inodes(argv[2], atol(argv[3]));
+    if (!strcmp(argv[1], "latency") && argc > 2) return latency(atoi(argv[2]));
     if (strcmp(argv[1], "all")) { fprintf(stderr, "escape: unknown command %s\n", argv[1]); return 2; }
     parse_keys(argc, argv);
     if (getuid() != 0) { fprintf(stderr, "escape: run it as root inside the instance\n"); return 2; }

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jaula.storage import TemplateStore
-from tests.security.lab import Lab, helpers_missing, make_store
+from tests.security.lab import FIGURES, Lab, helpers_missing, make_store
 
 _results: dict[str, str] = {}
 
@@ -43,6 +43,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
     skipped = n - passed - failed
     line = f"security battery: {n} attempts, {passed} blocked, {failed} escapes"
     terminalreporter.write_line(line + (f", {skipped} skipped" if skipped else ""))
+    for figure in FIGURES:
+        terminalreporter.write_line(f"security battery: {figure}")
 
 
 @pytest.fixture(scope="session")

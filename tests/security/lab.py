@@ -21,6 +21,7 @@ from tests.support.containers import pid_alive, wait_until
 BUILD = REPO / "build"
 HELPERS = {"escape": BUILD / "escape", "probe": BUILD / "probe"}
 _n = itertools.count(1)
+FIGURES: list[str] = []  # measured figures, printed after the battery's result line
 
 
 def helpers_missing() -> str | None:
