@@ -115,6 +115,13 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert "lo:" in ifaces and "eth0" not in ifaces
     resolv = (d.root / "instances" / "bundles" / "a1" / "rootfs" / "etc" / "resolv.conf").read_text()
     assert "nameserver" in resolv
+    # out through NAT: the resolver of its resolv.conf answers it, when it answers the host
+    server = resolv.split("nameserver ")[1].split()[0]
+    lookup = [BUSYBOX, "nslookup", "deb.debian.org", server]
+    if subprocess.run(lookup, check=False, capture_output=True, timeout=10).returncode == 0:
+        r = subprocess.run(["nsenter", "-t", str(pids["a1"]), "-n", *lookup], check=False, capture_output=True,
+                           text=True, timeout=10)
+        assert r.returncode == 0, r
 
     # a privileged instance on the host's network stack: no netns of its own, no NIC, no address
     d.jaula("launch", "busybox", "h1", "-c", "security.privileged=true", "-c", "network.mode=host",
