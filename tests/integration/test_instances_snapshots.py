@@ -62,6 +62,10 @@ def test_snapshot_copy_restore_of_a_running_instance(host: Host) -> None:
     assert h.sh(old, "cat /root/f; stat -c %u:%g /root/f; cat /etc/hostname")[1].split() == ["one", "1000:1001", old.name]
     h.driver.stop(old, force=True)
 
+    h.driver.freeze(inst)  # a frozen instance is snapshotted as it is, and stays frozen
+    h.driver.snapshot(inst, "s2")
+    assert h.driver.state(inst).status == "frozen"
+    h.driver.unfreeze(inst)
     with pytest.raises(BadState, match="stop it first"):
         h.driver.restore(inst, "s1")
     h.driver.stop(inst, force=True)
@@ -70,7 +74,7 @@ def test_snapshot_copy_restore_of_a_running_instance(host: Host) -> None:
     assert h.sh(inst, "cat /root/f")[1] == "one\n"
     h.driver.stop(inst, force=True)
     h.driver.delete_snapshot(inst, "s1")
-    assert h.pool.snapshots(inst.name) == []
+    assert h.pool.snapshots(inst.name) == ["s2"]
     with pytest.raises(NotFound, match="no snapshot 's1'"):
         h.driver.restore(inst, "s1")
     with pytest.raises(ConfigError, match="Snapshot name"):
