@@ -185,3 +185,43 @@ def test_a_client_that_goes_away_is_unsubscribed(api) -> None:
         assert time.monotonic() < deadline, "the listener outlived its client"
         bus.lifecycle("instance-updated", {"name": "x"})
         time.sleep(0.05)
+
+
+def test_a_log_line_under_the_database_lock_does_not_deadlock_a_lifecycle_event(tmp_path) -> None:
+    """Thread A logs while in a database transaction; thread B stores a lifecycle event meanwhile
+    (it waits for the database). A's logging event must not wait behind B."""
+    import logging
+    import time
+
+    from jaula.daemon.db import Database
+
+    db = Database(tmp_path / "jaula.db")
+    bus = EventBus(db)
+    handler = LogHandler(bus)
+    log = logging.getLogger("jaula.test-deadlock")
+    log.addHandler(handler)
+    listener = bus.subscribe()
+    in_transaction = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        def a() -> None:
+            with db.transaction():
+                in_transaction.set()
+                time.sleep(0.2)  # room for B to block on the database inside lifecycle()
+                log.warning("inside a transaction")
+
+        def b() -> None:
+            in_transaction.wait(5)
+            bus.lifecycle("instance-started", {"name": "x"})
+        threads = [threading.Thread(target=a, daemon=True), threading.Thread(target=b, daemon=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert not any(t.is_alive() for t in threads), "deadlock: the log line waited behind the lifecycle event"
+        got = [listener.get(1) for _ in range(2)]
+        assert [e["type"] for e in got] == ["logging", "lifecycle"]
+    finally:
+        log.removeHandler(handler)
+        if not any(t.is_alive() for t in threads):  # a deadlocked thread holds the database
+            db.close()

@@ -131,7 +131,8 @@ class EventBus:
         self.db = db
         self.queue_size = queue_size
         self._listeners: list[Listener] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the listeners; held briefly, never across a database write
+        self._store = threading.Lock()  # lifecycle events stored and pushed in one order
         self._closed = False
         self.log = logging.getLogger("jaula.events")
 
@@ -168,12 +169,15 @@ class EventBus:
         if source is None and "name" in context:
             kind = action.partition("-")[0]
             source = f"/1.0/{kind}s/{context['name']}"
-        with self._lock:  # stored and pushed in one order
+        # Two locks: a log record written while its thread holds the database (logging events
+        # publish) must not wait behind a lifecycle event waiting for that database.
+        with self._store:
             row = self.db.add_event(action, context) if self.db is not None else None
             event = {"type": "lifecycle", "timestamp": row.time if row is not None else now(),
                      "metadata": {"action": action, "source": source or "", "context": context,
                                   "id": row.id if row is not None else None}}
-            dropped = self._fan_out(event)
+            with self._lock:
+                dropped = self._fan_out(event)
         self._said_dropped(dropped)
         return event
 
