@@ -315,3 +315,16 @@ def test_an_upload_that_would_fill_the_disk_is_dropped(api, openapi, tmp_path: P
     with pytest.raises(ConfigError, match="Not enough disk on jaulad's host"):
         api.client.import_from(str(big), "web1")
     assert os.listdir(api.backend.backups) == [] and api.db.list_instances() == []
+
+
+def test_a_failed_restore_starts_the_stopped_instance_again(api, openapi) -> None:
+    create(api, openapi, "web1", config={"user.a": "1"})
+    snapshot(api, openapi, "web1", "s1")
+    api.client.update("web1", config={"user.a": "2"})
+    api.client.start("web1")
+    api.backend.fail["restore"] = BadState("fake: pool busy")
+    with pytest.raises(BadState, match="pool busy"):
+        api.client.restore_snapshot("web1", "s1", stop=True)
+    row = api.db.get_instance("web1")
+    assert row.status == "running" and row.config == {"user.a": "2"}
+    assert [c[0] for c in api.backend.calls][-3:] == ["stop", "restore", "start"]

@@ -165,7 +165,16 @@ def mount(app: FastAPI, svc: Any) -> None:
                     raise BadState(f"Instance {name!r} is {was}: stop it first, or restore with stop")
                 meta["clean"] = backend.stop(svc.instance(row), timeout=body.timeout, force=False)
                 db.update_instance(name, status="stopped", pid=None, pid_start=None)
-            backend.restore(svc.instance(row), snap)
+            try:
+                backend.restore(svc.instance(row), snap)
+            except BaseException:
+                if was in ("running", "frozen"):  # revert: it runs again, on its root as it was
+                    try:
+                        again = backend.start(svc.instance(row))
+                        db.update_instance(name, status="running", pid=again.pid or None)
+                    except Exception:  # logged: the restore's error is the one to tell
+                        log.exception("instance %s: start again after a failed restore", name)
+                raise
             expanded = svc.expanded(kept.profiles, kept.config)
             with db.transaction() as t:
                 t.replace_config(name, dict(kept.config))
