@@ -154,7 +154,16 @@ def test_tcp_with_a_token_and_ready_on_the_notify_socket(daemon: Daemon) -> None
         assert wrong.returncode == 1 and "Missing or wrong token" in wrong.stderr
         none = subprocess.run([*JAULA, "--remote", url, "list"], check=False, capture_output=True, text=True, env=env)
         assert none.returncode == 1 and "--token-file" in none.stderr
-        daemon.kill(signal.SIGTERM)
+        # an open event stream does not hold jaulad's stop: it ends, and jaulad exits cleanly
+        ended = threading.Event()
+        with Client(str(daemon.socket)) as c, c.open_events() as stream:
+            def drain() -> None:
+                for _ in stream:
+                    pass
+                ended.set()
+            threading.Thread(target=drain, daemon=True).start()
+            daemon.kill(signal.SIGTERM)
+            assert ended.wait(10), "the event stream outlived jaulad's stop"
         assert notify.recv(256) == b"STOPPING=1"
         assert daemon.proc is not None and daemon.proc.returncode == 0, daemon.logs()
     finally:
