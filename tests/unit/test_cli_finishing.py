@@ -171,9 +171,14 @@ def test_events_prints_json_lines_until_the_stream_ends(api) -> None:
         bus.lifecycle("instance-updated", {"name": "web1"})
         bus.close()
     threading.Thread(target=later, daemon=True).start()
-    r = jaula(api, "events", "--format", "json", "-t", "lifecycle")
-    assert r.exit_code == 0
+    r = jaula(api, "events", "--format", "json", "-t", "lifecycle,logging", "-t", "lifecycle")
+    assert r.exit_code == 0 and "Listening for lifecycle, logging events" in r.output
     assert '"action": "instance-updated"' in r.output and "jaulad ended the event stream" in r.output
+
+
+def test_events_refuses_an_unknown_type() -> None:
+    r = CliRunner().invoke(cli, ["--socket", "/nonexistent", "events", "-t", "lifecycle,exec"])
+    assert r.exit_code == ExitCode.USAGE and "'exec': use lifecycle, operation, logging" in r.output
 
 
 def test_a_remote_without_a_token_is_refused_before_any_request() -> None:

@@ -36,10 +36,19 @@ def describe(event: dict[str, Any]) -> str:
     return f"{clock} {kind:<9} {body}"
 
 
+def _types(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    found = [t.strip() for v in values for t in v.split(",") if t.strip()]
+    if bad := [t for t in found if t not in TYPES]:
+        raise click.BadParameter(f"{', '.join(map(repr, bad))}: use {', '.join(TYPES)}")
+    return tuple(dict.fromkeys(found))
+
+
 def register(cli: click.Group, client: Callable[[click.Context], Any]) -> None:
     @cli.command()
-    @click.option("-t", "--type", "types", multiple=True, type=click.Choice(TYPES),
-                  help="only events of this type (repeatable); default: all")
+    @click.option("-t", "--type", "types", multiple=True, metavar="TYPE", callback=_types,
+                  shell_complete=lambda _c, _p, incomplete: [t for t in TYPES if t.startswith(incomplete)],
+                  help="only events of these types: lifecycle, operation, logging (repeatable or "
+                       "comma-separated); default: all")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
                   help="text: a readable line each; json: each event's JSON on one line")
     @click.pass_context
