@@ -77,7 +77,9 @@ def _exec(api: SimpleNamespace, openapi: dict, command: list[str], **body: Any) 
     return op
 
 
-def test_exec_pipes_stdin_stdout_stderr_and_the_exit_code(running, openapi) -> None:
+def test_exec_pipes_stdin_stdout_stderr_and_the_exit_code(running, openapi, monkeypatch) -> None:
+    told: list[tuple[str, str]] = []
+    monkeypatch.setattr(running.app.state.operations, "on_change", lambda o: told.append((o.id, o.status)))
     op = _exec(running, openapi, ["tr a-z A-Z; echo to-err >&2; exit 7"], environment={"X": "1"})
     r_in, w_in = os.pipe()
     os.write(w_in, b"piped\n")
@@ -91,6 +93,7 @@ def test_exec_pipes_stdin_stdout_stderr_and_the_exit_code(running, openapi) -> N
     assert os.read(out_r, 100) == b"PIPED\n" and os.read(err_r, 100) == b"to-err\n"
     done = running.client.wait_operation(op["id"], timeout=10)
     assert done["status"] == "success" and done["metadata"] == {"return": 7}
+    assert [st for i, st in told if i == op["id"]] == ["running", "success"]   # the event stream hears it
     with pytest.raises(JaulaError, match="rejected WebSocket connection: HTTP 403"):   # a stream is good once
         relay(running.client.attach(op), tty=False, stdin=os.open(os.devnull, os.O_RDONLY), forward_signals=False)
 

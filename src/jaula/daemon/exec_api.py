@@ -82,12 +82,22 @@ def mount(app: FastAPI, db: Any, backend: Any, instance: Callable[[Any], Any]) -
     """Add the exec routes; `instance(row)` is the driver's model of a stored instance."""
     sessions: dict[str, _Session] = {}
 
+    def told(op: Any) -> Any:
+        """Tell the event stream (Operations.on_change) of the operation's new status."""
+        tell = getattr(getattr(app.state, "operations", None), "on_change", None)
+        if tell is not None:
+            try:
+                tell(op)
+            except Exception:  # a listener's trouble never fails the command
+                log.exception("exec operation %s: change not told", op.id)
+        return op
+
     def finish(op_id: str, code: int | None, error: str | None) -> None:
         try:
             if error is None:
-                db.update_operation(op_id, status="success", metadata={"return": code})
+                told(db.update_operation(op_id, status="success", metadata={"return": code}))
             else:
-                db.update_operation(op_id, status="failure", error=error, metadata={"return": code})
+                told(db.update_operation(op_id, status="failure", error=error, metadata={"return": code}))
         except JaulaError:
             log.exception("exec operation %s: status not recorded", op_id)
 
@@ -110,7 +120,7 @@ def mount(app: FastAPI, db: Any, backend: Any, instance: Callable[[Any], Any]) -
                                  resources={"instances": [name]}, status="running",
                                  metadata={"command": list(body.command), "interactive": body.interactive})
         ws = f"/1.0/operations/{op.id}/websocket"
-        op = db.update_operation(op.id, metadata={**op.metadata, "websocket": ws})
+        op = told(db.update_operation(op.id, metadata={**op.metadata, "websocket": ws}))
         secret = secrets.token_urlsafe(24)
         timer = asyncio.get_running_loop().call_later(CONNECT_TIMEOUT_S, expire, op.id)
         sessions[op.id] = _Session(op.id, secret, inst, body, timer)
