@@ -225,3 +225,22 @@ def test_a_log_line_under_the_database_lock_does_not_deadlock_a_lifecycle_event(
         log.removeHandler(handler)
         if not any(t.is_alive() for t in threads):  # a deadlocked thread holds the database
             db.close()
+
+
+def test_a_cancelled_operation_is_pushed(api) -> None:
+    _create(api, "web1")
+    gate = api.backend.gate["start"] = threading.Event()
+    try:
+        with api.client.open_events("operation") as events:
+            first = api.client.start("web1", wait=False)  # held in the backend
+            second = api.client.restart("web1", wait=False)  # queued behind it: pending
+            api.client.cancel_operation(second["id"])
+            seen = []
+            for e in events:
+                seen.append((e["metadata"]["id"], e["metadata"]["status"]))
+                if (second["id"], "cancelled") in seen:
+                    break
+        assert [s for i, s in seen if i == second["id"]] == ["pending", "cancelled"]
+    finally:
+        gate.set()
+    assert api.client.wait_operation(first["id"])["status"] == "success"
