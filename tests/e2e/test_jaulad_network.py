@@ -58,11 +58,11 @@ def _ping(*prefix: str, address: str, tries: int = 3) -> bool:
     return False
 
 
-def _addresses(d: Daemon) -> dict[tuple[str, str], str]:
+def _addresses(d: Daemon, family: int = 4) -> dict[tuple[str, str], str]:
     from jaula.client import Client
 
     with Client(str(d.socket)) as c:
-        return {(a["instance"], a["nic"]): a["address"] for a in c.network_addresses() if a["family"] == 4}
+        return {(a["instance"], a["nic"]): a["address"] for a in c.network_addresses() if a["family"] == family}
 
 
 def _host_address() -> str:
@@ -110,6 +110,8 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     for name in ("a1", "a2", "b1"):
         assert _ping(address=addr[(name, "eth0")]), name
     assert _ping("nsenter", "-t", str(pids["a1"]), "-n", address=addr[("a2", "eth0")])
+    b1_v6 = _addresses(d, 6)[("b1", "eth0")]                  # the default network has IPv6 too
+    assert _ping(address=b1_v6)
     ifaces = subprocess.run(["nsenter", "-t", str(pids["q1"]), "-n", BUSYBOX, "ip", "-o", "link"],
                             check=True, capture_output=True, text=True).stdout
     assert "lo:" in ifaces and "eth0" not in ifaces
