@@ -244,3 +244,13 @@ def test_a_cancelled_operation_is_pushed(api) -> None:
     finally:
         gate.set()
     assert api.client.wait_operation(first["id"])["status"] == "success"
+
+
+def test_quiet_streams_get_empty_keepalive_lines(api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jaula.daemon import events_api
+
+    monkeypatch.setattr(events_api, "KEEPALIVE_S", 0.05)
+    with api.client._http.stream("GET", "/1.0/events", params={"type": "lifecycle"}) as resp:
+        assert resp.headers["content-type"].startswith("application/x-ndjson")
+        lines = resp.iter_lines()
+        assert [next(lines), next(lines)] == ["", ""]  # nothing happened: keep-alives only
