@@ -22,7 +22,7 @@ from tests.support.containers import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.attempt]
 MiB = 1 << 20
-LATENCY_ROUNDS = "300"
+LATENCY_ROUNDS = "1000"
 
 
 def latency_us(lab: Lab, inst) -> float:
