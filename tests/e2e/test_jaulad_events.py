@@ -92,6 +92,7 @@ def test_jaula_events_prints_the_lifecycle_in_order(daemon: Daemon) -> None:  # 
         "instance-created", "instance-started", "instance-stopped", "instance-deleted"]
     assert all(e["type"] == "lifecycle" and e["metadata"]["context"]["name"] == "ev1" for e in events)
     assert events[1]["metadata"]["context"]["pid"] > 0 and events[0]["metadata"]["source"] == "/1.0/instances/ev1"
+    assert daemon.leaks() == []  # no mount, cgroup or process of ev1 left
 
 
 def test_an_init_that_exits_at_once_is_recorded_stopped_with_its_status(daemon: Daemon) -> None:  # noqa: F811
@@ -113,6 +114,7 @@ def test_an_init_that_exits_at_once_is_recorded_stopped_with_its_status(daemon: 
         said = reader.until(lambda e: e["type"] == "logging" and "t1 exited" in e["metadata"]["message"])
         assert said[-1]["metadata"]["context"] == {"logger": "jaula.daemon"} and said[-1]["metadata"]["level"] == "info"
         c.delete("t1")
+    assert daemon.leaks() == []  # no mount left by the 20 runs and the delete
 
 
 def _free_port() -> int:

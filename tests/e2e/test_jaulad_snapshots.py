@@ -1,7 +1,7 @@
 """Snapshots, copy, export and import end to end: a real jaulad over a private root, driven by the
 `jaula` CLI. A file is written into a running busybox instance's root through its mount on the
 host (owned by uid 1000 inside), snapshotted, changed, copied from the running instance and from
-the snapshot, restored (refused while running without --stop), exported (downloaded) and imported
+the snapshot (or with its snapshots), restored (refused while running without --stop), exported (downloaded) and imported
 (uploaded) under a new name with another id range: content, owner (as seen inside) and host name as they should be.
 What a jaulad killed mid-export leaves (a scratch volume, a half-imported snapshot) goes at its
 next start. Bad names and missing snapshots give clear errors with their exit codes; after the
@@ -79,6 +79,11 @@ def test_snapshot_copy_restore_export_import(daemon: Daemon, tmp_path: Path) -> 
         assert f.read_text() == text and os.stat(f).st_uid == _base(d, name) + 1000
         assert (_volume(d, name) / "upper/etc/hostname").read_text() == f"{name}\n"
     assert len({_base(d, n) for n in ("e1", "c1", "c2")}) == 3
+    assert "with its snapshots" in d.jaula("copy", "e1", "c3", "--snapshots")
+    assert [k["name"] for k in json.loads(d.jaula("snapshot", "list", "c3", "--format", "json"))] == ["s1", "snap0"]
+    d.jaula("snapshot", "restore", "c3", "s1")
+    assert (_volume(d, "c3") / "upper/root/f").read_text() == "one\n"
+    assert (_volume(d, "c3") / "upper/etc/hostname").read_text() == "c3\n"
 
     # restore: refused while running, then with --stop: stopped, restored, started again
     code, out = _fails(d, "snapshot", "restore", "e1", "s1")
@@ -107,6 +112,7 @@ def test_snapshot_copy_restore_export_import(daemon: Daemon, tmp_path: Path) -> 
     d.jaula("stop", "e9")
     d.jaula("snapshot", "restore", "e9", "snap0")  # the snapshot taken before "two" was written
     assert (_volume(d, "e9") / "upper/root/f").read_text() == "one\n"
+    assert (_volume(d, "e9") / "upper/etc/hostname").read_text() == "e9\n"  # its own, not e1's
     d.jaula("start", "e9")
     d.note("e9")
 
@@ -119,7 +125,7 @@ def test_snapshot_copy_restore_export_import(daemon: Daemon, tmp_path: Path) -> 
     pool.create_volume("x-export-0123456789abcdef", str(TemplateStore(root=d.root / "templates").get("busybox").rootfs))
     (_volume(d, ".new-e9.s1")).mkdir()
     d.start()
-    assert sorted(os.listdir(d.root / "pools/default/volumes")) == ["c1", "c2", "e1", "e9"]
+    assert sorted(os.listdir(d.root / "pools/default/volumes")) == ["c1", "c2", "c3", "e1", "e9"]
     d.note("e1")  # adopted, still running
     d.note("e9")
 
@@ -146,7 +152,7 @@ def test_snapshot_copy_restore_export_import(daemon: Daemon, tmp_path: Path) -> 
     d.jaula("snapshot", "create", "e1", "last")  # goes with its instance
     for name in ("e1", "e9"):
         d.jaula("stop", name)
-    d.jaula("delete", "e1", "e9", "c1", "c2")
+    d.jaula("delete", "e1", "e9", "c1", "c2", "c3")
     assert d.instances() == {}
     assert os.listdir(d.root / "pools/default/volumes") == [] and os.listdir(d.root / "backups") == []
     with sqlite3.connect(f"file:{d.root / 'jaula.db'}?mode=ro", uri=True) as db:

@@ -185,6 +185,29 @@ def test_export_and_import_with_snapshots(host: Host, tmp_path: Path) -> None:
     for snap, text, vi in (("s1", "one", "vi"), ("s2", "two", "novi")):
         h.driver.restore(new, snap)
         h.start(new)
-        out = h.sh(new, "cat /root/f; stat -c %u /root/f; test -e /bin/vi && echo vi || echo novi")[1]
-        assert out.split() == [text, "1000", vi], snap
+        out = h.sh(new, "cat /root/f; stat -c %u /root/f; test -e /bin/vi && echo vi || echo novi; cat /etc/hostname")[1]
+        assert out.split() == [text, "1000", vi, new.name], snap  # restored, it still names itself
         h.driver.stop(new, force=True)
+
+
+def test_copy_takes_the_sources_snapshots(host: Host) -> None:
+    h = host
+    inst = h.new()
+    h.start(inst)
+    booted(h, inst)
+    assert h.sh(inst, "echo one > /root/f && chown 1000:1000 /root/f")[0] == 0
+    h.driver.snapshot(inst, "s1")
+    assert h.sh(inst, "echo two > /root/f")[0] == 0
+    copy = _like(h, inst, 6)
+    with pytest.raises(ConfigError, match="no snapshot 'nope'"):
+        h.driver.copy(copy, inst.name, snapshots=["nope"])
+    h.driver.copy(copy, inst.name, snapshots=["s1"])  # from the running source
+    h.driver.stop(inst, force=True)
+    assert h.pool.snapshots(copy.name) == ["s1"] and h.pool.snapshots(inst.name) == ["s1"]
+    assert [v.name for v in h.pool.volumes()] == sorted([inst.name, copy.name])  # no scratch volume left
+    h.driver.restore(copy, "s1")
+    h.start(copy)
+    assert h.sh(copy, "cat /root/f; stat -c %u /root/f; cat /etc/hostname")[1].split() == ["one", "1000", copy.name]
+    f = _upper(h, copy) / "root/f"
+    assert os.stat(f).st_uid == copy.idmap_base + 1000  # shifted to the copy's own range
+    h.driver.stop(copy, force=True)

@@ -94,3 +94,42 @@ def test_import_of_a_backup_as_a_snapshot(area, kind, request):
     assert sorted(os.listdir(pool.volumes_dir)) == ["a", "c"]  # no scratch folder left
     for name in ("a", "c"):
         pool.delete_volume(name)
+
+
+@pytest.mark.parametrize("kind", ["dir", "loop", "btrfs"])
+def test_snapshot_from_another_volume(area, kind, request):
+    """`Pool.snapshot_from`: what one volume holds becomes a snapshot of another over the same
+    template, in its id range (restored and mounted, the owners are right)."""
+    from jaula.errors import BadState, ConfigError
+
+    template = make_template(str(area / "template"))
+    other_template = make_template(str(area / "template2"))
+    target = area / "root"
+    target.mkdir()
+    where = request.getfixturevalue("fs") if kind == "btrfs" else area
+    pool = open_pool(kind, str(where / "pool"))
+    ids = IdMap(2000000, 2000000, 65536)
+    pool.create_volume("a", template, size=SIZE[kind])
+    pool.mount("a", str(target), idmap=ids)
+    (target / "var/lib/app/data").write_text("from a\n")
+    os.chown(target / "var/lib/app/data", 2001000, 2001000)
+    kept = tree(str(target))
+    with pytest.raises(BadState, match="mounted"):
+        pool.create_volume("b", template, size=SIZE[kind])
+        pool.snapshot_from("b", "x", "a")
+    pool.unmount("a")
+    pool.create_volume("o", other_template, size=SIZE[kind])
+    with pytest.raises(ConfigError, match="cannot be a snapshot of it"):
+        pool.snapshot_from("o", "x", "a")
+
+    pool.snapshot_from("b", "froma", "a")
+    assert pool.snapshots("b") == ["froma"] and pool.snapshots("a") == []
+    pool.restore("b", "froma")
+    pool.mount("b", str(target), idmap=ids)
+    try:
+        assert tree(str(target)) == kept
+    finally:
+        pool.unmount("b")
+    assert sorted(os.listdir(pool.volumes_dir)) == ["a", "b", "o"]
+    for name in ("a", "b", "o"):
+        pool.delete_volume(name)

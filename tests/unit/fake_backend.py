@@ -102,10 +102,12 @@ class FakeBackend:
         self._call("delete_snapshot", inst)
         del self.snaps[inst.name][snap]
 
-    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None,
+             snapshots: list[str] | None = None) -> None:
         self._call("copy", inst)
         root = self.roots.get(source, {}) if snapshot is None else self.snaps[source][snapshot]
         self.roots[inst.name] = dict(root)
+        self.snaps[inst.name] = {s: dict(self.snaps[source][s]) for s in snapshots or []}
         self.status[inst.name] = "stopped"
         self.configs[inst.name] = dict(inst.config)
 

@@ -328,3 +328,23 @@ def test_a_failed_restore_starts_the_stopped_instance_again(api, openapi) -> Non
     row = api.db.get_instance("web1")
     assert row.status == "running" and row.config == {"user.a": "2"}
     assert [c[0] for c in api.backend.calls][-3:] == ["stop", "restore", "start"]
+
+
+def test_copy_with_the_sources_snapshots(api, openapi) -> None:
+    create(api, openapi, "web1", config={"user.a": "1"})
+    api.backend.roots["web1"] = {"/f": "one"}
+    snapshot(api, openapi, "web1", "s1")
+    api.client.update("web1", config={"user.a": "2"})
+    api.backend.roots["web1"] = {"/f": "two"}
+    snapshot(api, openapi, "web1", "s2")
+    with pytest.raises(ConfigError, match="give one of them"):
+        api.client.copy("web1", "web2", snapshot="s1", snapshots=True)
+    api.client.copy("web1", "web2", snapshots=True)
+    rows = api.db.list_snapshots("web2")
+    assert [(k.name, k.config) for k in rows] == [("s1", {"user.a": "1"}), ("s2", {"user.a": "2"})]
+    assert [k.created for k in rows] == [k.created for k in api.db.list_snapshots("web1")]
+    assert api.backend.snaps["web2"] == api.backend.snaps["web1"]
+    api.client.restore_snapshot("web2", "s1")
+    assert api.backend.roots["web2"] == {"/f": "one"} and api.db.get_instance("web2").config == {"user.a": "1"}
+    api.client.copy("web1", "web3")
+    assert api.db.list_snapshots("web3") == [] and api.backend.snaps["web3"] == {}

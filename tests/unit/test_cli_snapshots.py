@@ -42,6 +42,9 @@ def test_copy_export_import(api, tmp_path: Path) -> None:
     assert r.exit_code == 0 and r.output == "Instance web2 created as a copy of web1 (snapshot s1)\n"
     r = jaula(api, "copy", "web1", "web2")
     assert r.exit_code == ExitCode.EXISTS
+    r = jaula(api, "copy", "web1", "web4", "--snapshots")
+    assert r.exit_code == 0 and r.output == "Instance web4 created as a copy of web1 with its snapshots\n"
+    assert [k.name for k in api.db.list_snapshots("web4")] == ["s1"]
     out = tmp_path / "out" / "web1.tar.bz2"
     out.parent.mkdir()
     r = jaula(api, "export", "web1", str(out), "--snapshots")

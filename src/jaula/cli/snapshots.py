@@ -75,12 +75,16 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     @click.argument("name")
     @click.option("-s", "--snapshot", metavar="SNAP", help="copy this snapshot of SOURCE, not its present root")
     @click.option("--description", default=None, help="the copy's description (default: the source's)")
+    @click.option("--snapshots", "with_snapshots", is_flag=True,
+                  help="SOURCE's snapshots become the copy's too (not with --snapshot)")
     @click.pass_context
-    def copy(ctx: click.Context, source: str, name: str, snapshot: str | None, description: str | None) -> None:
+    def copy(ctx: click.Context, source: str, name: str, snapshot: str | None, description: str | None,
+             with_snapshots: bool) -> None:
         """Make instance NAME (stopped) a copy of SOURCE, which may be running: its root, settings and
         profiles, without the values that belong to one instance (volatile.*, NIC MACs and addresses)."""
-        client(ctx).copy(source, name, snapshot=snapshot, description=description)
-        click.echo(f"Instance {name} created as a copy of {source}" + (f" (snapshot {snapshot})" if snapshot else ""))
+        client(ctx).copy(source, name, snapshot=snapshot, description=description, snapshots=with_snapshots)
+        how = f" (snapshot {snapshot})" if snapshot else (" with its snapshots" if with_snapshots else "")
+        click.echo(f"Instance {name} created as a copy of {source}{how}")
 
     @cli.command("export")
     @click.argument("name")

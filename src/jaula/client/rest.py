@@ -274,10 +274,12 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         return self._async("DELETE", f"/1.0/instances/{name}/snapshots/{snap}", wait)
 
     def copy(self, source: str, name: str, *, snapshot: str | None = None, description: str | None = None,
-             wait: bool = True) -> dict[str, Any]:
-        """A new stopped instance `name` from `source` (or from its snapshot `snapshot`)."""
+             snapshots: bool = False, wait: bool = True) -> dict[str, Any]:
+        """A new stopped instance `name` from `source` (or from its snapshot `snapshot`); with
+        `snapshots`, the source's snapshots become the copy's too."""
         return self._async("POST", f"/1.0/instances/{source}/copy", wait,
-                           json={"name": name, "snapshot": snapshot, "description": description})
+                           json={"name": name, "snapshot": snapshot, "description": description,
+                                 "snapshots": snapshots})
 
     def export(self, name: str, path: str, *, snapshots: bool = False, wait: bool = True) -> dict[str, Any]:
         """Write a backup of `name` (with its snapshots?) to new file `path` on jaulad's host (absolute)."""

@@ -49,8 +49,10 @@ class Backend(Protocol):
 
     def delete_snapshot(self, inst: Instance, snap: str) -> None: ...
 
-    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
-        """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot)."""
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None,
+             snapshots: list[str] | None = None) -> None:
+        """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot),
+        with these snapshots of `source` as its own."""
 
     def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
         """Write its root (and these snapshots) to new backup file `path` (on jaulad's host),

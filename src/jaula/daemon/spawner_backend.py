@@ -217,8 +217,9 @@ class SpawnerBackend:
     def delete_snapshot(self, inst: Instance, snap: str) -> None:
         self._local().delete_snapshot(inst, snap)
 
-    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
-        self.call("copy", inst, source=source, snapshot=snapshot)
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None,
+             snapshots: list[str] | None = None) -> None:
+        self.call("copy", inst, source=source, snapshot=snapshot, snapshots=snapshots)
 
     def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
         self._local().export(inst, path, record, snapshots)

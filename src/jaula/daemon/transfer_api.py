@@ -5,7 +5,8 @@
   frozen for the moment of the copy) or from one of its snapshots. It gets the source's (or the
   snapshot's) config and profiles, without the values that belong to one instance only (its
   NICs' nic.*.mac, and static nic.*.ipv4 / nic.*.ipv6 addresses: the copy's are allocated, or
-  stable per instance), its own id range, and its own name in /etc/hostname.
+  stable per instance), its own id range, and its own name in /etc/hostname. With
+  {"snapshots": true} the source's snapshots (and their rows) become the copy's too.
 - POST /1.0/instances/{name}/export {"compression": "gzip"}: an operation writing a backup in
   jaulad's backups folder; its metadata names it ("download": /1.0/backups/ID): GET that to
   download it (the file goes once sent), or DELETE it. With {"path"}, the file is written at
@@ -61,6 +62,8 @@ class InstanceCopy(BaseModel):
     name: str = Field(description="the new instance's name (a DNS label)")
     snapshot: str | None = Field(default=None, description="copy this snapshot of the source, not its present root")
     description: str | None = Field(default=None, description="the copy's description (default: the source's)")
+    snapshots: bool = Field(default=False, description="the source's snapshots become the copy's too "
+                                                       "(not with `snapshot`)")
 
 
 #: a backup's file name suffix for each compression
@@ -158,6 +161,8 @@ def mount(app: FastAPI, svc: Any) -> None:
     @app.post("/1.0/instances/{name}/copy", response_model=s.Async, status_code=202, tags=["instances"])
     def copy_instance(name: str, body: InstanceCopy) -> dict:
         src = db.get_instance(name)
+        if body.snapshot is not None and body.snapshots:
+            raise ConfigError("snapshot and snapshots: a copy of one snapshot takes no others; give one of them")
         if body.snapshot is not None:
             validate_name(body.snapshot, "Snapshot")
             kept = db.get_snapshot(name, body.snapshot)
@@ -167,9 +172,19 @@ def mount(app: FastAPI, svc: Any) -> None:
         desc = src.description if body.description is None else body.description
         row = new_row(body.name, {"mode": src.mode, "template": src.template, "description": desc},
                       without_volatile(config), profiles, f"The copy of {name!r}")
-        where = f" (snapshot {body.snapshot})" if body.snapshot else ""
-        return submit(f"Copying instance {name}{where} to {body.name}", row,
-                      lambda inst: backend.copy(inst, name, body.snapshot), name,
+        where = f" (snapshot {body.snapshot})" if body.snapshot else (" with its snapshots" if body.snapshots else "")
+
+        def fill(inst: Any) -> None:
+            kept = db.list_snapshots(name) if body.snapshots else []
+            backend.copy(inst, name, body.snapshot, [k.name for k in kept])
+            try:
+                with db.transaction() as t:
+                    for k in kept:
+                        t.add_snapshot(k.replace(instance=row.name, config=without_volatile(dict(k.config))))
+            except BaseException:
+                backend.delete(inst)  # revert: the root and its snapshots go with the row
+                raise
+        return submit(f"Copying instance {name}{where} to {body.name}", row, fill, name,
                       {"source": name, "snapshot": body.snapshot})
 
     @app.post("/1.0/instances/{name}/export", response_model=s.Async, status_code=202, tags=["instances"])

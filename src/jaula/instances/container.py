@@ -96,15 +96,17 @@ class ContainerDriver(StorageVerbs, Driver):
             self.pool.delete_volume(inst.name)
             raise
 
-    def _personalize(self, inst: Instance) -> None:
+    def _personalize(self, inst: Instance, volume: str | None = None) -> None:
         """Write the instance's name in its /etc/hostname (a system instance's init sets the host
-        name from it), resolved inside the tree: an image's symlink there is replaced, never followed."""
+        name from it), resolved inside the tree: an image's symlink there is replaced, never followed.
+        `volume`: write it in that volume instead (a scratch copy that becomes its snapshot)."""
+        volume = volume or inst.name
         from jaula.linux.fs import open_in_root
 
         idmap = self._idmap(inst)
         rootfs = os.path.join(self.bundle(inst.name), "rootfs")
         os.makedirs(rootfs, 0o711, exist_ok=True)
-        self.pool.mount(inst.name, rootfs, idmap=idmap)
+        self.pool.mount(volume, rootfs, idmap=idmap)
         try:
             rfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -134,7 +136,7 @@ class ContainerDriver(StorageVerbs, Driver):
             finally:
                 os.close(rfd)
         finally:
-            self.pool.unmount(inst.name)
+            self.pool.unmount(volume)
             self._remove_bundle(inst.name)
 
     @staticmethod

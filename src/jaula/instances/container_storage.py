@@ -89,15 +89,39 @@ class StorageVerbs:
         self.pool.delete_snapshot(validate_name(inst.name), snap)
 
     # --- new roots from others -------------------------------------------------------------------
-    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None,
+             snapshots: list[str] | None = None) -> None:
+        """With `snapshots`, those snapshots of `source` become the copy's too (each through a
+        scratch clone of it, deleted after)."""
         inst.validate()
         validate_name(source)
+        snaps = [validate_name(s, "Snapshot") for s in snapshots or []]
+        if missing := sorted(set(snaps) - set(self.pool.snapshots(source))):
+            raise ConfigError(f"instance {source!r} has no snapshot {', '.join(map(repr, missing))} in its pool")
         if snapshot is None:
             with self._still(source, atomic=self.atomic_snapshots):
                 self.pool.clone(source, inst.name)
         else:
             self.pool.clone(source, inst.name, validate_name(snapshot, "Snapshot"))
+        try:
+            for snap in snaps:
+                scratch = _scratch_name()
+                self.pool.clone(source, scratch, snap)
+                self._adopt(inst, snap, scratch)
+        except BaseException:
+            self.pool.delete_volume(inst.name)
+            raise
         self._personalized(inst)
+
+    def _adopt(self, inst: Instance, snap: str, scratch: str) -> None:
+        """Make scratch volume `scratch` snapshot `snap` of `inst`, its host name written in it
+        first (restored, the snapshot names the instance it belongs to); the scratch goes."""
+        try:
+            self._personalize(inst, scratch)  # type: ignore[attr-defined]
+            self.pool.snapshot_from(inst.name, snap, scratch)
+        finally:
+            self.pool.unmount(scratch)
+            self.pool.delete_volume(scratch)
 
     def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
         """With `snapshots`, each is added as `snapshots/NAME.tar`, a volume backup of its own
@@ -163,8 +187,10 @@ class StorageVerbs:
                         one = os.path.join(tmp, "snapshots", snap + ".tar")
                         backup.read_meta(one, layout)
                         check_archive(one, layout, limit=size)
-                        self.pool.import_snapshot(inst.name, snap, one)
+                        scratch = _scratch_name()
+                        self.pool.import_(scratch, one, str(template.rootfs), size=size)
                         os.unlink(one)  # its space back before the next one
+                        self._adopt(inst, snap, scratch)
         except BaseException:
             self.pool.delete_volume(inst.name)
             raise

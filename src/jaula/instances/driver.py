@@ -83,8 +83,10 @@ class Driver(abc.ABC):
     def delete_snapshot(self, inst: Instance, snap: str) -> None:
         raise ConfigError(f"{self.kind} instances have no snapshots")
 
-    def copy(self, inst: Instance, source: str, snapshot: str | None = None) -> None:
-        """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot)."""
+    def copy(self, inst: Instance, source: str, snapshot: str | None = None,
+             snapshots: list[str] | None = None) -> None:
+        """Make new instance `inst`'s root a copy of instance `source`'s (or of its snapshot),
+        with these snapshots of `source` as its own."""
         raise ConfigError(f"{self.kind} instances cannot be copied")
 
     def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:

@@ -412,35 +412,63 @@ class Pool(ABC):
         by the backend's own copy. Its layer is stored unshifted (as seen inside)."""
         from jaula.storage import backup
 
-        vol = self._meta(name)
+        self._meta(name)
         check_name(snap, "snapshot")
         backup.read_meta(tar_path, self.export_layout)
         with self._locked():
             vol = self._meta(name)
-            final = self._snap_dir(name, snap)
-            if os.path.lexists(final):
-                raise Exists(f"volume {name!r} already has a snapshot {snap!r}")
-            os.makedirs(os.path.dirname(final), mode=0o711, exist_ok=True)
             scratch = os.path.join(self.volumes_dir, f"{NEW}{name}.{snap}")  # swept as half-made if we die
-            tmp = os.path.join(os.path.dirname(final), NEW + snap)
-            for leftover, remove in ((scratch, self._remove), (tmp, self._remove_snapshot)):
-                if os.path.lexists(leftover):
-                    remove(leftover)
+            if os.path.lexists(scratch):
+                self._remove(scratch)
             layer = vol.replace(idmap=None)
+
+            def fill(tmp: str) -> IdMap | None:
+                self._import(scratch, layer, tar_path)
+                self._snapshot(scratch, layer, tmp, False)
+                return None
             os.mkdir(scratch, 0o711)
             try:
-                self._import(scratch, layer, tar_path)
-                os.mkdir(tmp, 0o711)
-                self._snapshot(scratch, layer, tmp, False)
-                write_json(os.path.join(tmp, "snapshot.json"), {"name": snap, "created": time.time(),
-                                                                "size": vol.size, "idmap": None})
-                os.rename(tmp, final)
-            except BaseException:
-                if os.path.lexists(tmp):
-                    self._remove_snapshot(tmp)
-                raise
+                self._new_snapshot(vol, snap, fill)
             finally:
                 self._remove(scratch)
+
+    def snapshot_from(self, name: str, snap: str, other: str) -> None:
+        """Add snapshot `snap` to volume `name` holding what volume `other` (unmounted, over the
+        same template) holds now, in its id range: how a copy takes its source's snapshots."""
+        self._meta(name)
+        check_name(snap, "snapshot")
+        self._meta(other)
+        with self._locked():
+            vol, src = self._meta(name), self._meta(other)
+            self._unmounted(other, "snapshot from")
+            if src.template != vol.template:
+                raise ConfigError(f"volume {other!r} is over template {src.template!r}, not {vol.template!r} "
+                                  f"as {name!r}: it cannot be a snapshot of it")
+
+            def fill(tmp: str) -> IdMap | None:
+                self._snapshot(self.vdir(other), src, tmp, False)
+                return src.idmap
+            self._new_snapshot(vol, snap, fill)
+
+    def _new_snapshot(self, vol: Volume, snap: str, fill) -> None:
+        """Make snapshot `snap` of `vol` in a ".new-" folder by `fill(folder)` (-> the id range
+        its layer is stored in), then rename it into place. The caller holds the lock."""
+        final = self._snap_dir(vol.name, snap)
+        if os.path.lexists(final):
+            raise Exists(f"volume {vol.name!r} already has a snapshot {snap!r}")
+        os.makedirs(os.path.dirname(final), mode=0o711, exist_ok=True)
+        tmp = os.path.join(os.path.dirname(final), NEW + snap)
+        if os.path.lexists(tmp):
+            self._remove_snapshot(tmp)
+        os.mkdir(tmp, 0o711)
+        try:
+            idmap = fill(tmp)
+            write_json(os.path.join(tmp, "snapshot.json"), {"name": snap, "created": time.time(), "size": vol.size,
+                                                            "idmap": idmap.as_json() if idmap else None})
+            os.rename(tmp, final)
+        except BaseException:
+            self._remove_snapshot(tmp)
+            raise
 
     # --- backend hooks --------------------------------------------------------------------------
     def _check_size(self, size: int | None) -> int | None:
