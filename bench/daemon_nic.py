@@ -10,7 +10,9 @@ Measured 2026-11-26 (vm, 2 cpus shared with other work, Linux 6.18): -n 15, medi
 112.4 ms, loopback only 71.9 ms: the NIC adds 40.5 ms (goal "under 5 ms": NOT met). Of it, timed
 apart on the same host: Firewall.add_nic 10-15 ms (libnftables: our tables read, then one
 transaction), links.attach 6-17 ms, the daemon's plans 0.6 ms per instance read; its unplug at
-stop (not in this figure) 26-46 ms.
+stop (not in this figure) 26-46 ms. Again later with the batched attach (e176674) and the lighter
+firewall reads (5e15e8a), load average 5.7 from other work: -n 15, the NIC adds 47.5 ms; the plug
+step timed inside the spawner 22-78 ms (attach alone 2-16 ms, add_nic 5-13 ms outside it).
 """
 
 from __future__ import annotations
