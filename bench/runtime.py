@@ -11,6 +11,8 @@ Measured per runtime, each iteration with a fresh container id, runtimes taken i
           VmHWM of the long-lived init while the container is in the created state
 Medians in ms and MiB, with the ratios jaula/crun and jaula/runc. Run as root:
   .venv/bin/python bench/runtime.py [--iterations 30] [--json]
+To time a change, add the launcher of a checkout before it as jaula-base (same run, interleaved):
+  .venv/bin/python bench/runtime.py --runtimes jaula,jaula-base,crun,runc --jaula-base /tmp/old/jaula-runtime
 """
 
 from __future__ import annotations
@@ -217,17 +219,22 @@ def version(path: str) -> str:
     return out.splitlines()[0] if out else "?"
 
 
-def prepare(names: list[str], work: Path, jaula: Path) -> tuple[list[Runtime], list[str]]:
+def prepare(names: list[str], work: Path, jaula: Path, jaula_base: Path | None = None) -> tuple[list[Runtime], list[str]]:
     runtimes, skipped = [], []
     for name in names:
-        path = str(jaula) if name == "jaula" else shutil.which(name)
+        if name == "jaula-base" and jaula_base is None:
+            skipped.append("jaula-base: give --jaula-base PATH")
+            continue
+        path = str(jaula) if name == "jaula" else str(jaula_base) if name == "jaula-base" else shutil.which(name)
         if not path or not os.access(path, os.X_OK):
             skipped.append(f"{name}: not installed")
             continue
         base = work / name
         bundle = make_bundle(base / "bundle", ["/bin/true"])
         rt = Runtime(name=name, path=path, global_args=[], root=base / "state", bundle=bundle)
-        if name != "jaula":
+        if name == "jaula-base":
+            rt.note = f"{path} (another jaula-runtime, e.g. a checkout before a change)"
+        elif name != "jaula":
             rt.note = version(path)
         runtimes.append(rt)
     return runtimes, skipped
@@ -269,12 +276,12 @@ def summary(values: list[float]) -> dict[str, float] | None:
 def report(runtimes: list[Runtime], skipped: list[str], meta: dict[str, object], as_json: bool) -> None:
     results = {rt.name: {m: summary(rt.samples[m]) for m in METRICS} for rt in runtimes if not rt.error}
     ratios: dict[str, dict[str, float]] = {}
-    if "jaula" in results:
-        for other in ("crun", "runc"):
-            if other in results:
-                ratios[f"jaula/{other}"] = {
-                    m: round(results["jaula"][m]["median"] / results[other][m]["median"], 3)
-                    for m in METRICS if results["jaula"][m] and results[other][m] and results[other][m]["median"]}
+    for ours in ("jaula", "jaula-base"):
+        for other in ("crun", "runc", "jaula-base"):
+            if ours in results and other in results and ours != other:
+                ratios[f"{ours}/{other}"] = {
+                    m: round(results[ours][m]["median"] / results[other][m]["median"], 3)
+                    for m in METRICS if results[ours][m] and results[other][m] and results[other][m]["median"]}
     failed = [f"{rt.name}: {rt.error}" for rt in runtimes if rt.error]
     if as_json:
         print(json.dumps({"meta": meta, "results": results, "ratios": ratios, "skipped": skipped + failed,
@@ -306,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--iterations", "-n", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
-    parser.add_argument("--runtimes", default="jaula,crun,runc", help="comma-separated: jaula, crun, runc")
+    parser.add_argument("--runtimes", default="jaula,crun,runc", help="comma-separated: jaula, crun, runc, jaula-base")
     parser.add_argument("--jaula", type=Path, default=LAUNCHER, help=f"jaula-runtime to time (default {LAUNCHER})")
+    parser.add_argument("--jaula-base", type=Path, help="a second jaula-runtime to time as 'jaula-base' (add it to "
+                        "--runtimes), e.g. a launcher of a checkout before a change: both in the same interleaved run")
     parser.add_argument("--host-view", choices=("auto", "as-is", "v1-only"), default="auto",
                         help="v1-only hides /sys/fs/cgroup/unified from every runtime (private mount "
                              "namespace); auto does so when crun is asked for and the host is hybrid "
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="jaula-bench.", dir="/tmp"))
     runtimes: list[Runtime] = []
     try:
-        runtimes, skipped = prepare(names, work, opts.jaula)
+        runtimes, skipped = prepare(names, work, opts.jaula, opts.jaula_base)
         active = []
         for rt in runtimes:
             if error := smoke(rt, work):

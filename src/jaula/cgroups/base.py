@@ -14,10 +14,13 @@ import time
 from jaula import lazylog as logging
 from jaula.cgroups.layout import Hierarchy, Layout, probe
 from jaula.cgroups.resources import DeviceRule, Resources
-from jaula.cgroups.stats import Stats
 from jaula.errors import ConfigError, JaulaError, KernelMissing, SyscallError
 from jaula.linux.kfile import write_kernel_file
 from jaula.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; statistics are for `events`:
+if TYPE_CHECKING:       # stats.py is imported when asked for (~0.6 ms less on jaula-runtime's create)
+    from jaula.cgroups.stats import Stats
 
 log = logging.getLogger("jaula.cgroups")
 

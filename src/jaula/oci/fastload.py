@@ -32,7 +32,7 @@ _CREATE = _COMMON + (
     "jaula.linux.ns", "jaula.linux.proc", "jaula.linux.kfile", "jaula.linux.facade", "jaula.linux.caps",
     "jaula.oci.process", "jaula.oci.init", "jaula.oci.validate", "jaula.oci.create", "jaula.oci.foreground",
     "jaula.cgroups", "jaula.cgroups.resources", "jaula.cgroups.ociparse", "jaula.cgroups.layout",
-    "jaula.cgroups.stats", "jaula.cgroups.base", "jaula.cgroups.v2", "jaula.cgroups.v1", "jaula.cgroups.devices",
+    "jaula.cgroups.base", "jaula.cgroups.v2", "jaula.cgroups.v1", "jaula.cgroups.devices",
     "jaula.oci.trampoline_blob",
 )
 VERBS: dict[str, tuple[str, ...]] = {
