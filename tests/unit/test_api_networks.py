@@ -187,3 +187,16 @@ def test_config_set_moves_a_stopped_instance_s_nic(net_api, openapi) -> None:
     status, body = call(net_api, openapi, "PATCH", "/1.0/instances/web1", "/1.0/instances/{name}",
                         json={"config": {"nic.eth0.ipv4": "10.9.9.200"}})
     assert status == 200 and addresses(net_api, openapi)[("web1", "eth0", 4)] == "10.9.9.200"
+
+
+def test_daemon_start_makes_every_network_and_forward_again(net_api, openapi) -> None:
+    call(net_api, openapi, "POST", "/1.0/networks", json={"name": "lab", "config": {"ipv6.address": "none"}})
+    create(net_api, openapi, "web1", config={"nic.eth0.network": "lab"})
+    call(net_api, openapi, "POST", "/1.0/networks/lab/forwards", "/1.0/networks/{name}/forwards",
+         json={"instance": "web1", "proto": "udp", "host_port": 5353, "port": 53})
+    net_api.plumbing.calls.clear()
+    net_api.app.state.networks.ensure_all()          # what jaulad does at its start
+    assert [(v, getattr(a, "name", None) or a.host_port) for v, a in net_api.plumbing.calls] == [
+        ("ensure_network", "lab"), ("add_forward", 5353)]
+    net_api.plumbing.fail["ensure_network"] = OSError("bridge gone wrong")
+    net_api.app.state.networks.ensure_all()          # logged: the daemon starts anyway
