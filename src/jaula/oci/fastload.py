@@ -47,16 +47,18 @@ def _magic() -> bytes:
 
 
 class Finder:
-    """A meta path finder and loader over the bundle: name -> (source, is package, mtime_ns, size, code)."""
+    """A meta path finder and loader over the bundle at `path`, whose index maps each module name
+    to (source, is package, its mtime_ns, its size, offset and length of its code in the file)."""
 
-    def __init__(self, table: dict[str, tuple[str, bool, int, int, bytes]]) -> None:
+    def __init__(self, path: str, table: dict[str, tuple[str, bool, int, int, int, int]]) -> None:
+        self.path = path
         self.table = table
 
     def find_spec(self, name: str, path: object = None, target: object = None):
         entry = self.table.get(name)
         if entry is None:
             return None
-        source, is_package, mtime_ns, size, _ = entry
+        source, is_package, mtime_ns, size = entry[:4]
         try:
             st = os.stat(source)
         except OSError:
@@ -73,24 +75,41 @@ class Finder:
         return None
 
     def exec_module(self, module: object) -> None:
-        exec(marshal.loads(self.table[module.__name__][4]), module.__dict__)  # type: ignore[attr-defined]  # noqa: S102 - our own compiled code
+        offset, length = self.table[module.__name__][4:]  # type: ignore[attr-defined]
+        # Read each module's code when it is run: a module never run costs nothing, and no fd stays open.
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            code = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+        if len(code) != length:
+            raise ImportError(f"{self.path}: {module.__name__}'s code is cut short", name=module.__name__)  # type: ignore[attr-defined]
+        exec(marshal.loads(code), module.__dict__)  # type: ignore[attr-defined]  # noqa: S102 - our own compiled code
 
 
 def install(path: str = PATH) -> Finder | None:
-    """Put the bundle's finder first on sys.meta_path; None (and nothing changed) without a usable bundle."""
+    """Put the bundle's finder first on sys.meta_path; None (and nothing changed) without a usable bundle.
+
+    The file: the interpreter's magic number, the length of the index (4 bytes, little-endian),
+    the index (marshal), then the modules' code (marshal), one after the other."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
-        magic = _magic()
-        if not data.startswith(magic):
-            return None  # written by another Python
-        table = marshal.loads(data[len(magic):])
+            head = f.read(4096)
+            magic = _magic()
+            if not head.startswith(magic):
+                return None  # written by another Python
+            n = int.from_bytes(head[len(magic):len(magic) + 4], "little")
+            start = len(magic) + 4
+            raw = head[start:start + n]
+            if len(raw) < n:
+                raw += f.read(n - len(raw))
+        table = marshal.loads(raw)
     except (OSError, ValueError, EOFError, TypeError):
         return None
     if not isinstance(table, dict):
         return None
     global _installed
-    _installed = finder = Finder(table)
+    _installed = finder = Finder(path, table)
     sys.meta_path.insert(0, finder)
     return finder
 
@@ -143,18 +162,29 @@ def modules(root: str = _JAULA) -> list[tuple[str, str, bool]]:
 
 def build(path: str = PATH, root: str = _JAULA) -> int:
     """Compile every module of modules() into the bundle at `path` (atomically); how many."""
-    table = {}
+    index: dict[str, tuple[str, bool, int, int, int, int]] = {}
+    blobs: list[tuple[str, str, bool, int, int, bytes]] = []
     for name, source, is_package in modules(root):
         with open(source, "rb") as f:
             st = os.fstat(f.fileno())  # the stat of what is compiled, even if it changes meanwhile
             code = compile(f.read(), source, "exec", dont_inherit=True)
-        table[name] = (source, is_package, st.st_mtime_ns, st.st_size, marshal.dumps(code))
+        blobs.append((name, source, is_package, st.st_mtime_ns, st.st_size, marshal.dumps(code)))
+    magic = _magic()
+    head = b""
+    while True:  # the code starts after the index, whose length depends on the offsets: until stable
+        offset = start = len(magic) + 4 + len(head)
+        for name, source, is_package, mtime_ns, size, code in blobs:
+            index[name] = (source, is_package, mtime_ns, size, offset, len(code))
+            offset += len(code)
+        head = marshal.dumps(index)
+        if len(magic) + 4 + len(head) == start:
+            break
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
-        f.write(_magic() + marshal.dumps(table))
+        f.write(magic + len(head).to_bytes(4, "little") + head + b"".join(b[5] for b in blobs))
     os.rename(tmp, path)
-    return len(table)
+    return len(blobs)
 
 
 if __name__ == "__main__":
