@@ -136,7 +136,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         ipid = int(sync.expect(parent, sync.PID))
         os.waitpid(pid, 0)
     data.update(pid=ipid, pidStart=state.proc_start_time(ipid))
-    c.save()
+    if wants_pid_exchange(spec):
+        c.save()  # hooks run before READY may ask `state` for the pid; otherwise the next save has it
     if idmapped_mounts(spec):
         from jaula.oci.idmap import make_idmapped_mounts
 
