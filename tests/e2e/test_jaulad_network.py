@@ -144,9 +144,12 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"           # through the forward
 
     # a NIC added and removed live
-    d.jaula("nic", "add", "a2", "eth1", "network=default")
+    d.jaula("nic", "add", "a2", "eth1", "network=default", "mtu=1400", "mac=02:00:00:00:0a:02")
     a2_eth1 = _addresses(d)[("a2", "eth1")]
     assert _ping(address=a2_eth1)
+    link = subprocess.run(["nsenter", "-t", str(pids["a2"]), "-n", BUSYBOX, "ip", "-o", "link", "show", "eth1"],
+                          check=True, capture_output=True, text=True).stdout
+    assert "mtu 1400" in link and "02:00:00:00:0a:02" in link
     d.jaula("nic", "remove", "a2", "eth1")
     assert ("a2", "eth1") not in _addresses(d)
     assert not _ping(address=a2_eth1, tries=1)
