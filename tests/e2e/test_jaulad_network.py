@@ -125,6 +125,13 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
                            text=True, timeout=10)
         assert r.returncode == 0, r
 
+    # the network's isolation policy changes live: a1 and a2 no longer reach each other, the host still does
+    d.jaula("network", "set", "lab", "isolation=isolate")
+    assert not _ping("nsenter", "-t", str(pids["a1"]), "-n", address=addr[("a2", "eth0")], tries=1)
+    assert _ping(address=addr[("a2", "eth0")])
+    d.jaula("network", "set", "lab", "isolation=allow")
+    assert _ping("nsenter", "-t", str(pids["a1"]), "-n", address=addr[("a2", "eth0")])
+
     # a privileged instance on the host's network stack: no netns of its own, no NIC, no address
     d.jaula("launch", "busybox", "h1", "-c", "security.privileged=true", "-c", "network.mode=host",
             "-c", "nic.eth0.type=none")
