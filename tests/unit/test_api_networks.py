@@ -200,3 +200,13 @@ def test_daemon_start_makes_every_network_and_forward_again(net_api, openapi) ->
         ("ensure_network", "lab"), ("add_forward", 5353)]
     net_api.plumbing.fail["ensure_network"] = OSError("bridge gone wrong")
     net_api.app.state.networks.ensure_all()          # logged: the daemon starts anyway
+
+
+def test_a_failing_default_network_says_how_to_do_without(net_api, openapi) -> None:
+    net_api.plumbing.fail["ensure_network"] = OSError("no bridges here")
+    resp = net_api.client._http.post("/1.0/instances", json={"name": "web1", "template": "bb"})
+    body = resp.json()    # a host-side failure: 500 in the error envelope
+    assert resp.status_code == 500 and body["type"] == "error" and "no bridges here" in body["error"]
+    assert "nic.eth0.type=none" in body["error"]
+    assert net_api.db.list_instances() == [] and net_api.db.list_networks() == []
+    assert create(net_api, openapi, "web1", config={"nic.eth0.type": "none"})["status"] == "success"

@@ -182,6 +182,11 @@ class NetworkService(ForwardActions):
             return self.create(netconfig.DEFAULT_NETWORK, {}, AUTO_DESCRIPTION)
         except Exists:
             return self.db.get_network(netconfig.DEFAULT_NETWORK)
+        except JaulaError as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            raise type(exc)(f"{exc} (making the default network for an instance's eth0; an instance without "
+                            "a NIC: -c nic.eth0.type=none)") from exc
 
     # -- instances' NICs ---------------------------------------------------------------------------
     def prepare(self, own: dict[str, Any], expanded: dict[str, Any]) -> dict[str, Any]:
