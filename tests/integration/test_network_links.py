@@ -374,6 +374,24 @@ def test_limits_change_live_and_detach_removes_the_ifb(two) -> None:
     assert not links.exists(links.ifb_name(na.host_name))
 
 
+def test_the_ifb_outlives_the_instance_and_detach_removes_it(net: NetworkPlan, spaces: list[Ns]) -> None:
+    a = Ns()
+    spaces.append(a)
+    plan = nic(30, egress_kbit=2000)
+    links.attach(plan, a.pid)
+    tc.set_rate(plan)
+    a.close()  # the namespace dies and takes the veth pair with it, in the kernel's own time
+    for _ in range(100):
+        if not links.exists(plan.host_name):
+            break
+        time.sleep(0.05)
+    assert not links.exists(plan.host_name)
+    assert links.exists(links.ifb_name(plan.host_name))  # not in the namespace: it stays
+    links.detach(plan)
+    assert not links.exists(links.ifb_name(plan.host_name))
+    links.detach(plan)
+
+
 def test_set_rate_refuses_bad_values_and_a_missing_nic() -> None:
     with pytest.raises(ConfigError) as e:
         tc.set_rate(nic(40, ingress_kbit=0, egress_kbit=tc.KBIT_MAX + 1))
