@@ -52,6 +52,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="allow --listen on a non-loopback address (plain HTTP: the token crosses the network)")
     p.add_argument("--show-token", action="store_true",
                    help="print the TCP API's token ($ROOT/api.token, made when missing) and exit")
+    p.add_argument("--web", metavar="ADDRESS:PORT", default=os.environ.get("JAULA_WEB") or None,
+                   help="serve the web control center at http://ADDRESS:PORT/ui/ (e.g. 127.0.0.1:8444): login by "
+                        "the token or the password of --set-password [env JAULA_WEB]")
+    p.add_argument("--web-any-address", action="store_true",
+                   help="allow --web on a non-loopback address (plain HTTP: passwords cross the network)")
+    p.add_argument("--set-password", action="store_true",
+                   help="set the control center's password (read from stdin, or asked), stored hashed in "
+                        "$ROOT/web.password, and exit")
     p.add_argument("--debug", action="store_true", help="log more")
     return p.parse_args(argv)
 
@@ -77,20 +85,28 @@ def main(argv: list[str] | None = None) -> int:
             _prepare_root(root)
             print(load_or_create_token(root))
             return 0
-        listen = None
+        if ns.set_password:
+            from jaula.web.cli import set_password
+            _prepare_root(root)
+            return set_password(root)
+        listen = web = None
+        if ns.web:
+            from jaula.web.cli import web_address
+            web = web_address(ns.web, ns.web_any_address, ns.listen)
         if ns.listen:
             from jaula.daemon.auth import is_loopback, parse_listen
             listen = parse_listen(ns.listen, ns.listen_any_address)
             if not is_loopback(listen[0]):
                 log.warning("the API listens on %s, not a loopback address: other hosts can reach it over "
                             "plain HTTP, the token included", ns.listen)
-        return _run(root, ns.socket, listen)
+        return _run(root, ns.socket, listen, web)
     except JaulaError as exc:
         print(f"jaulad: {exc}", file=sys.stderr)
         return int(getattr(exc, "exit_code", 1)) or 1
 
 
-def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None) -> int:
+def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
+         web: tuple[str, int] | None = None) -> int:
     from jaula.daemon import notify
     from jaula.daemon.db import Database
     from jaula.daemon.spawner import Spawner
@@ -131,6 +147,11 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None) ->
             log.info("the API also listens on %s:%d (token in %s)", listen[0], tcp.getsockname()[1],
                      root / "api.token")
 
+        web_served = None
+        if web is not None:  # the control center (jaula.web)
+            from jaula.web.cli import bind_web
+            web_served = bind_web(root, web)
+
         async def startup() -> None:
             state["supervisor"] = _start_supervision(db, backend, app)
             notify.notify(notify_socket, "READY=1")
@@ -150,7 +171,7 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None) ->
         got: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda n, _f: got.append(n))
-        server.serve(app, socket_path, tcp, token)
+        server.serve(app, socket_path, tcp, token, web_served)
         log.info("stopped (%s); instances keep running",
                  ", ".join(signal.Signals(n).name for n in got) or "asked to")
         return 0

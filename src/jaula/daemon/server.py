@@ -81,25 +81,32 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def _server(app: FastAPI, token: str | None = None) -> uvicorn.Server:
+def _server(app: FastAPI, token: str | None = None, web: Any = None) -> uvicorn.Server:
     served: Any = app
     if token is not None:  # a TCP listener: requests over it need the token (auth.py)
         from jaula.daemon.auth import TokenGate
         served = TokenGate(app, token)
         served.state = app.state
+    if web is not None:  # the control center's listener: sessions instead (jaula.web.gate.WebGate)
+        from jaula.web.gate import WebGate
+        served = WebGate(app, served, web)
     return _Server(uvicorn.Config(served, log_level="warning", access_log=False, lifespan="on",
                                   timeout_graceful_shutdown=5))
 
 
 def serve(app: FastAPI, socket_path: str | os.PathLike[str], tcp: socket.socket | None = None,
-          token: str | None = None) -> None:
+          token: str | None = None, web: tuple[socket.socket, Any] | None = None) -> None:
     """Serve until SIGINT or SIGTERM (jaulad's main thread); the socket file goes at the end.
-    `tcp`: a listening TCP socket (bind_tcp) served too, every request on it needing `token`."""
+    `tcp`: a listening TCP socket (bind_tcp) served too, every request on it needing `token`.
+    `web`: the control center's listening socket and its jaula.web.gate.WebConfig."""
     sock = bind_unix(socket_path)
     try:
-        _server(app, token if tcp is not None else None).run(sockets=[sock] + ([tcp] if tcp is not None else []))
+        _server(app, token if tcp is not None else None, web[1] if web else None).run(
+            sockets=[sock] + ([tcp] if tcp is not None else []) + ([web[0]] if web else []))
     finally:
         sock.close()
+        if web is not None:
+            web[0].close()
         if tcp is not None:
             tcp.close()
         with contextlib.suppress(FileNotFoundError):
