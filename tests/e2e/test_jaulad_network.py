@@ -22,6 +22,7 @@ from tests.support import network as netsupport
 pytestmark = pytest.mark.root
 
 BUSYBOX = "/usr/bin/busybox"
+NAMES = ("a1", "a2", "b1", "q1", "bad", "h1")   # the instances the test makes
 
 
 @pytest.fixture
@@ -29,7 +30,10 @@ def netd(daemon: Daemon) -> Iterator[Daemon]:  # noqa: F811
     try:
         yield daemon
     finally:
-        if daemon.proc is not None and daemon.proc.poll() is None:
+        if daemon.proc is not None and daemon.proc.poll() is None:   # a failure: delete what is left
+            for name in NAMES:
+                subprocess.run([*JAULA, "--socket", str(daemon.socket), "delete", "--force", name],
+                               check=False, capture_output=True, timeout=60)
             daemon.proc.kill()
             daemon.proc.wait(10)
         for pid in daemon.pids:
@@ -40,8 +44,7 @@ def netd(daemon: Daemon) -> Iterator[Daemon]:  # noqa: F811
         from jaula.network import ipam
         tag = ipam.root_tag(str(daemon.root.absolute()))
         from jaula.network.links import ifb_name
-        mine = set(bridges) | {ipam.veth_name(tag, i, n) for i in ("a1", "a2", "b1", "q1", "bad")
-                               for n in ("eth0", "eth1")}
+        mine = set(bridges) | {ipam.veth_name(tag, i, n) for i in NAMES for n in ("eth0", "eth1")}
         mine |= {ifb_name(v) for v in mine}
         assert not (mine & netsupport.links())
         assert not {f"inet {table}", f"bridge {table}"} & netsupport.nft_tables()
