@@ -162,11 +162,12 @@ def test_sweep_at_start_cleans_what_a_cut_create_left(daemon: Daemon) -> None:  
     (vols / ".new-half" / "rootfs").mkdir(parents=True)
     (d.root / "instances" / "bundles" / "ghost" / "rootfs").mkdir(parents=True)
     # a runtime state cut before its state.json was saved: the cgroup made, no process yet
-    # (jaulad's cgroup is this test's: it is the default cgroup parent of both)
+    # (jaulad's cgroup is this test's; its instances go under its root's own parent)
     from jaula.cgroups.base import open_cgroup
+    from jaula.daemon.identity import cgroup_parent
 
     (d.root / "instances" / "runtime" / "halfrun").mkdir(parents=True)
-    cg = open_cgroup(None, "halfrun")
+    cg = open_cgroup(f"{cgroup_parent(d.root)}/halfrun", "halfrun")
     cg.create()
     try:
         d.start()

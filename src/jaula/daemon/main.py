@@ -126,10 +126,10 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
         if failed:
             log.info("%d unfinished operation(s) of a previous jaulad marked failed", len(failed))
         backend = SpawnerBackend(spawner, db, root)
-        from jaula.network import ipam
+        from jaula.daemon import identity
         from jaula.network.plumbing import Plumbing
-        backend.network_tag = ipam.root_tag(str(root))  # names (nft table, bridges, veths) unique per root
-        backend.network = Plumbing(ipam.table_name(backend.network_tag))  # type: ignore[attr-defined]
+        backend.network_tag = identity.root_tag(str(root))  # names (nft table, bridges, veths) unique per root
+        backend.network = Plumbing(identity.table_name(backend.network_tag))  # type: ignore[attr-defined]
         _sweep(db, backend, root)
 
         from jaula.daemon import api, server
@@ -214,13 +214,15 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
     - a row whose volume does not exist (its create never finished, or its delete did) goes;
     - an instance not recorded running (or frozen) with a live pid (same pid and start time), that
       still has a runtime state or a bundle (a start cut before its row said running, or an init
-      gone while no jaulad watched), is stopped by force (cgroup, runtime state, mount go): it is
+      gone while no jaulad watched), is stopped by force (cgroup, runtime state, mount go; its
+      cgroup is under this root's own parent, `identity.cgroup_parent`, never another jaulad's): it is
       then stopped and startable;
     - a volume, runtime state, bundle or console log without a row goes (a create cut after the
       revert of its row, or a delete cut before it ended), as do the pool's half-built (`.new-`)
       and half-deleted (`.del-`) volume folders;
     - then any mount left under a bundle that is not a live instance's is detached."""
     from jaula.cgroups.base import open_cgroup
+    from jaula.daemon.identity import cgroup_parent
     from jaula.daemon.spawner_backend import paths
     from jaula.instances.model import Instance
     from jaula.linux.mount import MNT_DETACH, umount2
@@ -231,6 +233,7 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
         return sorted(m for m in mount_points() if m == top or m.startswith(top + "/"))
 
     p = paths(root)
+    parent = cgroup_parent(root)
     volumes_dir = p["pool"] / "volumes"
     runtime, bundles, logs = (p["instances"] / d for d in ("runtime", "bundles", "logs"))
 
@@ -280,10 +283,15 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
             # a create cut before the runtime saved its state: its cgroup may be made, but no
             # process was forked yet (the fork comes after the save)
             log.info("sweep: runtime state of %s half made: removed, with its cgroup", name)
-            try:
-                cg = open_cgroup(None, name)
+            try:  # under this root's cgroup parent only: another jaulad's instance may have this name
+                cg = open_cgroup(f"{parent}/{name}", name)
                 if cg.exists():
                     cg.remove()
+                for d in {os.path.dirname(t.dir) for t in cg.targets}:
+                    try:
+                        os.rmdir(d)  # the parent goes with its last instance, as the driver does it
+                    except OSError:
+                        pass
             except Exception as exc:  # noqa: BLE001 (logged; the next start tries again)
                 log.warning("sweep: cgroup of %s: %s", name, exc)
             shutil.rmtree(runtime / name, ignore_errors=True)

@@ -6,10 +6,12 @@ and every instance it starts is watched by the supervisor (supervisor.py) in the
     backend.attach(supervisor, loop)                               # once the event loop runs
 
 The spawner builds `ContainerDriver(ROOT/instances, open_pool("dir", ROOT/pools/default),
-TemplateStore(ROOT/templates))` (`make_driver`, importable by name so a restart by re-exec
-works). `start` records the init's pid and start time in the instance's row (live restore
-adopts them) and hands its pidfd to the supervisor; `stop` stops watching first, so a stop
-asked for (or a restart) is not reported as the instance exiting by itself.
+TemplateStore(ROOT/templates), cgroup_parent=identity.cgroup_parent(ROOT))` (`make_driver`,
+importable by name so a restart by re-exec works): instances' cgroups go under a parent of
+this root's own ("jaula", or "jaula-<tag>" for a root other than the default). `start` records
+the init's pid and start time in the instance's row (live restore adopts them) and hands its
+pidfd to the supervisor; `stop` stops watching first, so a stop asked for (or a restart) is not
+reported as the instance exiting by itself.
 
 A create over a missing template "busybox" builds it first (seconds, no network); any other
 missing template is refused, saying how to build it.
@@ -46,13 +48,15 @@ def paths(root: str | os.PathLike[str]) -> dict[str, Path]:
 
 def make_driver(root: str) -> Any:
     """The spawner's driver over jaulad's root (module level: a re-exec'd spawner imports it)."""
+    from jaula.daemon.identity import cgroup_parent
     from jaula.instances.container import ContainerDriver
     from jaula.storage import TemplateStore
     from jaula.storage.pool import open_pool
 
     p = paths(root)
     return ContainerDriver(str(p["instances"]), open_pool(POOL_KIND, str(p["pool"])),
-                           TemplateStore(root=p["templates"], cache=p["cache"]))
+                           TemplateStore(root=p["templates"], cache=p["cache"]),
+                           cgroup_parent=cgroup_parent(root))
 
 
 class _Stats:

@@ -43,7 +43,8 @@ class ContainerDriver(StorageVerbs, Driver):
     def __init__(self, root: str, pool: Any, templates: Any, *, cgroup_parent: str | None = None) -> None:
         """`pool`: a jaula.storage pool holding one volume per instance (named as it);
         `templates`: a TemplateStore; `cgroup_parent`: where instances' cgroups go (OCI
-        cgroupsPath rules; None: <caller's cgroup>/jaula/<name>)."""
+        cgroupsPath rules: "p" -> <caller's cgroup>/p/<name>, removed with its last instance;
+        None: <caller's cgroup>/jaula/<name>)."""
         self.root = os.path.abspath(root)
         self.runtime_root = os.path.join(self.root, "runtime")
         self.pool = pool
@@ -188,6 +189,7 @@ class ContainerDriver(StorageVerbs, Driver):
         rootfs = os.path.join(bundle, "rootfs")
         cgroups_path = f"{self.cgroup_parent.rstrip('/')}/{name}" if self.cgroup_parent else None
         with ExitStack() as undo:
+            undo.callback(self._prune_cgroup_parent)  # last: a failed create may have made it
             os.makedirs(rootfs, 0o711, exist_ok=True)
             undo.callback(self._remove_bundle, name)
             idmap = self._idmap(inst)
@@ -282,6 +284,24 @@ class ContainerDriver(StorageVerbs, Driver):
         lifecycle.destroy_processes(c)
         _reap(c.pid)
         lifecycle.cleanup(c, self._log(name))
+        self._prune_cgroup_parent()
+
+    def _prune_cgroup_parent(self) -> None:
+        """Our cgroup parent goes with its last instance (the runtime prunes only its default
+        parent). No race with a start: the spawner serves one driver call at a time."""
+        if not self.cgroup_parent:
+            return
+        from jaula.cgroups.base import open_cgroup
+
+        try:
+            dirs = {os.path.dirname(t.dir) for t in open_cgroup(f"{self.cgroup_parent.rstrip('/')}/x", "x").targets}
+        except JaulaError:
+            return
+        for d in dirs:
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # another instance is in it (EBUSY, ENOTEMPTY), or it is gone
 
     def _mounted_at(self, name: str) -> str | None:
         try:
