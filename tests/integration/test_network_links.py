@@ -374,6 +374,26 @@ def test_limits_change_live_and_detach_removes_the_ifb(two) -> None:
     assert not links.exists(links.ifb_name(na.host_name))
 
 
+def test_a_failed_set_rate_puts_back_what_was_there(two) -> None:
+    _a, _b, na, _nb = two
+    tc.set_rate(nic(1, ingress_kbit=4000))
+    ifb = links.ifb_name(na.host_name)
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=ifb, kind="veth", peer=f"{P}x9")  # the ifb's name, taken by something else
+    try:
+        with pytest.raises(LinkError, match=f"'{ifb}' exists and is not an ifb"):
+            tc.set_rate(nic(1, ingress_kbit=8000, egress_kbit=2000))
+        with IPRoute() as ipr:
+            (q,) = [q for q in ipr.tc("dump", index=socket.if_nametoindex(na.host_name))
+                    if q.get_attr("TCA_KIND") == "tbf"]
+            assert q.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")["rate"] * 8 // 1000 == 4000
+        assert qdiscs(na.host_name) == ["tbf"]  # no ingress qdisc left either
+    finally:
+        links.detach(nic(0, host_name=ifb))
+    tc.set_rate(nic(1))
+    assert "tbf" not in qdiscs(na.host_name)
+
+
 def test_the_ifb_outlives_the_instance_and_detach_removes_it(net: NetworkPlan, spaces: list[Ns]) -> None:
     a = Ns()
     spaces.append(a)

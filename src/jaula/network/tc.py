@@ -70,7 +70,7 @@ def set_rate(nic: NicPlan) -> None:
         raise NotFound(f"Set {where}: host interface {nic.host_name!r} does not exist (is the NIC attached?)") from None
     with IPRoute(groups=0) as ipr, ExitStack() as undo:
         try:
-            _set_root_tbf(ipr, veth, nic.ingress_kbit)
+            _set_root_tbf(ipr, veth, nic.ingress_kbit, undo)
         except NetlinkError as e:
             raise _failed(f"Set {where}: ingress limit on {nic.host_name!r}", e) from None
         try:
@@ -80,6 +80,8 @@ def set_rate(nic: NicPlan) -> None:
                 _set_egress(ipr, veth, ifb_name(nic.host_name), nic.egress_kbit, nic.mtu, undo)
         except NetlinkError as e:
             raise _failed(f"Set {where}: egress limit through {ifb_name(nic.host_name)!r}", e) from None
+        except LinkError as e:
+            raise LinkError(f"Set {where}: {e}") from None
         undo.pop_all()
 
 
@@ -87,17 +89,27 @@ def _failed(step: str, e: NetlinkError) -> LinkError:
     return LinkError(f"{step}: {os.strerror(e.code) if e.code else e}")
 
 
-def _root_kind(ipr: IPRoute, index: int) -> str | None:
+def _root_tbf_kbit(ipr: IPRoute, index: int) -> int | None:
+    """The rate (kbit/s) of the root tbf of link `index`, or None when its root is no tbf."""
     for q in ipr.tc("dump", index=index):
-        if q["parent"] == TC_H_ROOT:
-            return q.get_attr("TCA_KIND")
+        if q["parent"] == TC_H_ROOT and q.get_attr("TCA_KIND") == "tbf":
+            return q.get_attr("TCA_OPTIONS").get_attr("TCA_TBF_PARMS")["rate"] * 8 // 1000
     return None
 
 
-def _set_root_tbf(ipr: IPRoute, index: int, kbit: int | None) -> None:
+def _set_root_tbf(ipr: IPRoute, index: int, kbit: int | None, undo: ExitStack) -> None:
+    """The root tbf of link `index` at `kbit` (None: none), what was there before put back by `undo`."""
+    old = _root_tbf_kbit(ipr, index)
+    if old == kbit:
+        return
+    _put_root_tbf(ipr, index, kbit)
+    undo.callback(_put_root_tbf, ipr, index, old)
+
+
+def _put_root_tbf(ipr: IPRoute, index: int, kbit: int | None) -> None:
     if kbit is not None:
         ipr.tc("replace", "tbf", index, 0x10000, **tbf_params(kbit))
-    elif _root_kind(ipr, index) == "tbf":
+    else:
         _ignore_missing(lambda: ipr.tc("del", index=index, handle=0x10000, parent=TC_H_ROOT))
 
 
@@ -108,13 +120,16 @@ def _has_ingress(ipr: IPRoute, index: int) -> bool:
 def _set_egress(ipr: IPRoute, veth: int, ifb: str, kbit: int, mtu: int, undo: ExitStack) -> None:
     try:
         ifb_index = socket.if_nametoindex(ifb)
+        info = ipr.link("get", index=ifb_index)[0].get_attr("IFLA_LINKINFO")
+        if info is None or info.get_attr("IFLA_INFO_KIND") != "ifb":
+            raise LinkError(f"interface {ifb!r} exists and is not an ifb: it cannot take this NIC's egress limit")
     except OSError:
         ipr.link("add", ifname=ifb, kind="ifb", mtu=mtu, state="up")
         undo.callback(_ignore_missing, lambda: ipr.link("del", ifname=ifb))
         ifb_index = socket.if_nametoindex(ifb)
         if _has_ingress(ipr, veth):  # a redirect to an ifb that is gone: make it again
             ipr.tc("del", "ingress", veth, INGRESS)
-    ipr.tc("replace", "tbf", ifb_index, 0x10000, **tbf_params(kbit))
+    _set_root_tbf(ipr, ifb_index, kbit, undo)
     if not _has_ingress(ipr, veth):
         ipr.tc("add", "ingress", veth, INGRESS)
         undo.callback(_ignore_missing, lambda: ipr.tc("del", "ingress", veth, INGRESS))
