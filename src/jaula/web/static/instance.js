@@ -1,0 +1,201 @@
+// One instance: actions, config and limits (live ones applied at once), live graphs and counters,
+// a shell in xterm.js, the kept console output, snapshots, NICs and port forwards.
+import { act, get, send } from './api.js';
+import { line, Sampler } from './charts.js';
+import { openShell } from './console.js';
+import { busy, bytes, confirmAction, h, say, sayError, stateBadge } from './dom.js';
+
+const ACTIONS = [  // [action, label, allowed states, confirm?]
+  ['start', 'Start', ['stopped', 'error'], false],
+  ['stop', 'Stop', ['running', 'frozen', 'error'], true],
+  ['restart', 'Restart', ['running', 'stopped', 'error'], true],
+  ['freeze', 'Freeze', ['running'], true],
+  ['unfreeze', 'Unfreeze', ['frozen'], false],
+];
+
+function counterValue(row, key) {
+  const v = row[key];
+  if (v === null || v === undefined) return key === 'limit' ? 'unlimited' : '—';
+  return row.unit === 'bytes' ? bytes(v) : row.unit === 'ns' && key !== 'failcnt' ? `${(v / 1e9).toFixed(2)} s` : String(v);
+}
+
+export function instancePage(main, name) {
+  const path = `/1.0/instances/${encodeURIComponent(name)}`;
+  const sampler = new Sampler(name, 90);
+  const cleanups = [];
+  let inst = null;
+  let settings = [];
+
+  const head = h('div');
+  const configBox = h('div');
+  const graphs = h('div', { class: 'grid' });
+  const counters = h('tbody');
+  const snaps = h('div');
+  const netBox = h('div');
+  const termBox = h('div', { class: 'term', id: 'terminal', hidden: true });
+  const consoleOut = h('pre', { class: 'console', id: 'console-log', tabindex: 0, 'aria-label': 'Kept console output' });
+  const shellBtn = h('button', { type: 'button', id: 'open-shell' }, 'Open shell');
+  let closeShell = null;
+  shellBtn.addEventListener('click', () => busy(shellBtn, async () => {
+    if (closeShell) { closeShell(); closeShell = null; termBox.hidden = true; shellBtn.textContent = 'Open shell'; return; }
+    termBox.hidden = false;
+    termBox.replaceChildren();
+    closeShell = await openShell(name, termBox, () => { shellBtn.textContent = 'Open shell'; closeShell = null; });
+    shellBtn.textContent = 'Close shell';
+  }));
+  cleanups.push(() => closeShell && closeShell());
+
+  main.replaceChildren(head,
+    h('section', { class: 'card', 'aria-labelledby': 'cfg-h' }, h('h2', { id: 'cfg-h' }, 'Config and limits'), configBox),
+    h('section', { class: 'card', 'aria-labelledby': 'g-h' }, h('h2', { id: 'g-h' }, 'Live usage'), graphs,
+      h('div', { class: 'scroll' }, h('table', { id: 'counters', 'aria-label': 'Counters' },
+        h('thead', {}, h('tr', {}, ...['Resource', 'Held', 'Peak', 'Limit', 'Fails'].map((t) => h('th', {}, t)))), counters))),
+    h('section', { class: 'card', 'aria-labelledby': 'con-h' }, h('h2', { id: 'con-h' }, 'Console'),
+      h('p', { class: 'muted' }, 'A shell inside the instance (/bin/sh on a terminal); below it, what its init printed.'),
+      h('div', { class: 'actions' }, shellBtn), termBox, consoleOut),
+    h('section', { class: 'card', 'aria-labelledby': 'snap-h' }, h('h2', { id: 'snap-h' }, 'Snapshots'), snaps),
+    h('section', { class: 'card', 'aria-labelledby': 'net-h' }, h('h2', { id: 'net-h' }, 'Network'), netBox));
+
+  const renderHead = () => {
+    head.replaceChildren(h('h1', {}, name, ' ', stateBadge(inst.status)),
+      h('p', { class: 'muted' }, `${inst.template} · ${inst.mode} · ${inst.privileged ? 'privileged' : 'unprivileged'}`,
+        inst.pid ? ` · pid ${inst.pid}` : '', inst.profiles.length ? ` · profiles ${inst.profiles.join(', ')}` : ''),
+      h('div', { class: 'actions', role: 'group', 'aria-label': 'Actions' },
+        ...ACTIONS.filter(([, , states]) => states.includes(inst.status)).map(([action, label, , ask]) => {
+          const b = h('button', { type: 'button', class: action === 'stop' ? 'secondary' : null, 'data-action': action }, label);
+          b.addEventListener('click', () => busy(b, async () => {
+            if (ask && !(await confirmAction(`${label} instance ${name}?`, label))) return;
+            say(`${label}: ${name}…`);
+            await act('PUT', `${path}/state`, { action, timeout: 10 });
+            say(`${name}: ${action} done`);
+            await load();
+          }));
+          return b;
+        }),
+        (() => {
+          const b = h('button', { type: 'button', class: 'danger', 'data-action': 'delete' }, 'Delete');
+          b.addEventListener('click', () => busy(b, async () => {
+            const running = inst.status !== 'stopped';
+            if (!(await confirmAction(`Delete instance ${name}${running ? ' (it is stopped first, by force)' : ''}? Its root and snapshots go too.`, 'Delete'))) return;
+            await act('DELETE', `${path}${running ? '?force=true' : ''}`);
+            say(`${name} deleted`);
+            location.hash = '#/';
+          }));
+          return b;
+        })()));
+  };
+
+  const renderConfig = () => {
+    const own = inst.config;
+    const keySel = h('select', { id: 'cfg-key', name: 'key' }, settings.map((s) => h('option', { value: s.key }, `${s.key}${s.live ? '' : ' (stopped only)'}`)));
+    const value = h('input', { id: 'cfg-value', name: 'value', placeholder: 'e.g. 256MiB', autocomplete: 'off' });
+    const help = h('p', { class: 'muted', id: 'cfg-help' });
+    const showHelp = () => { const s = settings.find((x) => x.key === keySel.value); help.textContent = s ? s.description : ''; value.value = own[keySel.value] || ''; };
+    keySel.addEventListener('change', showHelp);
+    const form = h('form', { class: 'inline', id: 'config-form' },
+      h('label', { for: 'cfg-key' }, 'Setting', keySel), h('label', { for: 'cfg-value' }, 'Value', value),
+      h('button', { type: 'submit' }, 'Set'));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      busy(form.querySelector('button'), async () => {
+        await send('PATCH', path, { config: { [keySel.value]: value.value } });
+        say(`${keySel.value} = ${value.value || '(unset)'} on ${name}`);
+        await load();
+      });
+    });
+    const rows = Object.entries(inst.expanded_config).map(([k, v]) => {
+      const mine = k in own;
+      const unset = mine ? h('button', { type: 'button', class: 'link', 'aria-label': `Unset ${k}` }, 'unset') : null;
+      if (unset) unset.addEventListener('click', () => busy(unset, async () => { await send('PATCH', path, { config: { [k]: null } }); await load(); }));
+      return h('tr', {}, h('td', {}, k), h('td', { 'data-config': k }, v), h('td', { class: 'muted' }, mine ? 'own' : 'profile'), h('td', {}, unset));
+    });
+    configBox.replaceChildren(h('div', { class: 'scroll' }, h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Key'), h('th', {}, 'Value'), h('th', {}, 'From'), h('th', {}, ''))), h('tbody', {}, rows))),
+      h('h3', {}, 'Change a setting'), form, help);
+    showHelp();
+  };
+
+  const renderStats = () => {
+    const s = sampler.series;
+    const graph = (title, values, fmt, limit) => h('figure', { style: 'margin:0' },
+      h('figcaption', {}, `${title}: `, h('strong', {}, values.length ? fmt(values[values.length - 1]) : '—'), limit ? h('span', { class: 'muted' }, ` (limit ${fmt(limit)})`) : ''),
+      line(values, { width: 300, height: 100, cls: 'graph', limit, label: title }));
+    graphs.replaceChildren(graph('CPU', s.cpu, (v) => `${v.toFixed(1)} %`),
+      graph('Memory', s.memory, bytes, sampler.limit('memory')),
+      graph('Processes', s.pids, (v) => String(v), sampler.limit('pids')),
+      graph('Disk I/O', s.io, (v) => `${bytes(v)}/s`));
+    counters.replaceChildren(...sampler.rows.map((r) => h('tr', { 'data-resource': r.resource },
+      h('td', {}, r.resource), ...['held', 'maxheld', 'limit', 'failcnt'].map((k) => h('td', { 'data-counter': `${r.resource}-${k}` }, counterValue(r, k))))));
+    if (!sampler.rows.length) counters.replaceChildren(h('tr', {}, h('td', { colspan: 5 }, 'No counters: the instance is stopped.')));
+  };
+
+  const renderSnapshots = async () => {
+    const list = await get(`${path}/snapshots`);
+    const snapName = h('input', { id: 'snap-name', name: 'snap', required: true, placeholder: 'before-upgrade' });
+    const form = h('form', { class: 'inline' }, h('label', { for: 'snap-name' }, 'New snapshot', snapName), h('button', { type: 'submit' }, 'Take snapshot'));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      busy(form.querySelector('button'), async () => { await act('POST', `${path}/snapshots`, { name: snapName.value }); say(`snapshot ${snapName.value} taken`); await renderSnapshots(); });
+    });
+    const row = (sn) => {
+      const restore = h('button', { type: 'button', class: 'secondary' }, 'Restore');
+      const del = h('button', { type: 'button', class: 'danger' }, 'Delete');
+      restore.addEventListener('click', () => busy(restore, async () => {
+        if (!(await confirmAction(`Restore ${name} to snapshot ${sn.name}? Changes since are lost${inst.status !== 'stopped' ? '; it is stopped and started again' : ''}.`, 'Restore'))) return;
+        await act('POST', `${path}/snapshots/${encodeURIComponent(sn.name)}/restore`, { stop: inst.status !== 'stopped' });
+        say(`${name} restored to ${sn.name}`); await load();
+      }));
+      del.addEventListener('click', () => busy(del, async () => {
+        if (!(await confirmAction(`Delete snapshot ${sn.name}?`, 'Delete'))) return;
+        await act('DELETE', `${path}/snapshots/${encodeURIComponent(sn.name)}`); await renderSnapshots();
+      }));
+      return h('tr', {}, h('td', {}, sn.name), h('td', { class: 'wide' }, sn.created), h('td', {}, bytes(sn.size)), h('td', {}, h('div', { class: 'actions' }, restore, del)));
+    };
+    snaps.replaceChildren(list.length ? h('div', { class: 'scroll' }, h('table', { id: 'snapshots' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', { class: 'wide' }, 'Taken'), h('th', {}, 'Size'), h('th', {}, ''))), h('tbody', {}, list.map(row))))
+      : h('p', { class: 'muted' }, 'No snapshot.'), form);
+  };
+
+  const renderNetwork = async () => {
+    const nics = await get(`${path}/nics`).catch(() => []);
+    const nets = [...new Set(nics.map((n) => n.network).filter(Boolean))];
+    const forwards = (await Promise.all(nets.map((n) => get(`/1.0/networks/${encodeURIComponent(n)}/forwards`).catch(() => [])))).flat().filter((f) => f.instance === name);
+    netBox.replaceChildren(
+      nics.length ? h('div', { class: 'scroll' }, h('table', { id: 'nics' }, h('thead', {}, h('tr', {}, ...['NIC', 'Network', 'IPv4', 'IPv6', 'MAC', 'Host side'].map((t) => h('th', {}, t)))),
+        h('tbody', {}, nics.map((n) => h('tr', {}, h('td', {}, n.name), h('td', {}, n.network || n.type), h('td', {}, n.ipv4 || '—'), h('td', {}, n.ipv6 || '—'), h('td', {}, n.mac), h('td', {}, n.host_name || '—'))))))
+        : h('p', { class: 'muted' }, 'No NIC.'),
+      h('h3', {}, 'Port forwards'),
+      forwards.length ? h('ul', {}, forwards.map((f) => h('li', {}, `${f.proto} ${f.host_address || '*'}:${f.host_port} → ${f.nic}:${f.port} (${f.network})`)))
+        : h('p', { class: 'muted' }, 'No port forward.'));
+  };
+
+  const loadConsole = async () => {
+    try {
+      const r = await fetch(`${path}/console`, { credentials: 'same-origin' });
+      consoleOut.textContent = r.ok ? (await r.text()) || '(nothing printed yet)' : '(no console log)';
+    } catch { consoleOut.textContent = '(no console log)'; }
+  };
+
+  async function load() {
+    inst = await get(path);
+    renderHead();
+    renderConfig();
+    if (inst.status === 'running' || inst.status === 'frozen') await sampler.sample().catch(() => {});
+    else { sampler.rows = []; }
+    renderStats();
+    shellBtn.disabled = inst.status !== 'running' && !closeShell;
+  }
+
+  (async () => {
+    try {
+      settings = (await get('/1.0')).settings;
+      await load();
+      await Promise.all([renderSnapshots(), renderNetwork(), loadConsole()]);
+    } catch (e) { sayError(e); }
+  })();
+  const timer = setInterval(async () => {
+    if (!inst || (inst.status !== 'running' && inst.status !== 'frozen')) return;
+    try { await sampler.sample(); renderStats(); } catch (e) { /* stopped meanwhile: the next load says so */ }
+  }, 1000);
+  cleanups.push(() => clearInterval(timer));
+  return () => cleanups.forEach((f) => f());
+}
