@@ -6,8 +6,10 @@ through: the test can fail), then police the NIC and send it again (it must not)
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -308,3 +310,63 @@ def test_nft_batch_is_all_or_nothing() -> None:
     finally:
         nft.run([{"add": {"table": {"family": "inet", "name": t["table"]}}},
                  {"delete": {"table": {"family": "inet", "name": t["table"]}}}])
+
+
+# --- the kept libnftables context -------------------------------------------------------------------
+def _is_socket(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    except OSError:
+        return False     # the fd of the listing itself, gone
+
+
+def test_nft_kept_context_sees_changes_made_elsewhere_and_stays_out_of_exec() -> None:
+    """One context serves the process; another process's change is seen at once, its socket is
+    close-on-exec, and a forked child answers with a context of its own."""
+    t = {"family": "inet", "table": f"{TABLE}k"}
+    listed = {"list": {"set": dict(t, name="s")}}
+    try:
+        nft.run([{"add": {"table": {"family": "inet", "name": t["table"]}}},
+                 {"add": {"set": dict(t, name="s", type="ipv4_addr")}}])
+        assert nft.items(nft.run(listed), "set")[0].get("elem") is None
+        sh("nft", "add", "element", "inet", t["table"], "s", "{ 192.0.2.9 }")
+        assert nft.items(nft.run(listed), "set")[0]["elem"] == ["192.0.2.9"], "no stale cache"
+        sockets = [fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_socket(fd)]
+        assert sockets and not [fd for fd in sockets if os.get_inheritable(fd)], "close-on-exec"
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = nft.items(nft.run(listed), "set")[0]["elem"] == ["192.0.2.9"]
+                nft.run({"add": {"element": dict(t, name="s", elem=["192.0.2.10"])}})
+            finally:
+                os._exit(0 if ok else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert nft.items(nft.run(listed), "set")[0]["elem"] == ["192.0.2.9", "192.0.2.10"]
+    finally:
+        nft.run([{"add": {"table": {"family": "inet", "name": t["table"]}}},
+                 {"delete": {"table": {"family": "inet", "name": t["table"]}}}])
+
+
+def test_nft_from_a_thread_in_an_instance_netns(topo: Topology) -> None:
+    """A thread that entered an instance's namespace gets a context there, for that call only (a kept
+    one would keep the namespace and its veth alive: the fixture checks no link is left)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    seen: list = []
+
+    def inside() -> None:
+        fd = os.open(f"/run/netns/{topo.ns('a')}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            assert libc.setns(fd, 0x40000000) == 0, os.strerror(ctypes.get_errno())   # CLONE_NEWNET
+        finally:
+            os.close(fd)
+        nft.run({"add": {"table": {"family": "inet", "name": "own"}}})
+        seen.append([x["name"] for x in nft.items(nft.run({"list": {"tables": None}}), "table")])
+
+    nft.run({"list": {"tables": None}})      # the process's context exists before the thread runs
+    th = threading.Thread(target=inside)
+    th.start()
+    th.join()
+    assert seen == [["own"]]
+    assert "own" in topo.run("a", "nft", "list", "tables").stdout
+    assert "inet own" not in sh("nft", "list", "tables").stdout
+    assert "own" not in [x["name"] for x in nft.items(nft.run({"list": {"tables": None}}), "table")]

@@ -1,4 +1,5 @@
-"""The firewall's JSON, built without the kernel: elements per call, the transaction diff, validation."""
+"""The firewall's JSON, built without the kernel: elements per call, the transaction diff, the batches
+each call sends (a recording fake of nft.run), validation."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from jaula.network import firewall as fwmod
 from jaula.network import nft
 from jaula.network.firewall import (
     Firewall,
+    add_commands,
+    blind_removal,
     element_commands,
     forward_elements,
     link_local,
@@ -17,7 +20,7 @@ from jaula.network.firewall import (
     owned_by_bridge,
     owned_by_port,
 )
-from jaula.network.firewall_rules import bridge_table, inet_table, nd_rules
+from jaula.network.firewall_rules import bridge_table, inet_table, nd_target, typed_sets
 from jaula.network.firewall_state import State, elem_json, parse_elements
 from jaula.network.plan import (
     BRIDGED,
@@ -61,19 +64,23 @@ def test_nic_elements_key_everything_by_port() -> None:
     assert set(w[("bridge", "macs")]) == {("jv1", "02:aa:00:00:00:07")}
     assert set(w[("bridge", "addr4")]) == {("jv1", "10.71.3.7")}
     assert set(w[("bridge", "addr6")]) == {("jv1", "fd42:71:3::7"), ("jv1", "fe80::aa:ff:fe00:7")}
-    assert w[("bridge", "nd")] == {"jv1": ({"jump": {"target": "nd-jv1"}}, None)}
+    assert set(w[("bridge", "members")]) == {("jv1", "jaulabr0")}
+    assert set(w[("bridge", "ndtarget")]) == {("jv1", "0xfd420071000300000000000000000007"),
+                                              ("jv1", "0xfe8000000000000000aa00fffe000007")}
     assert ("bridge", "isolated") not in w
     assert set(nic_elements(NET.replace(isolation=ISOLATE), NIC)[("bridge", "isolated")]) == {"jv1"}
 
 
-def test_nd_chain_checks_targets_against_the_nics_addresses() -> None:
-    cmds = nd_rules("jaula", "jv1", ["fe80::1", "fd42::7"])
-    assert cmds[0] == {"add": {"chain": {"family": "bridge", "table": "jaula", "name": "nd-jv1"}}}
-    assert cmds[1]["flush"]["chain"]["name"] == "nd-jv1"
-    na = cmds[2]["add"]["rule"]["expr"]
-    assert na[1]["match"]["op"] == "!="
-    assert na[1]["match"]["right"] == {"set": ["0xfd420000000000000000000000000007",
-                                               "0xfe800000000000000000000000000001"]}
+def test_nd_targets_are_checked_against_the_ports_addresses() -> None:
+    assert nd_target("fe80::1") == "0xfe800000000000000000000000000001"
+    assert typed_sets("jaula", make=None) == "add set bridge jaula ndtarget { typeof iifname . @th,64,128; }\n"
+    assert typed_sets("jaula", make="create").startswith("create table bridge jaula\n")
+    spoof = [c["add"]["rule"]["expr"] for c in bridge_table("jaula") if c.get("add", {}).get("rule", {}).get("chain")
+             == "spoof"]
+    nd = [r for r in spoof if any(m.get("match", {}).get("right") == "@ndtarget" for m in r)]
+    assert [r[1]["match"]["right"] for r in nd] == ["nd-neighbor-advert", "nd-neighbor-solicit"]
+    assert nd[0][2]["match"] == {"op": "!=", "right": "@ndtarget", "left": {"concat": [
+        {"meta": {"key": "iifname"}}, {"payload": {"base": "th", "offset": 64, "len": 128}}]}}
 
 
 def test_forward_elements_any_or_one_host_address() -> None:
@@ -86,8 +93,8 @@ def test_forward_elements_any_or_one_host_address() -> None:
 
 
 def test_skeleton_rules() -> None:
-    b, i = bridge_table("jaula"), inet_table("jaula", create=False)
-    assert b[0] == {"create": {"table": {"family": "bridge", "name": "jaula"}}}
+    b, i = bridge_table("jaula"), inet_table("jaula")
+    assert b[0] == {"add": {"table": {"family": "bridge", "name": "jaula"}}}
     assert i[0] == {"add": {"table": {"family": "inet", "name": "jaula"}}}
     rules = {c["add"]["rule"]["chain"]: c for c in b if "rule" in c.get("add", {})}
     assert rules["prerouting"]["add"]["rule"]["expr"][1] == {"jump": {"target": "spoof"}}
@@ -152,50 +159,156 @@ def test_owned_by_bridge_includes_its_nat_subnets_only() -> None:
                                                ("inet", "bridges"): {"jaulabr0"}}
 
 
+class FakeNft:
+    """nft.run recorded; a batch is refused with ENOENT while `missing` (the table is not there)."""
+
+    def __init__(self) -> None:
+        self.batches: list = []
+        self.missing = False
+        self.reads: list = []
+        self.state = State(elements={}, comments={}, chains=set())
+
+    def run(self, cmds: object) -> dict:
+        self.batches.append(cmds)
+        if self.missing and not (isinstance(cmds, str) and cmds.startswith("create table")):
+            if isinstance(cmds, list) and any("add" in c and "table" in c["add"] for c in cmds):
+                self.missing = False          # the batch with the fixed part makes it
+                return {"nftables": []}
+            raise nft.NftError("nft refused the batch: Error: No such file or directory")
+        return {"nftables": []}
+
+    def read_state(self, table: str, families: tuple = ("inet", "bridge")) -> State:
+        self.reads.append(families)
+        return self.state
+
+    def read_sets(self, table: str, family: str, names: list[str], state: State | None = None) -> State:
+        self.reads.append((family, *names))
+        state = self.state if state is None else state
+        state.elements.update({fs: e for fs, e in self.state.elements.items() if fs[0] == family and fs[1] in names})
+        setattr(state, family, getattr(self.state, family))
+        return state
+
+
 @pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> tuple[list, list]:
-    """Firewall calls against a fake: state read from `states`, batches recorded in `batches`."""
-    batches: list = []
-    states: list = [State(elements={}, comments={}, chains=set())]
-    monkeypatch.setattr(fwmod, "read_state", lambda table, families=(): states[-1])
-    monkeypatch.setattr(nft, "run", lambda cmds: batches.append(cmds) or {"nftables": []})
-    return batches, states
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
+    f = FakeNft()
+    monkeypatch.setattr(fwmod, "read_state", f.read_state)
+    monkeypatch.setattr(fwmod, "read_sets", f.read_sets)
+    monkeypatch.setattr(nft, "run", f.run)
+    return f
 
 
-def test_one_batch_per_call_with_the_skeleton_when_tables_are_missing(recorded: tuple[list, list]) -> None:
-    batches, states = recorded
-    Firewall("jaula").ensure_network(NET)
-    assert len(batches) == 1
-    made = [c["create"]["table"]["family"] for c in batches[0] if "create" in c]
-    assert made == ["bridge", "inet"]
-    Firewall("jaula").add_nic(NET, NIC)      # a NIC call reads and makes only the bridge table
-    assert [c["create"]["table"]["family"] for c in batches[1] if "create" in c] == ["bridge"]
-    Firewall("jaula").add_forward(FWD)
-    assert [c["create"]["table"]["family"] for c in batches[2] if "create" in c] == ["inet"]
-    states.append(_state())
+def _verbs(batch: list) -> list[str]:
+    return [next(iter(c)) for c in batch]
+
+
+def _elements(batch: list, verb: str) -> dict[str, list]:
+    return {c[verb]["element"]["name"]: c[verb]["element"]["elem"] for c in batch if verb in c}
+
+
+def test_add_nic_reads_nothing_and_adds_its_elements_in_one_batch(fake: FakeNft) -> None:
+    fw = Firewall("jaula")
+    fw.add_nic(NET, NIC)
+    fw.add_nic(NET, NIC)        # idempotent: the same adds, which change nothing in the kernel
+    assert fake.reads == [] and len(fake.batches) == 2 and fake.batches[0] == fake.batches[1]
+    batch = fake.batches[0]
+    assert not [c for c in batch if "list" in c], "no list command"
+    assert all("element" in next(iter(c.values())) for c in batch)
+    assert _elements(batch, "delete") == {"isolated": ["jv1"]}, "not isolated: taken out blind"
+    assert _elements(batch, "add") == {"isolated": ["jv1"],
+        "addr4": [{"concat": ["jv1", "10.71.3.7"]}],
+        "addr6": [{"concat": ["jv1", "fd42:71:3::7"]}, {"concat": ["jv1", "fe80::aa:ff:fe00:7"]}],
+        "macs": [{"concat": ["jv1", "02:aa:00:00:00:07"]}],
+        "members": [{"concat": ["jv1", "jaulabr0"]}],
+        "ndtarget": [{"concat": ["jv1", "0xfd420071000300000000000000000007"]},
+                     {"concat": ["jv1", "0xfe8000000000000000aa00fffe000007"]}],
+        "ports": [{"elem": {"val": "jv1", "comment": "web"}}]}
+    fw.add_nic(NET.replace(isolation=ISOLATE), NIC)
+    assert _elements(fake.batches[-1], "add")["isolated"] == ["jv1"] and "delete" not in _verbs(fake.batches[-1])
+
+
+def test_remove_nic_reads_nothing_and_deletes_blind(fake: FakeNft) -> None:
+    Firewall("jaula").remove_nic(NIC)
+    assert fake.reads == [] and len(fake.batches) == 1
+    batch = fake.batches[0]
+    adds, dels = _elements(batch, "add"), _elements(batch, "delete")
+    assert set(adds) == set(dels) == {"ports", "macs", "members", "addr4", "addr6", "ndtarget", "isolated"}
+    assert dels["ports"] == ["jv1"] and adds["ports"] == ["jv1"]
+    assert dels["ndtarget"] == adds["ndtarget"]
+    first_delete = _verbs(batch).index("delete")
+    assert set(_verbs(batch)[:first_delete]) == {"add"} and set(_verbs(batch)[first_delete:]) == {"delete"}
+
+
+def test_a_missing_table_is_made_with_the_batch(fake: FakeNft) -> None:
+    fake.missing = True
     Firewall("jaula").add_nic(NET, NIC)
-    assert len(batches) == 4 and not [c for c in batches[3] if "create" in c]
+    nic_batch, typed, rest = fake.batches
+    assert typed == typed_sets("jaula", make="create")
+    assert rest[-len(nic_batch):] == nic_batch, "the NIC's elements in the batch that makes the table"
+    assert rest[0] == {"add": {"table": {"family": "bridge", "name": "jaula"}}}
+    assert not [c for c in rest if "table" in c.get("add", {}) and c["add"]["table"]["family"] == "inet"]
 
 
-def test_macvlan_nic_needs_no_rule(recorded: tuple[list, list]) -> None:
-    batches, _ = recorded
+def test_remove_nic_of_a_missing_table_makes_nothing(fake: FakeNft) -> None:
+    fake.missing = True
+    Firewall("jaula").remove_nic(NIC)
+    assert len(fake.batches) == 2
+    assert fake.batches[1] == typed_sets("jaula", make=None), "asks whether the table is there, without making it"
+
+
+def test_ensure_network_remakes_the_fixed_part_once_per_firewall(fake: FakeNft) -> None:
+    fw = Firewall("jaula")
+    fw.ensure_network(NET)
+    assert fake.reads == [("inet",), ("bridge", "isolated")], "no NIC's elements read: nothing is isolated"
+    assert fake.batches[0] == typed_sets("jaula", make="create")
+    made = [c["add"]["table"]["family"] for c in fake.batches[1] if "table" in c.get("add", {})]
+    assert made == ["bridge", "inet"]
+    fake.state = _state(bridge__members={("jv1", "jaulabr0"): None, ("jv2", "jaulabr9"): None})
+    fw.ensure_network(NET.replace(isolation=ISOLATE))
+    assert fake.reads[-1] == ("bridge", "members"), "to isolate, the ports on the bridge"
+    assert len(fake.batches) == 3
+    assert not [c for c in fake.batches[2] if "table" in c.get("add", {}) or "rule" in c.get("add", {})]
+    assert _elements(fake.batches[2], "add")["isolated"] == ["jv1"], "the ports on its bridge only"
+    fake.state.elements[("bridge", "isolated")] = {"jv1": None, "jv2": None}
+    fw.update_network(NET)          # isolation back to allow
+    assert _elements(fake.batches[3], "delete")["isolated"] == ["jv1"]
+
+
+def test_forward_calls_read_the_inet_table_only(fake: FakeNft) -> None:
+    fake.state = _state()
+    Firewall("jaula").add_forward(FWD)
+    assert fake.reads == [("inet",)] and len(fake.batches) == 1
+    assert _elements(fake.batches[0], "add") == {"fwd4_port": [[{"concat": ["tcp", 8080]}, 80]],
+                                                 "fwd4_to": [[{"elem": {"val": {"concat": ["tcp", 8080]},
+                                                                        "comment": "web"}}, "10.71.3.7"]]}
+
+
+def test_add_and_blind_removal_commands() -> None:
+    w = {("bridge", "ports"): {"jv1": (None, "web")}, ("inet", "fwd4_port"): {("tcp", 1): (80, None)}}
+    assert add_commands("t", w)[0]["add"]["element"]["elem"] == [{"elem": {"val": "jv1", "comment": "web"}}]
+    cmds = blind_removal("t", w)
+    assert _verbs(cmds) == ["add", "add", "delete", "delete"]
+    assert cmds[1]["add"]["element"]["elem"] == [[{"concat": ["tcp", 1]}, 80]], "a map element keeps its data"
+    assert cmds[3]["delete"]["element"]["elem"] == [{"concat": ["tcp", 1]}]
+
+
+def test_macvlan_nic_needs_no_rule(fake: FakeNft) -> None:
     Firewall("jaula").add_nic(NET, NIC.replace(type=MACVLAN, parent="eth0"))
-    assert batches == []
+    Firewall("jaula").remove_nic(NIC.replace(type=MACVLAN, parent="eth0"))
+    assert fake.batches == []
 
 
-def test_forward_of_a_port_held_by_another_instance_is_refused(recorded: tuple[list, list]) -> None:
-    batches, states = recorded
+def test_forward_of_a_port_held_by_another_instance_is_refused(fake: FakeNft) -> None:
     st = _state(inet__fwd4_to={("tcp", 8080): "10.71.3.8"}, inet__fwd4_port={("tcp", 8080): 80})
     st.comments[("inet", "fwd4_to", ("tcp", 8080))] = "db"
-    states.append(st)
+    fake.state = st
     with pytest.raises(Exists, match="already forwarded to instance 'db'"):
         Firewall("jaula").add_forward(FWD)
     Firewall("jaula").remove_forward(FWD)      # not ours: left alone
-    assert batches == []
+    assert fake.batches == []
 
 
-def test_bad_input_lists_every_problem_before_any_change(recorded: tuple[list, list]) -> None:
-    batches, _ = recorded
+def test_bad_input_lists_every_problem_before_any_change(fake: FakeNft) -> None:
     bad_net = NET.replace(bridge="a/b", ipv4="10.71.3.1", isolation="open", host_access="some")
     with pytest.raises(ConfigError) as err:
         Firewall("jaula").ensure_network(bad_net)
@@ -214,7 +327,9 @@ def test_bad_input_lists_every_problem_before_any_change(recorded: tuple[list, l
         Firewall("jaula").add_forward(FWD.replace(address="fd42::7", host_address="10.0.0.1"))
     with pytest.raises(ConfigError, match="firewall table"):
         Firewall("jaula nat")
-    assert batches == []
+    with pytest.raises(ConfigError, match="unicast MAC"):
+        Firewall("jaula").remove_nic(NIC.replace(mac="zz"))
+    assert fake.batches == []
 
 
 def test_nft_document_forms() -> None:

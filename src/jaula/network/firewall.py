@@ -1,128 +1,53 @@
 """The host's firewall for jaula networks: one nftables table in family `inet` and one in `bridge`.
 
 Rules are fixed (`jaula.network.firewall_rules`); networks, NICs and port forwards are set
-elements keyed by interface name. Every method reads the table(s) it touches, computes the
-elements to delete and to add, and applies them in ONE nft transaction: it is idempotent (a
-second call changes nothing) and atomic (all or nothing). Other tables, such as the host's own `ip nat`, are
-never read nor touched.
+elements keyed by interface name. Every call is ONE nft transaction: atomic (all or nothing) and
+idempotent (a second call changes nothing). A NIC call reads nothing: its elements follow from
+its plan, added (`add` of what exists is a no-op) or removed blind (added then deleted in the same
+transaction: libnftables 1.0.6 has no `destroy`), so it costs the same with 1 or 1000 NICs. Network
+and forward calls read the inet table (networks and forwards, never NICs) to compute their
+difference. The fixed part of the tables is made when a call finds it missing (the kernel
+refuses a batch naming an absent table or set) and re-made once per Firewall by
+`ensure_network`. Other tables, such as the host's own `ip nat`, are never read nor touched.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 
-from jaula.errors import ConfigError, Exists
+from jaula.errors import Exists
 from jaula.network import nft
+from jaula.network.firewall_checks import (
+    TABLE,
+    check,
+    forward_problems,
+    ifname_problem,
+    network_problems,
+    nic_problems,
+)
 from jaula.network.firewall_rules import (
     BRIDGE,
     BRIDGE_SETS,
     INET,
     INET_SETS,
+    ND_TARGETS,
     bridge_table,
     inet_table,
-    nd_chain,
-    nd_rules,
+    nd_target,
+    typed_sets,
 )
-from jaula.network.firewall_state import State, elem_json, read_state
+from jaula.network.firewall_state import State, elem_json, read_sets, read_state
 from jaula.network.plan import (
-    ALLOW,
     BRIDGED,
     HOST_ALL,
     HOST_DNS,
-    HOST_NONE,
     ISOLATE,
-    NIC_TYPES,
     NetworkPlan,
     NicPlan,
     PortForward,
 )
 
-_TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-PROTOS = ("tcp", "udp")
 Wanted = dict[tuple[str, str], dict[object, tuple[object, str | None]]]   # (family, set) -> key -> (data, comment)
-
-
-# --- validation: every problem at once, before any change -------------------------------------------
-def _ifname_problem(what: str, name: object) -> str | None:
-    bad = not isinstance(name, str) or not 1 <= len(name) <= 15 or name in (".", "..")
-    if bad or any(c in str(name) for c in "/: \t\n"):
-        return f"{what} {name!r} is not an interface name (1 to 15 characters, no '/', ':' or spaces)"
-    return None
-
-
-def _addr_problems(what: str, values: object, version: int, prefix: bool) -> list[str]:
-    out = []
-    for v in values if isinstance(values, (list, tuple)) else [values]:
-        try:
-            a = ipaddress.ip_interface(v) if prefix else ipaddress.ip_address(v)
-            if a.version != version or (prefix and "/" not in str(v)):
-                raise ValueError
-        except (TypeError, ValueError):
-            form = "address/prefix" if prefix else "address without prefix"
-            out.append(f"{what} {v!r} is not an IPv{version} {form}")
-    return out
-
-
-def network_problems(net: NetworkPlan) -> list[str]:
-    p = [x for x in [_ifname_problem("network bridge", net.bridge)] if x]
-    if not isinstance(net.name, str) or not 1 <= len(net.name) <= 128:
-        p.append(f"network name {net.name!r} is not a name of 1 to 128 characters")
-    if net.ipv4 is not None:
-        p += _addr_problems("network ipv4", net.ipv4, 4, True)
-    if net.ipv6 is not None:
-        p += _addr_problems("network ipv6", net.ipv6, 6, True)
-    if net.isolation not in (ALLOW, ISOLATE):
-        p.append(f"network isolation {net.isolation!r} is not one of {ALLOW!r}, {ISOLATE!r}")
-    if net.host_access not in (HOST_NONE, HOST_DNS, HOST_ALL):
-        p.append(f"network host_access {net.host_access!r} is not one of {HOST_NONE!r}, {HOST_DNS!r}, {HOST_ALL!r}")
-    if not isinstance(net.nat, bool):
-        p.append(f"network nat {net.nat!r} is not true or false")
-    return p
-
-
-def nic_problems(net: NetworkPlan, nic: NicPlan) -> list[str]:
-    p = network_problems(net)
-    if nic.type not in NIC_TYPES:
-        p.append(f"nic type {nic.type!r} is not one of {', '.join(map(repr, NIC_TYPES))}")
-    if nic.type != BRIDGED:
-        return p
-    if not isinstance(nic.instance, str) or not 1 <= len(nic.instance) <= 128:
-        p.append(f"nic instance {nic.instance!r} is not a name of 1 to 128 characters")
-    p += [x for x in [_ifname_problem("nic host_name", nic.host_name)] if x]
-    if nic.parent != net.bridge:
-        p.append(f"nic parent {nic.parent!r} is not the network's bridge {net.bridge!r}")
-    if nic.network is not None and nic.network != net.name:
-        p.append(f"nic network {nic.network!r} is not the network {net.name!r}")
-    mac = nic.mac.lower() if isinstance(nic.mac, str) else ""
-    if not _MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
-        p.append(f"nic mac {nic.mac!r} is not a unicast MAC address (six hex pairs, first octet even)")
-    p += _addr_problems("nic ipv4", nic.ipv4, 4, True) + _addr_problems("nic ipv6", nic.ipv6, 6, True)
-    return p
-
-
-def forward_problems(fwd: PortForward) -> list[str]:
-    p = []
-    if not isinstance(fwd.instance, str) or not 1 <= len(fwd.instance) <= 128:
-        p.append(f"forward instance {fwd.instance!r} is not a name of 1 to 128 characters")
-    if fwd.proto not in PROTOS:
-        p.append(f"forward proto {fwd.proto!r} is not one of 'tcp', 'udp'")
-    for what, port in (("host_port", fwd.host_port), ("port", fwd.port)):
-        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-            p.append(f"forward {what} {port!r} is not a port number (1 to 65535)")
-    try:
-        version = ipaddress.ip_address(fwd.address).version
-    except (TypeError, ValueError):
-        return p + [f"forward address {fwd.address!r} is not an IPv4 or IPv6 address without prefix"]
-    if fwd.host_address is not None:
-        p += _addr_problems("forward host_address", fwd.host_address, version, False)
-    return p
-
-
-def _check(problems: list[str]) -> None:
-    if problems:
-        raise ConfigError(problems)
 
 
 # --- what each object puts in the sets --------------------------------------------------------------
@@ -160,15 +85,16 @@ def network_elements(net: NetworkPlan) -> Wanted:
 
 
 def nic_elements(net: NetworkPlan, nic: NicPlan) -> Wanted:
-    """The bridge-table elements of one bridged NIC, keyed by its host-side port."""
-    port, mac, who = nic.host_name, nic.mac.lower(), nic.instance
-    w: Wanted = {(BRIDGE, "ports"): {port: (None, who)},
+    """The bridge-table elements of one bridged NIC, keyed by its host-side port: all follow from the plan."""
+    port, mac = nic.host_name, nic.mac.lower()
+    w: Wanted = {(BRIDGE, "ports"): {port: (None, nic.instance)},
                  (BRIDGE, "macs"): {(port, mac): (None, None)},
-                 (BRIDGE, "members"): {(port, net.bridge): (None, None)},
-                 (BRIDGE, "nd"): {port: ({"jump": {"target": nd_chain(port)}}, None)}}
+                 (BRIDGE, "members"): {(port, nic.parent): (None, None)}}
     if nic.ipv4:
         w[(BRIDGE, "addr4")] = {(port, _ip(a)): (None, None) for a in nic.ipv4}
-    w[(BRIDGE, "addr6")] = {(port, a): (None, None) for a in nic_addresses6(nic)}
+    addrs6 = nic_addresses6(nic)
+    w[(BRIDGE, "addr6")] = {(port, a): (None, None) for a in addrs6}
+    w[(BRIDGE, ND_TARGETS)] = {(port, nd_target(a)): (None, None) for a in addrs6}
     if net.isolation == ISOLATE:
         w[(BRIDGE, "isolated")] = {port: (None, None)}
     return w
@@ -193,29 +119,52 @@ def forward_elements(fwd: PortForward) -> Wanted:
 
 
 # --- turning wanted elements into one transaction ---------------------------------------------------
+def _is_map(family: str, name: str) -> bool:
+    sets = BRIDGE_SETS if family == BRIDGE else INET_SETS
+    return name in sets and sets[name][1] is not None
+
+
+def _elements(verb: str, table: str, fs: tuple[str, str], elems: list) -> dict:
+    return {verb: {"element": {"family": fs[0], "table": table, "name": fs[1], "elem": elems}}}
+
+
 def element_commands(table: str, state: State, owned: dict[tuple[str, str], set], wanted: Wanted) -> list[dict]:
     """Delete what `owned` holds and `wanted` lacks (or maps elsewhere), then add what is missing."""
     dels: list[dict] = []
     adds: list[dict] = []
     for fs in sorted(set(owned) | set(wanted)):
-        family, name = fs
-        is_map = (BRIDGE_SETS if family == BRIDGE else INET_SETS)[name][1] is not None
+        is_map = _is_map(*fs)
         have = state.elements.get(fs, {})
         want = wanted.get(fs, {})
         gone = [k for k in owned.get(fs, set()) if k in have and (k not in want or have[k] != want[k][0])]
         new = [k for k in want if k not in have or have[k] != want[k][0] or k in gone]
-        obj = {"family": family, "table": table, "name": name}
         if gone:
-            dels.append({"delete": {"element": dict(obj, elem=[elem_json(k) for k in sorted(gone, key=repr)])}})
+            dels.append(_elements("delete", table, fs, [elem_json(k) for k in sorted(gone, key=repr)]))
         if new:
-            adds.append({"add": {"element": dict(obj, elem=[
-                elem_json(k, want[k][0], want[k][1], is_map) for k in sorted(new, key=repr)])}})
+            adds.append(_elements("add", table, fs, [elem_json(k, want[k][0], want[k][1], is_map)
+                                                     for k in sorted(new, key=repr)]))
     return dels + adds
+
+
+def add_commands(table: str, wanted: Wanted) -> list[dict]:
+    """Add every element of `wanted` without reading: an element that is there stays as it is."""
+    return [_elements("add", table, fs, [elem_json(k, d, c, _is_map(*fs)) for k, (d, c) in sorted(want.items(), key=repr)])
+            for fs, want in sorted(wanted.items()) if want]
+
+
+def blind_removal(table: str, wanted: Wanted) -> list[dict]:
+    """Delete every element of `wanted` whether it is there or not: each is added (nothing happens
+    when it is there) then deleted in the same transaction, since deleting an absent element is
+    refused and libnftables 1.0.6 has no `destroy`."""
+    adds = add_commands(table, {fs: {k: (d, None) for k, (d, _) in want.items()} for fs, want in wanted.items()})
+    dels = [_elements("delete", table, fs, [elem_json(k) for k in sorted(want, key=repr)])
+            for fs, want in sorted(wanted.items()) if want]
+    return adds + dels
 
 
 def owned_by_port(state: State, port: str) -> dict[tuple[str, str], set]:
     out: dict[tuple[str, str], set] = {}
-    for name in BRIDGE_SETS:
+    for name in [*BRIDGE_SETS, ND_TARGETS]:
         keys = {k for k in state.elements.get((BRIDGE, name), {}) if (k[0] if isinstance(k, tuple) else k) == port}
         if keys:
             out[(BRIDGE, name)] = keys
@@ -240,101 +189,129 @@ def ports_of(state: State, bridge: str) -> list[str]:
     return sorted(k[0] for k in state.elements.get((BRIDGE, "members"), {}) if k[1] == bridge)
 
 
+def _missing(e: nft.NftError) -> bool:
+    """The kernel's answer to a batch naming a table or set that is not there."""
+    return "No such file or directory" in str(e)
+
+
 class Firewall:
     """jaula's nftables tables `inet <table>` and `bridge <table>`; every call is one transaction."""
 
     def __init__(self, table: str = "jaula") -> None:
-        _check([] if isinstance(table, str) and _TABLE.fullmatch(table) else
+        check([] if isinstance(table, str) and TABLE.fullmatch(table) else
                [f"firewall table {table!r} is not a name of 1 to 32 letters, digits or '_' starting with a letter"])
         self.table = table
+        self._made: set[str] = set()    # families whose fixed part this object made or re-made
 
     # -- networks
     def ensure_network(self, net: NetworkPlan) -> None:
-        """Make the network's policy (host access, NAT, isolation) exactly what `net` says."""
-        _check(network_problems(net))
+        """Make the network's policy (host access, NAT, isolation) exactly what `net` says.
 
-        def build(state: State) -> list[dict]:
-            cmds = element_commands(self.table, state, owned_by_bridge(state, net.bridge), network_elements(net))
-            iso = state.elements.get((BRIDGE, "isolated"), {})
-            ports = ports_of(state, net.bridge)
-            want = {p: (None, None) for p in ports} if net.isolation == ISOLATE else {}
-            owned = {(BRIDGE, "isolated"): {p for p in ports if p in iso}}
-            return cmds + element_commands(self.table, state, owned, {(BRIDGE, "isolated"): want})
-        self._apply(build)
+        Reads the inet table (networks and forwards) and the bridge table's `isolated` set; the
+        ports on the bridge (`members`, as many as its NICs) only when some port is or is to be
+        isolated: isolation is a set of ports, since this kernel has no `meta ibrname`
+        (CONFIG_NFT_BRIDGE_META) and nft 1.0.6 cannot look a map's answer up in a set. The first
+        call of a Firewall also re-makes the fixed part of both tables, in the same transaction,
+        so the rules of an older jaula are replaced.
+        """
+        check(network_problems(net))
+        state = read_sets(self.table, BRIDGE, ["isolated"], read_state(self.table, (INET,)))
+        cmds = element_commands(self.table, state, owned_by_bridge(state, net.bridge), network_elements(net))
+        iso = state.elements.get((BRIDGE, "isolated"), {})
+        if state.bridge and (iso or net.isolation == ISOLATE):
+            read_sets(self.table, BRIDGE, ["members"], state)
+        ports = ports_of(state, net.bridge)
+        want = {p: (None, None) for p in ports} if net.isolation == ISOLATE else {}
+        owned = {(BRIDGE, "isolated"): {p for p in ports if p in iso}}
+        cmds += element_commands(self.table, state, owned, {(BRIDGE, "isolated"): want})
+        if state.inet and state.bridge and self._made >= {INET, BRIDGE}:
+            self._run((INET, BRIDGE), cmds)
+        else:
+            self._with_skeleton((INET, BRIDGE), cmds)
 
     update_network = ensure_network
 
     def remove_network(self, net: NetworkPlan) -> None:
         """Remove the network's elements, and those of any NIC still on its bridge (forwards stay: they
-        name an address, not a network; remove_forward removes them)."""
-        _check([x for x in [_ifname_problem("network bridge", net.bridge)] if x])
-
-        def build(state: State) -> list[dict]:
-            cmds = element_commands(self.table, state, owned_by_bridge(state, net.bridge), {})
-            for port in ports_of(state, net.bridge):
-                cmds += self._port_removal(state, port)
-            return cmds
-        self._apply(build)
+        name an address, not a network; remove_forward removes them). Reads both tables."""
+        check([x for x in [ifname_problem("network bridge", net.bridge)] if x])
+        state = read_state(self.table)
+        cmds = element_commands(self.table, state, owned_by_bridge(state, net.bridge), {})
+        for port in ports_of(state, net.bridge):
+            cmds += element_commands(self.table, state, owned_by_port(state, port), {})
+        nft.run(cmds)
 
     # -- NICs
     def add_nic(self, net: NetworkPlan, nic: NicPlan) -> None:
         """Police a bridged NIC's port: only its MAC and addresses may leave it. Other NIC types pass.
 
-        A macvlan NIC's frames never cross the host's bridge or its netfilter hooks: nothing to do.
+        Reads nothing: adds the elements of the plan (what is there stays: remove_nic with the old
+        plan before adding a changed one, as the container driver does). A macvlan NIC's frames
+        never cross the host's bridge or its netfilter hooks: nothing to do.
         """
-        _check(nic_problems(net, nic))
+        check(nic_problems(net, nic))
         if nic.type != BRIDGED:
             return
-
-        def build(state: State) -> list[dict]:
-            port = nic.host_name
-            cmds = nd_rules(self.table, port, nic_addresses6(nic))
-            return cmds + element_commands(self.table, state, owned_by_port(state, port), nic_elements(net, nic))
-        self._apply(build, (BRIDGE,))
+        cmds = add_commands(self.table, nic_elements(net, nic))
+        if net.isolation != ISOLATE:    # the port may have been added before, to an isolating network
+            cmds += blind_removal(self.table, {(BRIDGE, "isolated"): {nic.host_name: (None, None)}})
+        self._run((BRIDGE,), cmds)
 
     def remove_nic(self, nic: NicPlan) -> None:
-        _check([x for x in [_ifname_problem("nic host_name", nic.host_name)] if x])
+        """Remove the elements of the plan given to add_nic, whether they are there or not; reads nothing."""
+        check([x for x in [ifname_problem("nic host_name", nic.host_name)] if x])
         if nic.type != BRIDGED:
             return
-        self._apply(lambda state: self._port_removal(state, nic.host_name), (BRIDGE,))
-
-    def _port_removal(self, state: State, port: str) -> list[dict]:
-        """Commands deleting a port's elements, then its neighbour-discovery chain (no longer jumped to)."""
-        cmds = element_commands(self.table, state, owned_by_port(state, port), {})
-        if nd_chain(port) in state.chains:
-            ref = {"family": BRIDGE, "table": self.table, "name": nd_chain(port)}
-            cmds += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
-        return cmds
+        # the network as far as the NIC's elements go: its bridge, and isolation so that the port's
+        # `isolated` element goes too
+        net = NetworkPlan(name=nic.network or "-", bridge=nic.parent, isolation=ISOLATE)
+        check(nic_problems(net, nic))
+        cmds = blind_removal(self.table, nic_elements(net, nic))
+        try:
+            nft.run(cmds)
+        except nft.NftError as e:
+            if not _missing(e):
+                raise
+            try:            # is the table there (its typed set added again), or gone with everything?
+                nft.run(typed_sets(self.table, make=None))
+            except nft.NftError as e2:
+                if _missing(e2):
+                    return
+                raise
+            self._with_skeleton((BRIDGE,), cmds)
 
     # -- port forwards
     def add_forward(self, fwd: PortForward) -> None:
         """DNAT host port to instance address:port; refused when another instance holds that host port."""
-        _check(forward_problems(fwd))
-
-        def build(state: State) -> list[dict]:
-            maps, key = forward_key(fwd)
-            owner = state.comments.get((INET, f"{maps}_to", key))
-            if key in state.elements.get((INET, f"{maps}_to"), {}) and owner != fwd.instance:
-                where = fwd.host_address or "every host address"
-                raise Exists(f"Host port {fwd.proto}/{fwd.host_port} on {where} is already forwarded to "
-                             f"instance {owner!r}: remove that forward first or choose another port")
-            owned = {fs: {key} for fs in forward_elements(fwd)}
-            return element_commands(self.table, state, owned, forward_elements(fwd))
-        self._apply(build, (INET,))
+        check(forward_problems(fwd))
+        state = read_state(self.table, (INET,))
+        maps, key = forward_key(fwd)
+        owner = state.comments.get((INET, f"{maps}_to", key))
+        if key in state.elements.get((INET, f"{maps}_to"), {}) and owner != fwd.instance:
+            where = fwd.host_address or "every host address"
+            raise Exists(f"Host port {fwd.proto}/{fwd.host_port} on {where} is already forwarded to "
+                         f"instance {owner!r}: remove that forward first or choose another port")
+        owned = {fs: {key} for fs in forward_elements(fwd)}
+        cmds = element_commands(self.table, state, owned, forward_elements(fwd))
+        if not cmds:
+            return
+        if state.inet:
+            self._run((INET,), cmds)
+        else:
+            self._with_skeleton((INET,), cmds)
 
     def remove_forward(self, fwd: PortForward) -> None:
-        _check(forward_problems(fwd))
-
-        def build(state: State) -> list[dict]:
-            maps, key = forward_key(fwd)
-            if state.comments.get((INET, f"{maps}_to", key), fwd.instance) != fwd.instance:
-                return []    # the port now belongs to another instance's forward: not ours to remove
-            return element_commands(self.table, state, {fs: {key} for fs in forward_elements(fwd)}, {})
-        self._apply(build, (INET,))
+        check(forward_problems(fwd))
+        state = read_state(self.table, (INET,))
+        maps, key = forward_key(fwd)
+        if state.comments.get((INET, f"{maps}_to", key), fwd.instance) != fwd.instance:
+            return    # the port now belongs to another instance's forward: not ours to remove
+        nft.run(element_commands(self.table, state, {fs: {key} for fs in forward_elements(fwd)}, {}))
 
     # -- whole tables
     def destroy(self) -> None:
         """Remove both tables (add-then-delete: no error when they are already gone)."""
+        self._made.clear()
         nft.run([{verb: {"table": {"family": f, "name": self.table}}}
                  for f in (INET, BRIDGE) for verb in ("add", "delete")])
 
@@ -342,7 +319,7 @@ class Firewall:
         return read_state(self.table).exists
 
     def rules_for(self, instance: str) -> list[str]:
-        """What our tables hold for one instance (its ports' elements and chains, its forwards), readable."""
+        """What our tables hold for one instance (its ports' elements, its forwards), readable."""
         state = read_state(self.table)
         ports = [k for k in state.elements.get((BRIDGE, "ports"), {})
                  if state.comments.get((BRIDGE, "ports", k)) == instance]
@@ -350,8 +327,6 @@ class Firewall:
         for port in ports:
             for (family, name), keys in sorted(owned_by_port(state, port).items()):
                 out += [f"{family} {name} {_show(k)}" for k in sorted(keys, key=repr)]
-            if nd_chain(port) in state.chains:
-                out.append(f"bridge chain {nd_chain(port)}")
         for (family, name, key), who in sorted(state.comments.items(), key=repr):
             if who == instance and name.startswith("fwd"):
                 for suffix in ("_to", "_port"):
@@ -360,30 +335,40 @@ class Firewall:
                         out.append(f"{family} {base} {_show(key)} : {state.elements[(family, base)][key]}")
         return out
 
-    def _apply(self, build, families: tuple[str, ...] = (INET, BRIDGE)) -> None:  # type: ignore[no-untyped-def]
-        """Read the tables the call touches, build the batch (with the skeleton of a missing one), run it once.
+    # -- running
+    def _run(self, families: tuple[str, ...], cmds: list[dict]) -> None:
+        """Run the batch; when the kernel says a table or set is missing, run it again with the fixed part."""
+        try:
+            nft.run(cmds)
+        except nft.NftError as e:
+            if not _missing(e):
+                raise
+            self._with_skeleton(families, cmds)
 
-        Listing a table costs in proportion to its elements, so a NIC call reads only the bridge
-        table and a forward call only the inet one. A missing table is made with `create`, which
-        fails if another caller made it meanwhile: then the state is read again and the batch
-        rebuilt, once.
+    def _with_skeleton(self, families: tuple[str, ...], cmds: list[dict]) -> None:
+        """The fixed part of `families`' tables (made, or re-made over what is there) and `cmds`, one batch.
+
+        The bridge table's `typeof` set can only be declared in nft's syntax, so it comes first in
+        a batch of its own; when that batch made the table and the next one fails, the table goes.
         """
-        for attempt in (0, 1):
-            state = read_state(self.table, families)
-            cmds = build(state)
-            fresh = []
-            if BRIDGE in families and not state.bridge:
-                fresh += bridge_table(self.table)
-            if INET in families and not state.inet:
-                fresh += inet_table(self.table)
-            if not cmds and not fresh:
-                return
+        made = False
+        if BRIDGE in families:
             try:
-                nft.run(fresh + cmds)
-                return
-            except nft.NftError:
-                if attempt or not fresh:
+                nft.run(typed_sets(self.table, make="create"))
+                made = True
+            except nft.NftError as e:
+                if "File exists" not in str(e):
                     raise
+                nft.run(typed_sets(self.table, make=None))
+        skeleton = (bridge_table(self.table) if BRIDGE in families else []) + \
+                   (inet_table(self.table) if INET in families else [])
+        try:
+            nft.run(skeleton + cmds)
+        except nft.NftError:
+            if made:
+                nft.run([{verb: {"table": {"family": BRIDGE, "name": self.table}}} for verb in ("add", "delete")])
+            raise
+        self._made.update(families)
 
 
 def _show(key: object) -> str:

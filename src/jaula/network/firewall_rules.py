@@ -2,9 +2,11 @@
 
 Rules never name an instance, a network or an address: they look packets up in sets keyed by
 interface name (concatenations such as `iifname . ip saddr`), so adding a NIC, a network or a port
-forward only adds set elements (`jaula.network.firewall` fills them). The one exception is the
-neighbour-discovery target check, which needs a per-port chain: libnftables 1.0.6's JSON cannot
-declare a set keyed by a raw payload (`typeof`), and has no `icmpv6 taddr`.
+forward only adds set elements (`jaula.network.firewall` fills them), and no chain is made per NIC
+(libnftables fetches every chain of the host before each batch: per-NIC chains would make every
+call cost in proportion to the NICs). The neighbour-discovery target is checked against a set
+keyed by `iifname . @th,64,128`, which only nft's own syntax can declare (`typeof`; libnftables
+1.0.6's JSON has neither `typeof` nor `icmpv6 taddr`): `typed_sets` is that one declaration.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ BRIDGE_SETS: dict[str, tuple[str | list[str], str | None, list[str]]] = {
     "addr6": (["ifname", "ipv6_addr"], None, []),        # port . its IPv6 addresses and link-local
     "isolated": ("ifname", None, []),                    # ports of networks with isolation=isolate
     "members": (["ifname", "ifname"], None, []),         # port . bridge (bookkeeping, no rule reads it)
-    "nd": ("ifname", "verdict", []),                     # port : jump nd-<port>
 }
+# port . neighbour-discovery target it may claim (its IPv6 addresses as 128-bit integers), declared
+# by typed_sets: key type ["ifname", "integer"] in JSON listings
+ND_TARGETS = "ndtarget"
 INET_SETS: dict[str, tuple[str | list[str], str | None, list[str]]] = {
     "bridges": ("ifname", None, []),                     # bridges of jaula networks
     "host_all": ("ifname", None, []),                    # bridges with host_access=all
@@ -69,10 +73,6 @@ ACCEPT, DROP = {"accept": None}, {"drop": None}
 ND_TARGET = {"payload": {"base": "th", "offset": 64, "len": 128}}   # NS/NA target address
 
 
-def nd_chain(port: str) -> str:
-    return f"nd-{port}"
-
-
 # --- the skeleton -------------------------------------------------------------------------------
 def _sets(family: str, table: str, sets: dict) -> list[dict]:
     cmds = []
@@ -98,10 +98,26 @@ def _rules(family: str, table: str, chain: str, rules: list[list[dict]]) -> list
     return [{"add": {"rule": {"family": family, "table": table, "chain": chain, "expr": r}}} for r in rules]
 
 
-def bridge_table(table: str, create: bool = True) -> list[dict]:
-    """The bridge-family table: anti-spoofing per port (prerouting) and isolation (forward)."""
+def typed_sets(table: str, make: str | None = "add") -> str:
+    """The bridge table's `typeof` set in nft's syntax, after the table itself with `make` ("add";
+    "create": refused when it exists; None: not made, so the batch is refused when it is missing)."""
+    text = f"{make} table bridge {table}\n" if make else ""
+    return text + f"add set bridge {table} {ND_TARGETS} {{ typeof iifname . @th,64,128; }}\n"
+
+
+def nd_target(address: str) -> str:
+    """An IPv6 address as the 128-bit integer the `ndtarget` set holds."""
+    return f"0x{int(ipaddress.IPv6Address(address)):032x}"
+
+
+def bridge_table(table: str) -> list[dict]:
+    """The bridge-family table: anti-spoofing per port (prerouting) and isolation (forward).
+
+    Idempotent (`add`, and the fixed chains flushed before their rules are added again, in the same
+    transaction: no packet sees them empty). Needs `typed_sets` first.
+    """
     b = BRIDGE
-    cmds = [{"create" if create else "add": {"table": {"family": b, "name": table}}}]
+    cmds = [{"add": {"table": {"family": b, "name": table}}}]
     cmds += _sets(b, table, BRIDGE_SETS)
     cmds += [_chain(b, table, "prerouting", "filter", "prerouting", -200),
              _chain(b, table, "forward", "filter", "forward", -200),
@@ -126,10 +142,14 @@ def bridge_table(table: str, create: bool = True) -> list[dict]:
         [match(etype, "arp"), match(concat(iif, field("arp", "saddr ip")), "@addr4", "!="), DROP],
         [match(etype, "ip"), match(concat(iif, field("ip", "saddr")), "@addr4", "!="), DROP],
         [match(etype, "ip"), match(field("udp", "sport"), 67), match(field("udp", "dport"), 68), DROP],
-        # neighbour discovery: no extension headers (they would move the target), target checked per port
+        # neighbour discovery: no extension headers (they would move the target); an advertisement,
+        # or a solicitation from :: (duplicate address detection), only for the port's own addresses
         [match(etype, "ip6"), match(icmp6, {"set": ND_TYPES}),
          match(field("ip6", "nexthdr"), "ipv6-icmp", "!="), DROP],
-        [match(etype, "ip6"), match(icmp6, {"set": ND_TYPES}), {"vmap": {"key": iif, "data": "@nd"}}],
+        [match(etype, "ip6"), match(icmp6, "nd-neighbor-advert"),
+         match(concat(iif, ND_TARGET), f"@{ND_TARGETS}", "!="), DROP],
+        [match(etype, "ip6"), match(icmp6, "nd-neighbor-solicit"), match(field("ip6", "saddr"), "::"),
+         match(concat(iif, ND_TARGET), f"@{ND_TARGETS}", "!="), DROP],
         # duplicate address detection and MLD reports are sent from :: before the address is valid
         [match(etype, "ip6"), match(field("ip6", "saddr"), "::"),
          match(icmp6, {"set": ["nd-neighbor-solicit", "mld-listener-report", "mld2-listener-report"]}), ACCEPT],
@@ -140,10 +160,10 @@ def bridge_table(table: str, create: bool = True) -> list[dict]:
     return cmds
 
 
-def inet_table(table: str, create: bool = True) -> list[dict]:
-    """The inet-family table: host protection (input), port forwards (DNAT), masquerade."""
+def inet_table(table: str) -> list[dict]:
+    """The inet-family table: host protection (input), port forwards (DNAT), masquerade; idempotent."""
     f = INET
-    cmds = [{"create" if create else "add": {"table": {"family": f, "name": table}}}]
+    cmds = [{"add": {"table": {"family": f, "name": table}}}]
     cmds += _sets(f, table, INET_SETS)
     cmds += [_chain(f, table, "input", "filter", "input", 0),
              _chain(f, table, "prerouting", "nat", "prerouting", -100),
@@ -203,21 +223,3 @@ def _prefix(cidr: str) -> dict | str:
 def _dnat(family: str, key: dict, maps: str) -> dict:
     return {"dnat": {"family": family, "addr": {"map": {"key": key, "data": f"@{maps}_to"}},
                      "port": {"map": {"key": key, "data": f"@{maps}_port"}}}}
-
-
-def nd_rules(table: str, port: str, addrs6: list[str]) -> list[dict]:
-    """The per-port chain that checks neighbour solicitation/advertisement targets: its own addresses only.
-
-    An advertisement for another's address would poison neighbours' caches; a solicitation from ::
-    (duplicate address detection) for another's address would stop that address from being used.
-    """
-    chain = nd_chain(port)
-    targets = {"set": sorted(f"0x{int(ipaddress.IPv6Address(a)):032x}" for a in addrs6)}
-    cmds = [{"add": {"chain": {"family": BRIDGE, "table": table, "name": chain}}},
-            {"flush": {"chain": {"family": BRIDGE, "table": table, "name": chain}}}]
-    cmds += _rules(BRIDGE, table, chain, [
-        [match(field("icmpv6", "type"), "nd-neighbor-advert"), match(ND_TARGET, targets, "!="), DROP],
-        [match(field("icmpv6", "type"), "nd-neighbor-solicit"), match(field("ip6", "saddr"), "::"),
-         match(ND_TARGET, targets, "!="), DROP],
-    ])
-    return cmds

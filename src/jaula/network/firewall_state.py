@@ -84,6 +84,31 @@ def _list_table(family: str, table: str) -> dict | None:
         raise
 
 
+def _fill(state: State, family: str, out: dict) -> None:
+    for kind in ("set", "map"):
+        for s in nft.items(out, kind):
+            elems, comments = parse_elements(s.get("elem", []))
+            state.elements[(family, s["name"])] = elems
+            state.comments.update({(family, s["name"], k): c for k, c in comments.items()})
+
+
+def read_sets(table: str, family: str, names: list[str], state: State | None = None) -> State:
+    """Only the named sets of one family's table, into `state` (a fresh one by default): listing a
+    set costs its elements only. The family reads as absent when a set (or the table) is missing."""
+    state = State(elements={}, comments={}, chains=set()) if state is None else state
+    for name in names:
+        try:
+            out = nft.run({"list": {"set": {"family": family, "table": table, "name": name}}})
+        except nft.NftError as e:
+            if "No such file or directory" in str(e):
+                setattr(state, family, False)
+                return state
+            raise
+        setattr(state, family, True)
+        _fill(state, family, out)
+    return state
+
+
 def read_state(table: str, families: tuple[str, ...] = (INET, BRIDGE)) -> State:
     """The listed families' tables (a family not listed reads as absent)."""
     state = State(elements={}, comments={}, chains=set())
@@ -93,11 +118,7 @@ def read_state(table: str, families: tuple[str, ...] = (INET, BRIDGE)) -> State:
         if out is None:
             continue
         setattr(state, family, True)
-        for kind in ("set", "map"):
-            for s in nft.items(out, kind):
-                elems, comments = parse_elements(s.get("elem", []))
-                state.elements[(family, s["name"])] = elems
-                state.comments.update({(family, s["name"], k): c for k, c in comments.items()})
+        _fill(state, family, out)
         if family == BRIDGE:
             state.chains.update(c["name"] for c in nft.items(out, "chain"))
     return state
