@@ -9,6 +9,7 @@ operation at once and run in a worker (operations.py). Instances are driven thro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -310,10 +311,11 @@ class _Service:
                 meta["clean"] = self.backend.stop(inst, timeout=body.timeout, force=body.force)
                 row = self.db.update_instance(name, status="stopped", pid=None, pid_start=None)
             if body.action in ("start", "restart"):
-                if self.host is not None:
-                    self.host.check_start(row)
-                st = self.backend.start(inst)
-                self.db.update_instance(name, status="running", pid=st.pid or None)
+                # the capacity check and the commitment as one step (host.py): concurrent starts
+                # cannot together pass the overcommit ratios
+                with self.host.starting(row) if self.host is not None else contextlib.nullcontext():
+                    st = self.backend.start(inst)
+                    self.db.update_instance(name, status="running", pid=st.pid or None)
                 meta["pid"] = st.pid
             elif body.action == "freeze":
                 self.backend.freeze(inst)

@@ -15,7 +15,9 @@ what is in use now (used), and the overcommit ratios a start must stay within.
 
 A start whose instance would take the committed total past physical x ratio is refused (409,
 BadState) with how much it would be over. The check is made when the start is asked for and
-again in its operation; two starts of different instances racing each other may both pass.
+again in its operation, there atomically with the commitment (`Host.starting`): under one lock,
+the check counts the starts in flight too and reserves the instance's limits until its row says
+running (or the start failed), so concurrent starts cannot together pass the ratios.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,8 @@ class Host:
         self.root = Path(root) if root is not None else (Path(db.path).parent if db is not None else Path("/"))
         self.probe: Callable[[], dict[str, dict[str, float]]] = lambda: probe(self.root)
         self._lock = threading.Lock()
+        self._starting_lock = threading.Lock()  # a check and its reservation, as one step
+        self._starting: dict[str, tuple[int | None, float | None]] = {}  # name -> its limits, in flight
 
     # -- ratios -----------------------------------------------------------------------------------
     @property
@@ -133,13 +138,15 @@ class Host:
         return (int(mem) if mem is not None else None), (float(cpu) if cpu is not None else None)
 
     def committed(self, exclude: str | None = None) -> dict[str, Any]:
+        """What the running (or frozen) instances hold, and the starts in flight (`starting`)."""
         mem, cpu, count = 0, 0.0, 0
         unlimited = {"memory": 0, "cpu": 0}
-        for row in self.db.list_instances():
-            if row.status not in ACTIVE or row.name == exclude:
-                continue
+        rows = self.db.list_instances()
+        active = {r.name for r in rows if r.status in ACTIVE}
+        held = [self.limits_of(r) for r in rows if r.name in active and r.name != exclude]
+        held += [v for n, v in dict(self._starting).items() if n not in active and n != exclude]
+        for m, c in held:
             count += 1
-            m, c = self.limits_of(row)
             if m is None:
                 unlimited["memory"] += 1
             else:
@@ -162,8 +169,24 @@ class Host:
                         "cpu": round(physical["cpu"] * ratios["overcommit.cpu"], 3)},
         }
 
+    @contextmanager
+    def starting(self, row: Any) -> Iterator[None]:
+        """Check a start of `row` and hold its limits as committed while the caller starts it and
+        records it running: the check and the reservation are one step under a lock, so two
+        concurrent starts cannot both pass on the same headroom. Released when the block ends
+        (the row then says running, and counts as such; or the start failed)."""
+        with self._starting_lock:
+            self.check_start(row)
+            self._starting[row.name] = self.limits_of(row)
+        try:
+            yield
+        finally:
+            with self._starting_lock:
+                self._starting.pop(row.name, None)
+
     def check_start(self, row: Any) -> None:
-        """Refuse (BadState) a start of `row` that would commit more than physical x ratio."""
+        """Refuse (BadState) a start of `row` that would commit more than physical x ratio
+        (counting the starts in flight)."""
         mem, cpu = self.limits_of(row)
         if mem is None and cpu is None:
             return

@@ -16,6 +16,7 @@ supported: "stateful": true is refused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -182,10 +183,9 @@ def mount(app: FastAPI, svc: Any) -> None:
                 t.update_instance(name, autostart=bool(expanded.get("boot.autostart")))
             if was in ("running", "frozen"):
                 row = db.get_instance(name)
-                if svc.host is not None:
-                    svc.host.check_start(row)
-                st = backend.start(svc.instance(row))
-                db.update_instance(name, status="running", pid=st.pid or None)
+                with svc.host.starting(row) if svc.host is not None else contextlib.nullcontext():
+                    st = backend.start(svc.instance(row))
+                    db.update_instance(name, status="running", pid=st.pid or None)
                 meta["pid"] = st.pid
             event(svc, "instance-snapshot-restored", {"name": name, "snapshot": snap})
             return meta
