@@ -59,6 +59,15 @@ def _exit_codes(epilog: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _context(cmd: click.Command, name: str, parent: click.Context | None = None) -> click.Context:
+    """A context as a real invocation makes it: with the command's own context_settings (the
+    help option's names: click builds that option once per command, from the first context that
+    asks, so a context without them gave `--help` alone, or `-h, --help` once a test had run
+    the CLI in the same process)."""
+    settings = {"terminal_width": WIDTH, "max_content_width": WIDTH, **cmd.context_settings}
+    return click.Context(cmd, info_name=name, parent=parent, **settings)
+
+
 def _walk(cmd: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
     """(the command's full name, its help) for `cmd` and every subcommand, depth first, sorted."""
     out = [(ctx.command_path, cmd.get_help(ctx))]
@@ -67,15 +76,14 @@ def _walk(cmd: click.Command, ctx: click.Context) -> list[tuple[str, str]]:
             sub = cmd.get_command(ctx, name)
             if sub is None or sub.hidden:
                 continue
-            sub_ctx = click.Context(sub, info_name=name, parent=ctx, terminal_width=WIDTH, max_content_width=WIDTH)
-            out += _walk(sub, sub_ctx)
+            out += _walk(sub, _context(sub, name, ctx))
     return out
 
 
 def generate() -> str:
     from jaula.cli.main import EXIT_CODES, cli
 
-    root = click.Context(cli, info_name="jaula", terminal_width=WIDTH, max_content_width=WIDTH)
+    root = _context(cli, "jaula")
     sections = _walk(cli, root)
     toc = "## Commands\n\n" + "\n".join(
         f"- [`{name}`](#{name.replace(' ', '-')})" for name, _ in sections[1:]) + "\n"

@@ -26,3 +26,18 @@ def test_the_reference_covers_every_command_and_the_exit_codes() -> None:
         assert f"### jaula {name}\n" in text, name
     assert "| 3 | a name or setting was refused by validation |" in text
     assert "jaula completion bash" in text and "started jaulad" in text
+
+
+def test_the_reference_does_not_depend_on_what_ran_before() -> None:
+    """click builds a command's help option once, from the first context that asks: the page
+    must be the same whether or not the CLI was run before in the process (as other tests do)."""
+    import subprocess
+    import sys
+
+    gen = f"import runpy; g = runpy.run_path({str(REPO / 'scripts' / 'gen_cli_docs.py')!r})['generate']; "
+    ran_first = ("from click.testing import CliRunner; from jaula.cli.main import cli; "
+                 "CliRunner().invoke(cli, ['--help']); CliRunner().invoke(cli, ['list', '--help']); ")
+    pages = [subprocess.run([sys.executable, "-c", pre + gen + "print(g(), end='')"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout for pre in ("", ran_first)]
+    assert pages[0] == pages[1]
+    assert "  -h, --help" in pages[0]  # `jaula -h` works: the reference says so
