@@ -34,6 +34,7 @@ def raw(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     fn = request.param()
     monkeypatch.setattr(libc, "raw", fn)  # call() and the wrappers go through it
     monkeypatch.setattr(fs, "raw", fn)
+    monkeypatch.setattr(caps, "raw", fn)
     return fn
 
 
@@ -135,3 +136,23 @@ def test_hot_path_does_not_import_ctypes_with_the_c_module() -> None:
 
 def test_jaula_syscall_ctypes_forces_the_fallback() -> None:
     assert _imports(dict(os.environ, JAULA_SYSCALL="ctypes")) == ("ctypes", True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping from the bounding set needs CAP_SETPCAP (run as root)")
+def test_bounding_keep_leaves_exactly_the_mask(raw) -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the bounding set cannot grow back: drop in a child
+        try:
+            os.close(r)
+            caps.bounding_keep((1 << 0) | (1 << 5))  # CAP_CHOWN, CAP_KILL
+            status = Path("/proc/self/status").read_text()
+            os.write(w, next(line for line in status.splitlines() if line.startswith("CapBnd:")).split()[1].encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert int(os.read(r, 64), 16) == (1 << 0) | (1 << 5)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from jaula.errors import BadState, ConfigError, JaulaError, NotFound
-from jaula.instances import nics, render, settings
+from jaula.instances import lxcfs_view, nics, render, settings
 from jaula.instances.container_storage import StorageVerbs  # snapshots, copies, backups
 from jaula.instances.driver import (
     FROZEN,
@@ -200,7 +200,8 @@ class ContainerDriver(StorageVerbs, Driver):
             nics.write_etc(rootfs, inst.network, idmap)  # resolv.conf and hosts of its network
             # A privileged instance's capabilities are the host's: only what our bounding set holds.
             known = _bounding_caps() if idmap is None else None
-            spec = render.render(inst, cfg, template, rootfs, init, cgroups_path, known_caps=known)
+            spec = render.render(inst, cfg, template, rootfs, init, cgroups_path, known_caps=known,
+                                 lxcfs=lxcfs_view.for_instance(self.root, name, cfg))
             tmp = os.path.join(bundle, ".config.json.tmp")
             with open(tmp, "w") as f:
                 json.dump(spec, f, indent=1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
-from jaula.linux.libc import call, u32s
+from jaula.errors import SyscallError
+from jaula.linux.libc import NR, call, raw, u32s
 from jaula.linux.proc import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
@@ -68,6 +70,17 @@ def bounding_has(cap: int) -> bool:
 
 def bounding_drop(cap: int) -> None:
     prctl(PR_CAPBSET_DROP, cap)
+
+
+def bounding_keep(mask: int) -> None:
+    """Drop from the bounding set every capability of this kernel that `mask` lacks: one prctl each,
+    straight through the raw syscall (~40 of them on every container start)."""
+    nr = NR["prctl"]
+    for cap in range(last_cap() + 1):
+        if not mask >> cap & 1:
+            ret = raw(nr, PR_CAPBSET_DROP, cap, 0, 0, 0)
+            if ret < 0 and ret != -errno.EINVAL:  # EINVAL: a cap this kernel lacks
+                raise SyscallError("prctl", -ret, f"PR_CAPBSET_DROP {NAMES[cap] if cap < len(NAMES) else cap}")
 
 
 def ambient_clear() -> None:

@@ -63,14 +63,7 @@ def _write_attr(specific: str, generic: str, value: str) -> None:
 
 
 def drop_bounding(p: Process) -> None:
-    keep = capsys.to_mask((p.capabilities or {}).get("bounding", []))
-    for cap in range(capsys.last_cap() + 1):
-        if not keep >> cap & 1:
-            try:
-                capsys.bounding_drop(cap)
-            except SyscallError as e:
-                if e.errno != errno.EINVAL:  # EINVAL: a cap this kernel lacks
-                    raise
+    capsys.bounding_keep(capsys.to_mask((p.capabilities or {}).get("bounding", [])))
 
 
 def set_user(p: Process, setgroups_allowed: bool = True) -> None:
