@@ -130,6 +130,24 @@ def capabilities(mode: str, privileged: bool, known: list[str] | None = None) ->
     return [c for c in caps if not (privileged and c in PRIVILEGED_DROP)]
 
 
+# The kernel lets a user namespace mount proc or sysfs only where one of them is already fully
+# visible to it: no locked mount over a file or a non-empty folder (fs/namespace.c,
+# mount_too_revealing; a nested user namespace locks every mount it inherits). /proc carries the
+# masked paths and lxcfs's files, /sys lxcfs's cpu folder: a nesting instance gets a spare, bare
+# proc and sysfs under /dev/.jaula (LXC's nesting.conf mounts /dev/.lxc/proc and /dev/.lxc/sys).
+NESTING_PROC = "/dev/.jaula/proc"
+NESTING_SYS = "/dev/.jaula/sys"
+
+
+def nesting_mounts(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The spare proc (and sysfs, when the instance has /sys) of a nesting instance."""
+    out = [{"destination": NESTING_PROC, "type": "proc", "source": "proc", "options": ["nosuid", "nodev", "noexec"]}]
+    if any(mt["destination"] == "/sys" for mt in mounts):
+        out.append({"destination": NESTING_SYS, "type": "sysfs", "source": "sysfs",
+                    "options": ["nosuid", "nodev", "noexec"]})
+    return out
+
+
 def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     """The OCI linux.resources of an effective config (settings.effective)."""
     r: dict[str, Any] = {}
@@ -229,11 +247,12 @@ def process_env(template_env: list[str], cfg: dict[str, Any], mode: str) -> list
 
 def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init: InitKind,
            cgroups_path: str | None = None, known_caps: list[str] | None = None,
-           nofile: tuple[int, int] | None = None) -> dict[str, Any]:
+           nofile: tuple[int, int] | None = None, lxcfs: str | None = None) -> dict[str, Any]:
     """The config.json of `inst` (effective config `cfg`) on its mounted root `rootfs`.
 
     `template`: its Template (command, env, workdir, user); `init`: what runs as pid 1;
-    `nofile`: RLIMIT_NOFILE (soft, hard), by default the caller's.
+    `nofile`: RLIMIT_NOFILE (soft, hard), by default the caller's; `lxcfs`: a live lxcfs mount
+    whose files go over /proc's and /sys's (jaula.instances.lxcfs_view), None for none.
     """
     if nofile is None:
         import resource
@@ -278,6 +297,11 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
             if mt["destination"] == "/sys/fs/cgroup":
                 mt["options"] = [o for o in mt["options"] if o != "ro"] + ["rw"]
         lx["readonlyPaths"] = [x for x in lx["readonlyPaths"] if x != "/proc/sys"]
+        spec["mounts"] += nesting_mounts(spec["mounts"])
+    if lxcfs:
+        from jaula.instances import lxcfs_view
+
+        spec["mounts"] += lxcfs_view.mounts(lxcfs)
     lx["resources"].update(resources(cfg))
     if cgroups_path:
         lx["cgroupsPath"] = cgroups_path
