@@ -303,6 +303,10 @@ def cmd_events(g, o, pos, log) -> int:
     if interval <= 0:
         raise UsageError("events --interval must be above 0")
     cg = reopen(c.data.get("cgroupPaths") or {})
+    if not o["stats"]:
+        import gc
+
+        gc.enable()  # main() turns it off for short calls; this one may run for days
     while True:
         if c.status() == "stopped":
             raise JaulaError(f"container {c.id!r} is stopped")
