@@ -117,10 +117,11 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
     for p in paths(root).values():
         p.mkdir(parents=True, exist_ok=True)
     paths(root)["instances"].chmod(0o711)
-    lock_fd = _lock_root(root)  # the spawner inherits it: held until both are gone
+    # The root lock: held by jaulad and by its spawner (inherited; given again to a spawner
+    # restarted after a crash), so after a kill -9 of jaulad the next one waits for the spawner.
+    lock_fd = _lock_root(root)
     db = Database(root / "jaula.db")
-    spawner = Spawner.start(make_driver, {"root": str(root)})  # before any thread
-    os.close(lock_fd)  # the spawner's copy holds the lock for the next jaulad to wait on
+    spawner = Spawner.start(make_driver, {"root": str(root)}, hold_fds=[lock_fd])  # before any thread
     try:
         failed = db.fail_unfinished_operations("jaulad stopped while it ran: look at the instance's state")
         if failed:
@@ -178,16 +179,17 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
     finally:
         spawner.close()
         db.close()
+        os.close(lock_fd)
 
 
 LOCK_WAIT_S = 60.0
 
 
 def _lock_root(root: Path) -> int:
-    """Take $ROOT/.jaulad.lock (flock). The spawner inherits it, so after a `kill -9` of jaulad
-    its old spawner (which finishes the request it was serving, then exits) holds it: wait for it,
-    so the orphan sweep does not race a create or start still in flight. Another live jaulad on
-    the same root holds it too: refused after LOCK_WAIT_S."""
+    """Take $ROOT/.jaulad.lock (flock). The spawner holds it too (and a restarted one: `hold_fds`),
+    so after a `kill -9` of jaulad its old spawner (which finishes the request it was serving,
+    then exits) holds it: wait for it, so the orphan sweep does not race a create or start still
+    in flight. Another live jaulad on the same root holds it too: refused after LOCK_WAIT_S."""
     from jaula.errors import BadState
 
     fd = os.open(root / ".jaulad.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

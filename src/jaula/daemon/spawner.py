@@ -36,6 +36,9 @@ starts a fresh interpreter on the small entry point `python -m jaula.daemon.spaw
 --factory MODULE:NAME [--args JSON]` (subprocess's fork+exec is safe with threads), passing it
 its end of a new socketpair; that needs `make_driver` importable (a module-level function, or a
 "module:name" string) and its `args` JSON. Without threads, `restart()` forks as `start` does.
+`Spawner.start(..., hold_fds=[fd])` gives the spawner fds to hold for life, and every restart
+holds them again (`--hold-fd N`, made close-on-exec there): jaulad's root lock, so no second
+jaulad starts on the root while a spawner of this one lives, restarted or not.
 The spawner ends when its socket closes (the daemon went): running instances are left alone.
 """
 
@@ -54,7 +57,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jaula import errors
@@ -367,20 +370,26 @@ class Spawner(SpawnerClient):
     """The spawner process and the client of it. Make it with `Spawner.start`, before any thread."""
 
     def __init__(self, sock: socket.socket, pid: int, make_driver: Callable[..., Any] | str, args: dict,
-                 proc: subprocess.Popen | None = None) -> None:
+                 proc: subprocess.Popen | None = None, hold_fds: tuple[int, ...] = ()) -> None:
         super().__init__(sock, pid)
         self._make_driver = make_driver
         self._args = args
         self._proc = proc
         self._status: int | None = None
+        self._hold_fds = hold_fds
 
     @classmethod
-    def start(cls, make_driver: Callable[..., Any] | str, args: dict | None = None) -> Spawner:
+    def start(cls, make_driver: Callable[..., Any] | str, args: dict | None = None, *,
+              hold_fds: Iterable[int] = ()) -> Spawner:
         """Fork the spawner now; in it, `make_driver(**args)` builds the driver it serves.
 
         Call it while the process has one thread (before asyncio's executors, sqlite's or any
         library's threads): forking a threaded process and going on in Python is unsafe, and a
         user namespace cannot be unshared from one. A threaded caller gets BadState.
+
+        `hold_fds`: the caller's fds the spawner keeps open for its life, and so does a spawner
+        restarted in its place (jaulad's root lock: its flock stays held while a spawner lives,
+        even one re-exec'd after a crash). The caller keeps them open too, for the restarts.
         """
         args = dict(args or {})
         if threading.active_count() != 1:
@@ -388,10 +397,10 @@ class Spawner(SpawnerClient):
                            "threads now): start it first thing in the daemon")
         if isinstance(make_driver, str):
             make_driver = _resolve(make_driver)
-        return cls._fork(make_driver, args)
+        return cls._fork(make_driver, args, tuple(hold_fds))
 
     @classmethod
-    def _fork(cls, make_driver: Callable[..., Any], args: dict) -> Spawner:
+    def _fork(cls, make_driver: Callable[..., Any], args: dict, hold_fds: tuple[int, ...] = ()) -> Spawner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
@@ -404,22 +413,23 @@ class Spawner(SpawnerClient):
             finally:
                 os._exit(code)
         theirs.close()
-        sp = cls(ours, pid, make_driver, args)
+        sp = cls(ours, pid, make_driver, args, hold_fds=hold_fds)  # the fork inherited hold_fds
         sp._hello()
         return sp
 
     @classmethod
-    def _exec(cls, ref: str, args: dict) -> Spawner:
+    def _exec(cls, ref: str, args: dict, hold_fds: tuple[int, ...] = ()) -> Spawner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+            held = [a for fd in hold_fds for a in ("--hold-fd", str(fd))]
             proc = subprocess.Popen(
                 [sys.executable, "-m", "jaula.daemon.spawner", "--fd", str(theirs.fileno()), "--factory", ref,
-                 "--args", json.dumps(args)],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, start_new_session=False)
+                 "--args", json.dumps(args), *held],
+                pass_fds=(theirs.fileno(), *hold_fds), stdin=subprocess.DEVNULL, env=env, start_new_session=False)
         finally:
             theirs.close()
-        sp = cls(ours, proc.pid, ref, args, proc)
+        sp = cls(ours, proc.pid, ref, args, proc, hold_fds)
         sp._hello()
         return sp
 
@@ -450,14 +460,14 @@ class Spawner(SpawnerClient):
             self._stop_process()
             if threading.active_count() == 1:
                 make = self._make_driver if callable(self._make_driver) else _resolve(self._make_driver)
-                new = self._fork(make, self._args)
+                new = self._fork(make, self._args, self._hold_fds)
             else:
                 ref = _reference(self._make_driver)
                 if ref is None:
                     raise BadState(f"cannot restart the spawner from a threaded process: its driver factory "
                                    f"{self._make_driver!r} cannot be imported by name (use a module-level "
                                    "function or a 'module:name' string)")
-                new = self._exec(ref, self._args)
+                new = self._exec(ref, self._args, self._hold_fds)
             self.sock, self.pid, self._proc, new.sock = new.sock, new.pid, new._proc, None
             self._status, self._dead = None, None
         return self
@@ -526,7 +536,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fd", type=int, required=True, help="its end of a SOCK_SEQPACKET socketpair")
     p.add_argument("--factory", required=True, help="module:name of the function that builds the driver")
     p.add_argument("--args", default="{}", help="JSON object of keyword arguments for the factory")
+    p.add_argument("--hold-fd", type=int, action="append", default=[],
+                   help="an fd to keep open for life, not passed on to what it starts (jaulad's root lock)")
     ns = p.parse_args(argv)
+    for fd in ns.hold_fd:
+        try:
+            os.set_inheritable(fd, False)  # held here; the instances' inits must not inherit it
+        except OSError as e:
+            print(f"jaula spawner: --hold-fd {fd}: {os.strerror(e.errno or errno.EBADF)}", file=sys.stderr)
+            return 2
     try:
         sock = socket.socket(fileno=ns.fd)
     except OSError as e:
