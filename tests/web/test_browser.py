@@ -91,12 +91,15 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     page.click("text=Create instance")
     page.fill("#c-name", NAME)
     page.fill("#c-memory", "128MiB")
-    page.select_option("#c-network", "")
+    page.select_option("#c-network", "default")
     page.click("#create-form button[type=submit]")
     expect(page).to_have_url(f"http://127.0.0.1:{port}/ui/#/instances/{NAME}", timeout=180_000)
     expect(page.locator("h1 .state")).to_have_text("running", timeout=60_000)
     daemon.note(NAME)
     expect(page.locator('[data-counter="memory-limit"]')).to_have_text("128.0 MiB")
+    # its NIC on the default network (made on first use), with an address
+    expect(page.locator("#nics tbody tr").first).to_contain_text("eth0")
+    expect(page.locator("#nics tbody tr").first).to_contain_text(re.compile(r"\d+\.\d+\.\d+\.\d+"))
 
     # a command in the browser's terminal
     page.click("#open-shell")
@@ -112,6 +115,16 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     page.click("#config-form button[type=submit]")
     expect(page.locator('[data-config="limits.memory"]')).to_have_text("96MiB")
     expect(page.locator('[data-counter="memory-limit"]')).to_have_text("96.0 MiB")
+
+    # a snapshot taken, listed; frozen and thawed (confirmed)
+    page.fill("#snap-name", "before")
+    page.click("text=Take snapshot")
+    expect(page.locator("#snapshots tbody tr")).to_contain_text("before")
+    page.click('[data-action="freeze"]')
+    page.click("dialog button.danger")
+    expect(page.locator("h1 .state")).to_have_text("frozen")
+    page.click('[data-action="unfreeze"]')
+    expect(page.locator("h1 .state")).to_have_text("running")
 
     # the dashboard: the instance running with its sparklines; screenshots (desktop, phone)
     page.click("nav >> text=Dashboard")
@@ -143,5 +156,38 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     assert NAME not in daemon.instances()
     assert errors == [], errors
 
+    daemon.kill(15)
+    assert daemon.leaks() == []
+
+
+@pytest.mark.timeout(300)
+def test_a_template_is_built_with_progress_and_networks_listed(daemon: Daemon, browser: object,  # noqa: F811
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from playwright.sync_api import expect
+
+    port = free_port()
+    start_with_web(daemon, port, monkeypatch)
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.set_default_timeout(30_000)
+    page.goto(f"http://127.0.0.1:{port}/ui/")
+    page.select_option("#l-kind", "token")
+    page.fill("#l-secret", (daemon.root / "api.token").read_text().strip())
+    page.click("#login-form button")
+    page.click("nav >> text=Templates")
+    page.fill("#t-name", "bb2")
+    page.select_option("#t-source", "busybox")
+    page.click("#build-form button[type=submit]")
+    expect(page.locator("#status .msg")).to_contain_text("template bb2 built", timeout=120_000)
+    expect(page.locator("#t-progress")).to_be_visible()
+    expect(page.locator("#templates tbody")).to_contain_text("bb2")
+    assert "bb2" in daemon.jaula("template", "list")
+    page.click("nav >> text=Networks")
+    expect(page.locator("h1")).to_have_text("Networks")
+    expect(page.locator("main")).to_contain_text("No network yet")
+    # a bad build is refused with the API's reasons, shown on the page
+    page.click("nav >> text=Templates")
+    page.fill("#t-name", "../x")
+    page.click("#build-form button[type=submit]")
+    expect(page.locator("#status .msg.error")).to_be_visible()
     daemon.kill(15)
     assert daemon.leaks() == []

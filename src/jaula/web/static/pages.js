@@ -58,12 +58,12 @@ export function templatesPage(main) {
   const bSuite = h('input', { id: 't-suite', placeholder: 'bookworm (debootstrap)', autocomplete: 'off' });
   const progress = h('progress', { id: 't-progress', max: 1, value: 0, hidden: true, 'aria-label': 'Build progress' });
   const stage = h('p', { class: 'muted', 'aria-live': 'polite' });
-  const build = h('form', { class: 'stack' }, field('t-name', 'Name', bName), field('t-source', 'Source', bSource), field('t-suite', 'Suite', bSuite),
+  const build = h('form', { class: 'stack', id: 'build-form' }, field('t-name', 'Name', bName), field('t-source', 'Source', bSource), field('t-suite', 'Suite', bSuite),
     h('button', { type: 'submit' }, 'Build'), progress, stage);
   const iName = h('input', { id: 'i-name', required: true, autocomplete: 'off' });
   const iPath = h('input', { id: 'i-path', required: true, placeholder: '/srv/images/root.tar.gz', autocomplete: 'off' });
   const iFormat = h('select', { id: 'i-format' }, ['tarball', 'image'].map((s) => h('option', { value: s }, s)));
-  const imp = h('form', { class: 'stack' }, field('i-name', 'Name', iName), field('i-path', 'Archive on the host', iPath), field('i-format', 'Format', iFormat), h('button', { type: 'submit' }, 'Import'));
+  const imp = h('form', { class: 'stack', id: 'import-form' }, field('i-name', 'Name', iName), field('i-path', 'Archive on the host', iPath), field('i-format', 'Format', iFormat), h('button', { type: 'submit' }, 'Import'));
   main.replaceChildren(h('h1', {}, 'Templates'), h('section', { class: 'card' }, list),
     h('div', { class: 'grid' }, h('section', { class: 'card' }, h('h2', {}, 'Build'), build), h('section', { class: 'card' }, h('h2', {}, 'Import'), imp)));
   const load = async () => {
