@@ -112,6 +112,8 @@ def daemon() -> Iterator[Daemon]:
         for pid in d.pids:  # a failed test's instances: kill them, so nothing outlives it
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+        from tests.support.lxcfs import end_left_lxcfs
+        end_left_lxcfs(d.root)  # the lxcfs a killed jaulad leaves for its instances
         d.log.close()
         from tests.support.network import remove_daemon_network
         remove_daemon_network(d.root)  # its networks' bridges and its nft table (named from its root)

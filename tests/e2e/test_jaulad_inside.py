@@ -60,6 +60,8 @@ def d() -> Iterator[Daemon]:
         for pid in dm.pids:
             if pid_alive(pid):
                 os.kill(pid, 9)
+        from tests.support.lxcfs import end_left_lxcfs
+        end_left_lxcfs(dm.root)  # the lxcfs a killed jaulad leaves for its instances
         dm.log.close()
         from tests.support.network import remove_daemon_network
         remove_daemon_network(dm.root)  # its default network's bridge and nft table, if a failure left them

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,11 +27,11 @@ MiB = 1 << 20
 
 
 @pytest.fixture
-def lxcfs(host: Host) -> Iterator[Lxcfs]:
+def lxcfs(host: Host) -> Iterator[Lxcfs]:  # noqa: F811
     svc = Lxcfs(host.driver.root)
     pids: list[int] = []
     try:
-        assert svc.start(), f"lxcfs did not start: {open(svc.logfile).read()[-2000:]}"
+        assert svc.start(), f"lxcfs did not start: {Path(svc.logfile).read_text()[-2000:]}"
         pids.append(svc.pid)
         yield svc
         pids.append(svc.pid)
@@ -47,7 +48,7 @@ def meminfo_total_mib(text: str) -> int:
     raise AssertionError(f"no MemTotal in {text!r}")
 
 
-def test_meminfo_top_cpus_uptime_show_the_instances_own(host: Host, lxcfs: Lxcfs) -> None:
+def test_meminfo_top_cpus_uptime_show_the_instances_own(host: Host, lxcfs: Lxcfs) -> None:  # noqa: F811
     inst = host.new(config={"limits.memory": "256MiB", "limits.cpu": "1"})
     host.start(inst)
     try:
@@ -63,7 +64,7 @@ def test_meminfo_top_cpus_uptime_show_the_instances_own(host: Host, lxcfs: Lxcfs
         code, out = host.sh(inst, "grep -c ^processor /proc/cpuinfo; cat /sys/devices/system/cpu/online")
         assert code == 0 and out.split() == ["1", "0"], out
         # the instance's uptime (its init's age), not the host's
-        host_up = float(open("/proc/uptime").read().split()[0])
+        host_up = float(Path("/proc/uptime").read_text().split()[0])
         code, out = host.sh(inst, "cat /proc/uptime")
         inside = float(out.split()[0])
         assert inside < 120 and inside < host_up - 1, f"inside {inside}, host {host_up}"
@@ -71,7 +72,7 @@ def test_meminfo_top_cpus_uptime_show_the_instances_own(host: Host, lxcfs: Lxcfs
         host.driver.stop(inst, timeout=10)
 
 
-def test_nproc_follows_a_cpuset(host: Host, lxcfs: Lxcfs) -> None:
+def test_nproc_follows_a_cpuset(host: Host, lxcfs: Lxcfs) -> None:  # noqa: F811
     """nproc (busybox's and coreutils') counts sched_getaffinity's cpus: only a cpuset changes it."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one cpu on this host: a cpuset cannot make nproc smaller")
@@ -84,7 +85,7 @@ def test_nproc_follows_a_cpuset(host: Host, lxcfs: Lxcfs) -> None:
         host.driver.stop(inst, timeout=10)
 
 
-def test_lxcfs_death_and_restart(host: Host, lxcfs: Lxcfs) -> None:
+def test_lxcfs_death_and_restart(host: Host, lxcfs: Lxcfs) -> None:  # noqa: F811
     """The watcher starts a new lxcfs: the next instance gets it; one started before reads
     ENOTCONN from the dead connection's files (docs/honest-proc.md) until restarted."""
     before = host.new(config={"limits.memory": "128MiB"})
@@ -111,8 +112,8 @@ def test_lxcfs_death_and_restart(host: Host, lxcfs: Lxcfs) -> None:
         host.driver.stop(before, timeout=10)
 
 
-def test_without_lxcfs_the_instance_starts_with_the_kernels_files(host: Host, lxcfs: Lxcfs) -> None:
-    host_total = meminfo_total_mib(open("/proc/meminfo").read())
+def test_without_lxcfs_the_instance_starts_with_the_kernels_files(host: Host, lxcfs: Lxcfs) -> None:  # noqa: F811
+    host_total = meminfo_total_mib(Path("/proc/meminfo").read_text())
     off = host.new(config={"limits.memory": "256MiB", "security.lxcfs": "false"})
     host.start(off)
     try:
@@ -130,7 +131,7 @@ def test_without_lxcfs_the_instance_starts_with_the_kernels_files(host: Host, lx
         host.driver.stop(gone, timeout=10)
 
 
-def test_a_second_service_adopts_the_running_lxcfs(host: Host, lxcfs: Lxcfs) -> None:
+def test_a_second_service_adopts_the_running_lxcfs(host: Host, lxcfs: Lxcfs) -> None:  # noqa: F811
     """jaulad's restart: the lxcfs left running (close(stop=False)) is adopted by pid and start
     time, not started twice."""
     pid = lxcfs.pid

@@ -1,16 +1,17 @@
 """jaulad's own lxcfs: started at jaulad's start, watched by a pidfd, started again when it dies.
 
-    svc = Lxcfs(driver_root)       # mounts at <driver_root>/lxcfs (jaula.instances.lxcfs_view)
+    svc = Lxcfs(driver_root)       # mounts at lxcfs_view.mountpoint(driver_root), under /run/jaula/lxcfs
     svc.start()                    # adopts a live lxcfs a previous jaulad left, or starts one
     ...
     svc.close(stop=not running)    # jaulad's stop: lxcfs stops only when no instance uses it
 
 Why our own: Debian's lxcfs.service is a systemd unit that jaula cannot count on (no systemd
 here), and its mount point is global (/var/lib/lxcfs); ours is per jaulad root, so two roots
-(tests side by side) do not share one.
+(tests side by side) do not share one. It is not under the root: the root is swept and checked
+for stray mounts, and lxcfs's mount outlives a jaulad.
 
 lxcfs runs in the foreground (-f) in its own session, its pid and start time recorded in
-<driver_root>/lxcfs.pid. Instances bind its files, so its FUSE connection must outlive a jaulad
+<mount point>.pid. Instances bind its files, so its FUSE connection must outlive a jaulad
 restart (live restore): jaulad leaves it running when instances run, and the next jaulad adopts
 it by that record (same pid, same start time, its mount answering). When lxcfs dies its mount
 answers ENOTCONN: the watcher detaches the dead mount and starts a new lxcfs, which the next
@@ -45,13 +46,13 @@ RESTART_WINDOW_S = 60.0
 
 
 class Lxcfs:
-    """One lxcfs serving `<driver_root>/lxcfs`; every method may be called from any thread."""
+    """One lxcfs serving `lxcfs_view.mountpoint(driver_root)`; any thread may call its methods."""
 
     def __init__(self, driver_root: str, binary: str | None = None) -> None:
         self.mnt = lxcfs_view.mountpoint(driver_root)
-        self.record = os.path.join(driver_root, "lxcfs.pid")
-        self.own_pidfile = os.path.join(driver_root, "lxcfs.lock")   # lxcfs's -p: it locks it
-        self.logfile = os.path.join(driver_root, "lxcfs.log")
+        self.record = self.mnt + ".pid"
+        self.own_pidfile = self.mnt + ".lock"   # lxcfs's -p: it locks it
+        self.logfile = self.mnt + ".log"
         self.binary = binary or shutil.which("lxcfs") or "/usr/bin/lxcfs"
         self.pid: int | None = None
         self._child: subprocess.Popen | None = None
@@ -74,9 +75,8 @@ class Lxcfs:
         return ok
 
     def _adopt(self) -> bool:
-        try:
-            pid, start = (int(x) for x in open(self.record).read().split())
-        except (OSError, ValueError):
+        pid, start = self._read_record()
+        if not pid:
             return False
         if proc_start_time(pid) != start or lxcfs_view.usable(self.mnt) is None:
             return False
@@ -88,12 +88,22 @@ class Lxcfs:
         log.info("lxcfs %d (left by a previous jaulad) adopted at %s", pid, self.mnt)
         return True
 
+    def _read_record(self) -> tuple[int, int]:
+        """(pid, start time) of the recorded lxcfs; (0, 0) when none."""
+        try:
+            with open(self.record) as f:
+                pid, start = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            return 0, 0
+        return pid, start
+
     def _spawn(self) -> bool:
         if not os.access(self.binary, os.X_OK):
             log.warning("no lxcfs (%s): instances start with the kernel's /proc files (install Debian's "
                         "lxcfs package)", self.binary)
             return False
         self._detach_stale()
+        os.makedirs(lxcfs_view.RUN_DIR, 0o755, exist_ok=True)  # instances' uids traverse it to the binds
         os.makedirs(self.mnt, 0o755, exist_ok=True)
         out = os.open(self.logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
@@ -175,6 +185,25 @@ class Lxcfs:
         self.pid = None
 
     # --- stop -----------------------------------------------------------------------------------------
+    def end_left(self) -> None:
+        """The lxcfs a killed jaulad left for this root (by its pid record), ended in any state,
+        and its mount and files removed: for a cleanup when no instance uses it any more."""
+        pid, start = self._read_record()
+        if pid and proc_start_time(pid) == start:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    select.select([fd], [], [], 10.0)
+                except ProcessLookupError:
+                    pass
+                finally:
+                    os.close(fd)
+        self.close(stop=True)
+
     def close(self, stop: bool = True, timeout: float = 10.0) -> None:
         """Stop watching; with `stop`, end lxcfs and remove its mount and record (nothing may use
         it any more), else leave it running for the next jaulad to adopt. Twice is once."""
@@ -197,7 +226,7 @@ class Lxcfs:
                 self._reap()
             if stop:
                 self._detach_stale()
-                for path in (self.record, self.own_pidfile):
+                for path in (self.record, self.own_pidfile, self.logfile):
                     try:
                         os.unlink(path)
                     except FileNotFoundError:

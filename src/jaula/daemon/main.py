@@ -9,7 +9,8 @@ event loop and executors make threads):
      ($ROOT/jaula.db);
   2. the spawner (`Spawner.start`), before any thread;
   3. operations a previous life left pending or running are marked failed; the orphan sweep
-     (`_sweep`) undoes what a `kill -9` cut;
+     (`_sweep`) undoes what a `kill -9` cut; jaulad's lxcfs is adopted or started (honest /proc:
+     jaula.daemon.lxcfs; left running at stop while instances run);
   4. in the event loop, at the API's startup: live restore (every instance recorded running with
      a pid is adopted by the supervisor if that very process is still there, else marked
      stopped with an unknown exit status), then autostart (`boot.autostart`);
@@ -122,6 +123,7 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
     lock_fd = _lock_root(root)
     db = Database(root / "jaula.db")
     spawner = Spawner.start(make_driver, {"root": str(root)}, hold_fds=[lock_fd])  # before any thread
+    lxcfs = None
     try:
         failed = db.fail_unfinished_operations("jaulad stopped while it ran: look at the instance's state")
         if failed:
@@ -132,6 +134,7 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
         backend.network_tag = identity.root_tag(str(root))  # names (nft table, bridges, veths) unique per root
         backend.network = Plumbing(identity.table_name(backend.network_tag))  # type: ignore[attr-defined]
         _sweep(db, backend, root)
+        lxcfs = _start_lxcfs(root)  # before any instance starts (autostart): honest /proc
 
         from jaula.daemon import api, server
         from jaula.daemon.events import LogHandler
@@ -177,9 +180,37 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
                  ", ".join(signal.Signals(n).name for n in got) or "asked to")
         return 0
     finally:
+        if lxcfs is not None:
+            _stop_lxcfs(lxcfs, db)
         spawner.close()
         db.close()
         os.close(lock_fd)
+
+
+def _start_lxcfs(root: Path) -> Any:
+    """jaulad's own lxcfs (jaula.daemon.lxcfs, docs/honest-proc.md): the one a previous jaulad
+    left adopted, or a new one; None with JAULA_LXCFS=off (instances then get the kernel's files)."""
+    if os.environ.get("JAULA_LXCFS", "").strip().lower() in ("0", "off", "false", "no"):
+        log.info("JAULA_LXCFS=off: no lxcfs; instances get the kernel's /proc files")
+        return None
+    from jaula.daemon.lxcfs import Lxcfs
+    from jaula.daemon.spawner_backend import paths
+
+    svc = Lxcfs(str(paths(root)["instances"]))
+    try:
+        svc.start()
+    except Exception as exc:  # noqa: BLE001 (honest /proc is not worth refusing to serve)
+        log.warning("lxcfs: %s; instances start without it", exc)
+    return svc
+
+
+def _stop_lxcfs(svc: Any, db: Any) -> None:
+    """lxcfs stops with jaulad only when no instance runs: running ones keep reading its files,
+    and the next jaulad adopts it."""
+    running = [r.name for r in db.list_instances() if r.status in ("running", "frozen")]
+    if running and svc.pid is not None:
+        log.info("lxcfs %d left running for %d running instance(s): the next jaulad adopts it", svc.pid, len(running))
+    svc.close(stop=not running)
 
 
 LOCK_WAIT_S = 60.0

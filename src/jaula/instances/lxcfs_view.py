@@ -3,7 +3,7 @@
 lxcfs (a FUSE filesystem, run and supervised by jaulad: jaula.daemon.lxcfs) answers each read
 of its proc/meminfo, proc/uptime... from the cgroups and the pid namespace of the process that
 reads, so `free`, `top` and `uptime` inside an instance show its limits and its own uptime.
-The mount lives at `<driver root>/lxcfs`; `usable` says whether a live lxcfs serves it there,
+The mount lives at `mountpoint(<driver root>)`; `usable` says whether a live lxcfs serves it there,
 `mounts` are the OCI bind mounts that put its files over the instance's /proc and /sys.
 """
 
@@ -17,9 +17,18 @@ SYS_CPU = "sys/devices/system/cpu"
 FSTYPE = "fuse.lxcfs"
 
 
+# Outside jaulad's root: the root holds instances' trees and is checked for stray mounts (the
+# orphan sweep, tests), and lxcfs's mount outlives a jaulad (live restore). One per root.
+RUN_DIR = "/run/jaula/lxcfs"
+
+
 def mountpoint(driver_root: str) -> str:
-    """Where jaulad mounts lxcfs for the driver at `driver_root`."""
-    return os.path.join(driver_root, "lxcfs")
+    """Where jaulad mounts lxcfs for the driver at `driver_root`: RUN_DIR/<digest of the root>
+    (its pid record, lock and log beside it, with .pid, .lock and .log appended)."""
+    import hashlib
+
+    digest = hashlib.sha256(os.path.abspath(driver_root).encode()).hexdigest()[:16]
+    return os.path.join(RUN_DIR, digest)
 
 
 def mounted(path: str) -> bool:
