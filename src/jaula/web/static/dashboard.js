@@ -35,19 +35,31 @@ export function dashboard(main) {
     h('section', { class: 'card', 'aria-labelledby': 'ev-h' }, h('h2', { id: 'ev-h' }, 'Recent events'), evList));
 
   let instances = [];
+  // Rows are updated in place (a link keeps the keyboard's focus across refreshes).
+  const rows = new Map();
   const render = () => {
-    tbody.replaceChildren(...instances.map((i) => {
+    for (const [name, tr] of rows) if (!instances.find((i) => i.name === name)) { tr.remove(); rows.delete(name); }
+    const empty = tbody.querySelector('tr.empty');
+    if (empty && instances.length) empty.remove();
+    for (const i of instances) {
+      let tr = rows.get(i.name);
+      if (!tr) {
+        tr = h('tr', { 'data-instance': i.name },
+          h('td', {}, h('a', { href: `#/instances/${encodeURIComponent(i.name)}` }, i.name)),
+          h('td', { class: 'st' }), h('td', { class: 'cpu' }), h('td', { class: 'mem' }), h('td', { class: 'wide' }, i.template));
+        rows.set(i.name, tr);
+        tbody.append(tr);
+      }
       const s = samplers.get(i.name);
       const cpu = s ? s.series.cpu : [];
       const mem = s ? s.series.memory : [];
-      return h('tr', { 'data-instance': i.name },
-        h('td', {}, h('a', { href: `#/instances/${encodeURIComponent(i.name)}` }, i.name)),
-        h('td', {}, stateBadge(i.status)),
-        h('td', {}, line(cpu, { label: `cpu of ${i.name}` }), h('span', { class: 'muted' }, cpu.length ? `${cpu[cpu.length - 1].toFixed(1)} %` : '')),
-        h('td', {}, line(mem, { limit: s ? s.limit('memory') : null, label: `memory of ${i.name}` }), h('span', { class: 'muted' }, mem.length ? bytes(mem[mem.length - 1]) : '')),
-        h('td', { class: 'wide' }, i.template));
-    }));
-    if (!instances.length) tbody.replaceChildren(h('tr', {}, h('td', { colspan: 5 }, 'No instance yet: create one.')));
+      tr.querySelector('.st').replaceChildren(stateBadge(i.status));
+      tr.querySelector('.cpu').replaceChildren(line(cpu, { label: `cpu of ${i.name}` }),
+        h('span', { class: 'muted' }, cpu.length ? `${cpu[cpu.length - 1].toFixed(1)} %` : ''));
+      tr.querySelector('.mem').replaceChildren(line(mem, { limit: s ? s.limit('memory') : null, label: `memory of ${i.name}` }),
+        h('span', { class: 'muted' }, mem.length ? bytes(mem[mem.length - 1]) : ''));
+    }
+    if (!instances.length && !tbody.querySelector('tr.empty')) tbody.append(h('tr', { class: 'empty' }, h('td', { colspan: 5 }, 'No instance yet: create one.')));
   };
   const refresh = async () => {
     try {
