@@ -32,7 +32,7 @@ def web(tmp_path: Path) -> Iterator[SimpleNamespace]:
     from jaula.daemon.api import create_app
     from jaula.daemon.db import Database
     from jaula.web.gate import WebConfig
-    from jaula.web.sessions import Sessions
+    from jaula.web.sessions import LoginThrottle, Sessions
     from tests.unit.fake_backend import FakeBackend
 
     root = tmp_path / "root"
@@ -43,7 +43,8 @@ def web(tmp_path: Path) -> Iterator[SimpleNamespace]:
     app = create_app(db, FakeBackend(), workers=2)
     tcp = server.bind_tcp("127.0.0.1", 0)
     clock = Clock()
-    config = WebConfig(root=root, address=tcp.getsockname()[:2], sessions=Sessions(clock=clock))
+    config = WebConfig(root=root, address=tcp.getsockname()[:2], sessions=Sessions(clock=clock),
+                       throttle=LoginThrottle(clock=clock))
     unix = server.bind_unix(socket_path)
     srv = server._server(app, None, config)
     srv.install_signal_handlers = lambda: None  # type: ignore[method-assign]

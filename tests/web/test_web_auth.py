@@ -172,6 +172,20 @@ def test_a_websocket_from_another_origin_is_refused(web: SimpleNamespace, browse
     assert asyncio.run(open_with(web.url)) == 4401  # no session
 
 
+def test_failed_logins_are_throttled(web: SimpleNamespace, browser_like: httpx.Client,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from jaula.web import ui
+
+    monkeypatch.setattr(ui, "FAILED_LOGIN_DELAY_S", 0)
+    passwords.set_password(web.root, "correct horse")
+    for _ in range(web.config.throttle.limit):
+        assert login(browser_like, password="wrong horse!").status_code == 401
+    r = login(browser_like, password="correct horse")  # even the right one waits: not checked at all
+    assert r.status_code == 429 and "Too many failed logins: try again in 60 s" in r.json()["error"]
+    web.clock.now += web.config.throttle.window_s
+    assert login(browser_like, password="correct horse").status_code == 200
+
+
 # -- jaulad's options ---------------------------------------------------------------------------
 def _jaulad(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "jaula.daemon.main", *args], input=stdin, text=True,

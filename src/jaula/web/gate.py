@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jaula.errors import ExitCode
-from jaula.web.sessions import Sessions, csrf_matches
+from jaula.web.sessions import LoginThrottle, Sessions, csrf_matches
 
 CSRF_HEADER = "x-jaula-csrf"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -34,6 +34,7 @@ class WebConfig:
     root: Path                      # where api.token and web.password are
     address: tuple[str, int]        # the listener's (host, port), as uvicorn puts it in scope["server"]
     sessions: Sessions = field(default_factory=Sessions)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     @property
     def cookie(self) -> str:        # per port: two jaulads on one host keep apart sessions

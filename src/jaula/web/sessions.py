@@ -67,5 +67,28 @@ class Sessions:
             del self._by_id[sid]
 
 
+class LoginThrottle:
+    """Failed logins, host-wide: past `limit` in `window_s` seconds, logins are refused (429)
+    without checking the secret, until the oldest failure leaves the window."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._failures: list[float] = []
+        self._lock = threading.Lock()
+
+    def wait_s(self) -> float:
+        """0 when a login may be tried now, else the seconds until one may."""
+        now = self.clock()
+        with self._lock:
+            self._failures = [f for f in self._failures if now - f < self.window_s]
+            if len(self._failures) < self.limit:
+                return 0.0
+            return self.window_s - (now - self._failures[0])
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures.append(self.clock())
+
+
 def csrf_matches(session: Session, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(session.csrf.encode(), (given or "").encode())

@@ -92,11 +92,15 @@ def ui_app(config: WebConfig) -> Starlette:
             return error(400, "Give one of {\"password\": \"...\"} or {\"token\": \"...\"}",
                          ["body: one key, password or token, with a string value"])
         kind, given = next(iter(body.items()))
+        wait = config.throttle.wait_s()
+        if wait > 0:
+            return error(429, f"Too many failed logins: try again in {wait:.0f} s")
         try:
             ok = await asyncio.get_running_loop().run_in_executor(None, _check, config, kind, given)
         except JaulaError as exc:
             return error(500, str(exc))
         if not ok:
+            config.throttle.failed()
             await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # slows a guesser down
             return error(401, WRONG if kind == "token" or passwords.stored_hash(config.root) else
                          "No password is set: run `jaulad --set-password` on the host, or log in with the token "
