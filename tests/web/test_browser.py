@@ -107,7 +107,13 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     expect(page.locator("#terminal .xterm-rows")).to_contain_text("#")  # the shell's prompt
     page.keyboard.type("echo hello-$((6*7)) from $(hostname)\n")
     expect(page.locator("#terminal .xterm-rows")).to_contain_text(f"hello-42 from {NAME}")
+    page.keyboard.type("ping -c 2 -W 2 $(ip route | awk '/default/ {print $3}')\n")
+    expect(page.locator("#terminal .xterm-rows")).to_contain_text("2 packets received", timeout=20_000)
     page.click("#open-shell")  # closes it
+    # the NIC's counters (its host-side veth's) saw the pings; the page graphs them
+    nics = page.request.get(f"http://127.0.0.1:{port}/ui/netstats/{NAME}").json()["nics"]
+    assert nics[0]["name"] == "eth0" and nics[0]["tx_packets"] >= 2 and nics[0]["rx_packets"] >= 2, nics
+    expect(page.locator('[data-graph="Network in"] figcaption')).to_contain_text("/s")
 
     # the memory limit, live: the counter's limit follows
     page.select_option("#cfg-key", "limits.memory")

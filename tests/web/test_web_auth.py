@@ -186,6 +186,19 @@ def test_failed_logins_are_throttled(web: SimpleNamespace, browser_like: httpx.C
     assert login(browser_like, password="correct horse").status_code == 200
 
 
+def test_network_counters_need_a_session(web: SimpleNamespace, browser_like: httpx.Client) -> None:
+    assert browser_like.get("/ui/netstats/web1").status_code == 401
+    login(browser_like, token=token(web))
+    r = browser_like.get("/ui/netstats/nope")
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+    with httpx.Client(transport=httpx.HTTPTransport(uds=web.socket), base_url="http://jaulad") as unix:
+        op = unix.post("/1.0/instances", json={"name": "web1", "template": "bb",
+                                               "config": {"nic.eth0.type": "none"}}).json()["metadata"]["id"]
+        assert unix.get(f"/1.0/operations/{op}/wait?timeout=10").json()["metadata"]["status"] == "success"
+    nics = browser_like.get("/ui/netstats/web1").json()["nics"]  # a NIC with no link: no counters
+    assert nics == [{"name": "eth0", "rx_bytes": None, "tx_bytes": None, "rx_packets": None, "tx_packets": None}]
+
+
 # -- jaulad's options ---------------------------------------------------------------------------
 def _jaulad(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "jaula.daemon.main", *args], input=stdin, text=True,

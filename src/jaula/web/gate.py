@@ -49,7 +49,7 @@ class WebGate:
         from jaula.web.ui import ui_app
 
         self.api, self.inner, self.config = api, inner, config
-        self.ui = ui_app(config)
+        self.ui = ui_app(config, getattr(api, "state", None))
         self.state = getattr(api, "state", None)
 
     def ours(self, scope: dict[str, Any]) -> bool:

@@ -4,7 +4,9 @@
 - GET /ui/static/NAME and /ui/vendor/NAME: its own files and the npm ones (xterm.js), from disk;
 - POST /ui/login {"password"} or {"token"}: a session (its cookie) and its CSRF token;
 - GET /ui/session: the logged-in page's CSRF token (401 when not logged in);
-- POST /ui/logout: the session ends (CSRF checked).
+- POST /ui/logout: the session ends (CSRF checked);
+- GET /ui/netstats/NAME: the bytes and packets through each of the instance's NICs, from its
+  host-side veth's counters (the API's stats have no network rows); a session is needed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -52,7 +55,7 @@ def error(status: int, message: str, problems: list[str] | None = None) -> JSONR
                          "exit_code": ExitCode.FAILURE}, status_code=status, headers=HEADERS)
 
 
-def ui_app(config: WebConfig) -> Starlette:
+def ui_app(config: WebConfig, api_state: Any = None) -> Starlette:
     sessions = config.sessions
 
     def current(request: Request) -> Any:
@@ -127,6 +130,19 @@ def ui_app(config: WebConfig) -> Starlette:
         resp.delete_cookie(config.cookie, path="/", httponly=True, samesite="strict")
         return resp
 
+    async def netstats(request: Request) -> Response:
+        if current(request) is None:
+            return error(401, NOT_LOGGED_IN)
+        networks = getattr(api_state, "networks", None)
+        if networks is None:
+            return JSONResponse({"nics": []}, headers=HEADERS)
+        try:
+            nics = await run_in_threadpool(networks.nics_of, request.path_params["name"])
+        except JaulaError as exc:
+            return error(404, str(exc))
+        return JSONResponse({"nics": [{"name": n["name"], **_veth_counters(n.get("host_name"))} for n in nics]},
+                            headers=HEADERS)
+
     return Starlette(routes=[
         Route("/", home), Route("/ui", home),
         Route("/ui/", index),
@@ -135,7 +151,27 @@ def ui_app(config: WebConfig) -> Starlette:
         Route("/ui/login", login, methods=["POST"]),
         Route("/ui/session", session),
         Route("/ui/logout", logout, methods=["POST"]),
+        Route("/ui/netstats/{name}", netstats),
     ])
+
+
+_VETH = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+
+def _veth_counters(host_name: str | None) -> dict[str, int | None]:
+    """The instance's view of its NIC: what the host side sent, it received, and the reverse.
+    None where the link is not there (stopped instance, no NIC type)."""
+    out: dict[str, int | None] = {"rx_bytes": None, "tx_bytes": None, "rx_packets": None, "tx_packets": None}
+    if not host_name or not _VETH.match(host_name):
+        return out
+    for mine, host in (("rx_bytes", "tx_bytes"), ("tx_bytes", "rx_bytes"),
+                       ("rx_packets", "tx_packets"), ("tx_packets", "rx_packets")):
+        try:
+            with open(f"/sys/class/net/{host_name}/statistics/{host}") as f:
+                out[mine] = int(f.read())
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 def _check(config: WebConfig, kind: str, given: str) -> bool:

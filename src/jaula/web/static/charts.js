@@ -27,10 +27,22 @@ export function line(values, { width = 120, height = 28, max = null, limit = nul
 
 // Samples of one instance's counters: cpu % (from cpu_usage_ns deltas), memory, pids, io rate.
 export class Sampler {
-  constructor(name, keep = 60) { this.name = name; this.keep = keep; this.series = { cpu: [], memory: [], pids: [], io: [] }; this.last = null; this.rows = []; }
+  constructor(name, keep = 60, net = false) {
+    this.name = name; this.keep = keep; this.net = net; this.last = null; this.rows = [];
+    this.series = { cpu: [], memory: [], pids: [], io: [], rx: [], tx: [] };
+  }
+
+  // The bytes through its NICs (their host-side veths' counters), summed: [rx, tx] or null.
+  async netBytes() {
+    if (!this.net) return null;
+    const r = await fetch(`/ui/netstats/${encodeURIComponent(this.name)}`, { credentials: 'same-origin' });
+    if (!r.ok) return null;
+    const nics = (await r.json()).nics.filter((n) => n.rx_bytes !== null);
+    return nics.length ? [nics.reduce((a, n) => a + n.rx_bytes, 0), nics.reduce((a, n) => a + n.tx_bytes, 0)] : null;
+  }
 
   async sample() {
-    const st = await get(`/1.0/instances/${encodeURIComponent(this.name)}/stats`);
+    const [st, net] = await Promise.all([get(`/1.0/instances/${encodeURIComponent(this.name)}/stats`), this.netBytes()]);
     const now = performance.now();
     this.rows = st.rows || [];
     const row = (r) => this.rows.find((x) => x.resource === r);
@@ -39,10 +51,14 @@ export class Sampler {
       this.push('cpu', Math.max(0, (st.cpu_usage_ns - this.last.cpu) / 1e9 / dt * 100));
       const io = row('io');
       if (io && this.last.io !== null) this.push('io', Math.max(0, (io.held - this.last.io) / dt));
+      if (net && this.last.net) {
+        this.push('rx', Math.max(0, (net[0] - this.last.net[0]) / dt));
+        this.push('tx', Math.max(0, (net[1] - this.last.net[1]) / dt));
+      }
     }
     this.push('memory', row('memory') ? row('memory').held || 0 : 0);
     this.push('pids', row('pids') ? row('pids').held || 0 : 0);
-    this.last = { t: now, cpu: st.cpu_usage_ns, io: row('io') ? row('io').held : null };
+    this.last = { t: now, cpu: st.cpu_usage_ns, io: row('io') ? row('io').held : null, net };
     return this;
   }
 

@@ -21,7 +21,7 @@ function counterValue(row, key) {
 
 export function instancePage(main, name) {
   const path = `/1.0/instances/${encodeURIComponent(name)}`;
-  const sampler = new Sampler(name, 90);
+  const sampler = new Sampler(name, 90, true);
   const cleanups = [];
   let inst = null;
   let settings = [];
@@ -116,13 +116,15 @@ export function instancePage(main, name) {
 
   const renderStats = () => {
     const s = sampler.series;
-    const graph = (title, values, fmt, limit) => h('figure', { style: 'margin:0' },
+    const graph = (title, values, fmt, limit) => h('figure', { style: 'margin:0', 'data-graph': title },
       h('figcaption', {}, `${title}: `, h('strong', {}, values.length ? fmt(values[values.length - 1]) : '—'), limit ? h('span', { class: 'muted' }, ` (limit ${fmt(limit)})`) : ''),
       line(values, { width: 300, height: 100, cls: 'graph', limit, label: title }));
     graphs.replaceChildren(graph('CPU', s.cpu, (v) => `${v.toFixed(1)} %`),
       graph('Memory', s.memory, bytes, sampler.limit('memory')),
       graph('Processes', s.pids, (v) => String(v), sampler.limit('pids')),
-      graph('Disk I/O', s.io, (v) => `${bytes(v)}/s`));
+      graph('Disk I/O', s.io, (v) => `${bytes(v)}/s`),
+      graph('Network in', s.rx, (v) => `${bytes(v)}/s`),
+      graph('Network out', s.tx, (v) => `${bytes(v)}/s`));
     counters.replaceChildren(...sampler.rows.map((r) => h('tr', { 'data-resource': r.resource },
       h('td', {}, r.resource), ...['held', 'maxheld', 'limit', 'failcnt'].map((k) => h('td', { 'data-counter': `${r.resource}-${k}` }, counterValue(r, k))))));
     if (!sampler.rows.length) counters.replaceChildren(h('tr', {}, h('td', { colspan: 5 }, 'No counters: the instance is stopped.')));
