@@ -215,14 +215,15 @@ class Lxcfs:
             self._thread = None
         with self._lock:
             if stop and self.pid is not None:
+                # lxcfs keeps no state, and after SIGTERM it takes ~5 s to exit (its loadavg
+                # thread's sleep): its mount goes first (nothing may use it now), then SIGKILL.
+                self._detach_stale()
                 try:
                     if self._pidfd is not None:
-                        signal.pidfd_send_signal(self._pidfd, signal.SIGTERM)
+                        signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+                        select.select([self._pidfd], [], [], timeout)
                 except ProcessLookupError:
                     pass
-                if self._pidfd is not None and not select.select([self._pidfd], [], [], timeout)[0]:
-                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-                    select.select([self._pidfd], [], [])
                 self._reap()
             if stop:
                 self._detach_stale()
