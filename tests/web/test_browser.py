@@ -114,6 +114,7 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     nics = page.request.get(f"http://127.0.0.1:{port}/ui/netstats/{NAME}").json()["nics"]
     assert nics[0]["name"] == "eth0" and nics[0]["tx_packets"] >= 2 and nics[0]["rx_packets"] >= 2, nics
     expect(page.locator('[data-graph="Network in"] figcaption')).to_contain_text("/s")
+    page.screenshot(path=str(ARTIFACTS / "web-instance.png"), full_page=True)
 
     # the memory limit, live: the counter's limit follows
     page.select_option("#cfg-key", "limits.memory")

@@ -16,6 +16,7 @@ const ACTIONS = [  // [action, label, allowed states, confirm?]
 function counterValue(row, key) {
   const v = row[key];
   if (v === null || v === undefined) return key === 'limit' ? 'unlimited' : '—';
+  if (key === 'failcnt') return String(v);  // a count, whatever the resource's unit
   return row.unit === 'bytes' ? bytes(v) : row.unit === 'ns' && key !== 'failcnt' ? `${(v / 1e9).toFixed(2)} s` : String(v);
 }
 
