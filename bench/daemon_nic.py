@@ -18,6 +18,7 @@ step timed inside the spawner 22-78 ms (attach alone 2-16 ms, add_nic 5-13 ms ou
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -29,6 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from bench.daemon import Daemon
+from jaula.instances.nics import TIMING_ENV
+
+
+def _steps(path: Path) -> dict[str, dict[str, float]]:
+    """Median of each step of the spawner's plug, unplug and /etc writes ($JAULA_NIC_TIMING)."""
+    seen: dict[str, dict[str, list[float]]] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    for line in lines:
+        what, *fields = line.split()
+        for f in fields:
+            step, _, ms = f.partition("=")
+            seen.setdefault(what, {}).setdefault(step, []).append(float(ms))
+    return {w: {s: statistics.median(v) for s, v in steps.items()} for w, steps in seen.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     top = Path(tempfile.mkdtemp(prefix="jaula-bench-nic-"))
     top.chmod(0o711)
+    timing = top / "steps.txt"
+    os.environ[TIMING_ENV] = str(timing)  # jaulad and its spawner inherit it
     d = Daemon(top)
-    samples: dict[str, list[float]] = {"nic": [], "none": []}
+    samples: dict[str, list[float]] = {"nic": [], "none": [], "stop-nic": [], "stop-none": []}
+    load = os.getloadavg()
     try:
         d.start()
         c = d.client
@@ -47,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, config in kinds.items():
             c.create("busybox", f"warm-{kind}", config=config)
             c.start(f"warm-{kind}")
+        timing.unlink(missing_ok=True)
         for i in range(ns.n):
             for kind in (("nic", "none") if i % 2 else ("none", "nic")):
                 name = f"{kind}{i}"
@@ -55,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                 c.start(name)
                 samples[kind].append((time.perf_counter() - t) * 1000)
                 d.note(name)
-                c.delete(name, force=True)
+                t = time.perf_counter()
+                c.stop(name, force=True)
+                samples["stop-" + kind].append((time.perf_counter() - t) * 1000)
+                c.delete(name)
         for kind in kinds:
             c.delete(f"warm-{kind}", force=True)
         c.delete_network("bench")
@@ -66,12 +90,20 @@ def main(argv: list[str] | None = None) -> int:
 
         remove_daemon_network(d.root)
         left = d.leaks()
+        steps = _steps(timing)
         if not left:
             shutil.rmtree(top, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in samples.items() if v}
+    after = os.getloadavg()
+    print(f"load average {load[0]:.2f} before, {after[0]:.2f} after")
     print(f"start through jaulad, busybox system, median of {ns.n} (ms): "
           f"with eth0 {med.get('nic', 0):.1f}, loopback only {med.get('none', 0):.1f}, "
           f"the NIC adds {med.get('nic', 0) - med.get('none', 0):.1f}")
+    print(f"stop --force, median (ms): with eth0 {med.get('stop-nic', 0):.1f}, "
+          f"loopback only {med.get('stop-none', 0):.1f}, "
+          f"the NIC adds {med.get('stop-nic', 0) - med.get('stop-none', 0):.1f}")
+    for what, st in steps.items():
+        print(f"  spawner {what} (medians, ms): " + " ".join(f"{k} {v:.2f}" for k, v in st.items()))
     for p_ in problems + left:
         print("problem:", p_)
     return 1 if problems or left else 0

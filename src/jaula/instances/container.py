@@ -206,9 +206,9 @@ class ContainerDriver(StorageVerbs, Driver):
             with open(tmp, "w") as f:
                 json.dump(spec, f, indent=1)
             os.rename(tmp, os.path.join(bundle, "config.json"))
-            c = self._create(name, bundle)
+            # NICs into the init's netns before it runs: while it builds its root, when it can
+            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo))
             undo.callback(self._destroy, c, name)
-            nics.plug_all(bundle, inst.network, c.pid, undo)  # into the init's netns, before it runs
             _start_and_wait_exec(c, self._log(name))
             undo.pop_all()
         st = self.state(inst)
@@ -217,8 +217,9 @@ class ContainerDriver(StorageVerbs, Driver):
         # exit and its status, instead of "running" with nothing to watch.
         return st if st.pid else st.replace(pid=c.pid)
 
-    def _create(self, name: str, bundle: str):
-        """jaula.oci's create with the init's stdin on /dev/null and its output in the console log."""
+    def _create(self, name: str, bundle: str, on_namespaces: Any = None):
+        """jaula.oci's create with the init's stdin on /dev/null and its output in the console log;
+        `on_namespaces(pid)` as jaula.oci.create.Options says."""
         from jaula.oci.create import Options, create
 
         log_path = self.console_log(name)
@@ -236,7 +237,15 @@ class ContainerDriver(StorageVerbs, Driver):
             os.dup2(null, 0)
             os.dup2(out, 1)
             os.dup2(out, 2)
-            return create(self.runtime_root, name, bundle, Options(), self._log(name))
+
+            def hook(pid: int) -> None:  # the init is forked: our own stdio back (our log is not its)
+                for fd, copy in enumerate(saved):
+                    if copy is not None:
+                        os.dup2(copy, fd)
+                on_namespaces(pid)
+
+            opts = Options(on_namespaces=hook if on_namespaces is not None else None)
+            return create(self.runtime_root, name, bundle, opts, self._log(name))
         finally:
             for fd, copy in enumerate(saved):
                 if copy is None:

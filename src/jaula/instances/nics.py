@@ -12,12 +12,35 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 from contextlib import ExitStack
 from typing import Any
 
 from jaula.network.plan import NetworkPlan, NicPlan
 
 RECORD = "nics.json"
+TIMING_ENV = "JAULA_NIC_TIMING"  # a file: each plug and unplug appends its steps' times (benchmarks)
+
+
+class _Clock:
+    """Steps of a plug or unplug timed with perf_counter_ns, appended as one line to the file
+    named by $JAULA_NIC_TIMING (nothing at all when it is unset)."""
+
+    def __init__(self, what: str) -> None:
+        self.path = os.environ.get(TIMING_ENV)
+        self.what, self.steps = what, []
+        self.t0 = self.last = time.perf_counter_ns() if self.path else 0
+
+    def __call__(self, step: str) -> None:
+        if self.path:
+            now = time.perf_counter_ns()
+            self.steps.append(f"{step}={(now - self.last) / 1e6:.3f}")
+            self.last = now
+
+    def done(self) -> None:
+        if self.path and self.steps:
+            with open(self.path, "a") as f:
+                f.write(f"{self.what} total={(time.perf_counter_ns() - self.t0) / 1e6:.3f} {' '.join(self.steps)}\n")
 
 
 def _plumbing(table: str) -> Any:
@@ -38,6 +61,7 @@ def write_etc(rootfs: str, network: dict[str, Any], idmap: Any) -> None:
     there is replaced, never followed), owned by the instance's root."""
     if not network.get("nics"):
         return
+    mark = _Clock("etc")
     from jaula.linux.fs import open_in_root
 
     rfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -54,6 +78,8 @@ def write_etc(rootfs: str, network: dict[str, Any], idmap: Any) -> None:
             os.close(etc)
     finally:
         os.close(rfd)
+    mark("write")
+    mark.done()
 
 
 def _write(etc: int, name: str, text: str, idmap: Any) -> None:
@@ -80,26 +106,36 @@ def plug_all(bundle: str, network: dict[str, Any], pid: int, undo: ExitStack) ->
     gets the unplug of everything this made."""
     if not network.get("nics"):
         return
+    mark = _Clock("plug")
     nets, nics = _plans(network)
     fw = _plumbing(network["table"])
+    fw.timing = mark if mark.path else None
+    mark("plans")
     done: list[NicPlan] = []
     undo.callback(_forget, bundle)
     for nic in nics:
         _save(bundle, network["table"], nets, done + [nic])  # recorded first: a crash mid-plug is undone too
+        mark("record")
         with ExitStack() as one:
             fw.plug(nets.get(nic.network or ""), nic, pid, one)
             undo.push(one.pop_all())
         done.append(nic)
+    mark.done()
 
 
 def unplug_all(bundle: str) -> None:
     """Unplug what the record says was plugged (what is already gone is fine), then forget it."""
+    mark = _Clock("unplug")
     table, _, nics = _load(bundle)
+    mark("load")
     if table:
         fw = _plumbing(table)
+        fw.timing = mark if mark.path else None
         for nic in reversed(nics):
             fw.unplug(nic)
     _forget(bundle)
+    mark("forget")
+    mark.done()
 
 
 def update(bundle: str, network: dict[str, Any], config: dict[str, Any], pid: int) -> None:

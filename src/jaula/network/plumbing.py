@@ -11,6 +11,7 @@ same methods stands in for it in unit tests (tests/unit/network_fakes.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -19,10 +20,15 @@ from jaula.network.plan import BRIDGED, NetworkPlan, NicPlan, PortForward
 log = logging.getLogger("jaula.network")
 
 
+def _no_timing(step: str) -> None:
+    pass
+
+
 class Plumbing:
     def __init__(self, table: str) -> None:
         self.table = table
         self._fw: Any = None
+        self.timing: Callable[[str], None] | None = None  # called after each step of plug/unplug
 
     def firewall(self) -> Any:
         if self._fw is None:
@@ -75,24 +81,31 @@ class Plumbing:
     # -- NICs (the driver) -----------------------------------------------------------------------
     def plug(self, net: NetworkPlan | None, nic: NicPlan, pid: int, undo: ExitStack) -> None:
         """Plug `nic` into the netns of `pid`: firewall rules first (nothing passes before they
-        are there), then the interface, then its rate limits; each step's undo pushed on `undo`."""
+        are there), then the interface, then its rate limits; each step's undo pushed on `undo`.
+        `self.timing(step)` is called after each step (benchmarks)."""
         from jaula.network import links, tc
 
+        mark = self.timing or _no_timing
         if nic.type == BRIDGED and net is not None:
             self.firewall().add_nic(net, nic)
             undo.callback(self._quietly, "firewall remove_nic", self.firewall().remove_nic, nic)
-        links.attach(nic, pid)
+            mark("firewall")
+        links.attach(nic, pid, timing=self.timing)
         undo.callback(self._quietly, "detach", links.detach, nic)
         if nic.ingress_kbit is not None or nic.egress_kbit is not None:
             tc.set_rate(nic)
+            mark("rate")
 
     def unplug(self, nic: NicPlan) -> None:
         """Remove what `plug` made; what is already gone (the netns died with the instance) is fine."""
         from jaula.network import links
 
+        mark = self.timing or _no_timing
         if nic.type == BRIDGED:
             self._quietly("firewall remove_nic", self.firewall().remove_nic, nic)
+            mark("firewall")
         self._quietly("detach", links.detach, nic)
+        mark("detach")
 
     def set_rate(self, nic: NicPlan) -> None:
         from jaula.network import tc

@@ -31,6 +31,7 @@ IFF_UP = 0x1
 IFA_F_NODAD = 0x02          # linux/if_addr.h: no duplicate address detection
 MACVLAN_MODE_BRIDGE = 4     # linux/if_link.h
 IN6_ADDR_GEN_MODE_NONE = 1  # linux/if_link.h
+BRIDGE_MODE_HAIRPIN = 1     # linux/if_bridge.h: IFLA_BRPORT_MODE
 RT_TABLE_MAIN, RTPROT_STATIC, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 4, 0, 1
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
@@ -80,11 +81,15 @@ def veth(name: str, mtu: int, master: int, peer_name: str, peer_mac: str, peer_n
 def host_end_up(name: str) -> nlmsg:
     """The host end of a veth up WITHOUT IPv6 addresses of its own (addr_gen_mode none, set
     before the first up, which is when the kernel makes a link-local; a bridge port needs none,
-    and the host is spared a link-local, its route and its DAD per instance). The kernel
-    refuses IFLA_AF_SPEC in the create itself (EAFNOSUPPORT: no inet6 data yet)."""
+    and the host is spared a link-local, its route and its DAD per instance), its bridge port in
+    hairpin mode (a frame may go back out of the port it came in: an instance reaching its own
+    port forward, DNAT'ed while bridged). The kernel refuses IFLA_AF_SPEC in the create itself
+    (EAFNOSUPPORT: no inet6 data yet), and bridge port settings too (no port yet)."""
     spec = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE)]})]}
-    return _msg(ifinfmsg, RTM_NEWLINK, CHANGE, [("IFLA_IFNAME", name), ("IFLA_AF_SPEC", spec)],
-                flags=IFF_UP, change=IFF_UP)
+    port = {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
+                      ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", BRIDGE_MODE_HAIRPIN)]})]}
+    return _msg(ifinfmsg, RTM_NEWLINK, CHANGE, [("IFLA_IFNAME", name), ("IFLA_AF_SPEC", spec),
+                                                ("IFLA_LINKINFO", port)], flags=IFF_UP, change=IFF_UP)
 
 
 def macvlan(name: str, mac: str, mtu: int, parent: int, nsfd: int) -> nlmsg:

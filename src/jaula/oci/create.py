@@ -25,8 +25,12 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 class Options:
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None, preserve_fds: int = 0,
-                 no_pivot: bool = False, console_fd: object = None):
+                 no_pivot: bool = False, console_fd: object = None, on_namespaces: object = None):
         self.console_socket = console_socket
+        # called with the init's pid once its namespaces exist and before it runs: with the
+        # intermediate, while the init builds its root (work there overlaps its setup), else
+        # once it is ready
+        self.on_namespaces = on_namespaces
         self.pid_file = pid_file
         self.preserve_fds = preserve_fds
         self.no_pivot = no_pivot
@@ -156,6 +160,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
 
                 hooks.run(kind, spec.hooks[kind], hook_state)
         sync.send(parent, sync.GO_ON, str(ipid))
+    if not direct and opts.on_namespaces is not None:
+        opts.on_namespaces(ipid)
     while True:
         name, payload, fds = sync.recv(parent, with_fds=True)
         if name == sync.READY:
@@ -166,6 +172,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         if name == sync.ERROR:
             raise JaulaError(f"container init: {payload}")
         raise JaulaError("container init exited during setup" if not name else f"unexpected message {name!r} from init")
+    if direct and opts.on_namespaces is not None:
+        opts.on_namespaces(ipid)
     parent.close()
     os.close(fifo_fd)
     if console_sock is not None and opts.console_fd is None:
