@@ -68,6 +68,16 @@ def test_meminfo_top_cpus_uptime_show_the_instances_own(host: Host, lxcfs: Lxcfs
         code, out = host.sh(inst, "cat /proc/uptime")
         inside = float(out.split()[0])
         assert inside < 120 and inside < host_up - 1, f"inside {inside}, host {host_up}"
+        # read-only for root inside, and a neighbour sees its own figures at the same time
+        code, out = host.sh(inst, "echo x > /proc/meminfo")
+        assert code != 0, out
+        other = host.new(config={"limits.memory": "512MiB"})
+        host.start(other)
+        try:
+            assert meminfo_total_mib(host.sh(other, "cat /proc/meminfo")[1]) == 512
+            assert meminfo_total_mib(host.sh(inst, "cat /proc/meminfo")[1]) == 256
+        finally:
+            host.driver.stop(other, timeout=10)
     finally:
         host.driver.stop(inst, timeout=10)
 
