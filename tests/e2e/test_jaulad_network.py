@@ -152,6 +152,19 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert str(port) in d.jaula("network", "forward", "list", "lab")
     assert _get(f"http://{addr[('a1', 'eth0')]}/") == "hello-from-a1\n"     # straight to it
     assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"           # through the forward
+    # a1 reaches its own forward: with br_netfilter the DNAT happens while the frame is bridged, and
+    # it goes back out of the port it came in: hairpin mode, set on the port by links.attach
+    veth_a1 = next(n["host_name"] for n in _nics(d, "a1") if n["name"] == "eth0")
+    assert _read(f"/sys/class/net/{veth_a1}/brport/hairpin_mode") == "1"
+    own = ["nsenter", "-t", str(pids["a1"]), "-n", "timeout", "3", BUSYBOX, "wget", "-q", "-O", "-",
+           f"http://{_host_address()}:{port}/"]          # (busybox 1.35's wget -T crashes)
+    assert _output(own) == "hello-from-a1\n", "an instance reaching its own forward"
+    if _read("/proc/sys/net/bridge/bridge-nf-call-iptables") == "1":   # control: without hairpin it fails
+        subprocess.run(["ip", "link", "set", "dev", veth_a1, "type", "bridge_slave", "hairpin", "off"], check=True)
+        try:
+            assert _output(own, tries=1) is None
+        finally:
+            subprocess.run(["ip", "link", "set", "dev", veth_a1, "type", "bridge_slave", "hairpin", "on"], check=True)
 
     # a NIC added and removed live
     d.jaula("nic", "add", "a2", "eth1", "network=default", "mtu=1400", "mac=02:00:00:00:0a:02")
@@ -213,6 +226,23 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     d.jaula("network", "delete", "lab")
     assert bridge not in netsupport.links() and not read_state(table).inet      # the last network: table gone
     assert d.leaks() == []
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _output(cmd: list[str], tries: int = 3) -> str | None:
+    """The output of `cmd` once it succeeds (a few tries: a loaded host), else None."""
+    for _ in range(tries):
+        r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=20)
+        if r.returncode == 0:
+            return r.stdout
+    return None
 
 
 def _qdiscs(ifname: str) -> str:
