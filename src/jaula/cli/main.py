@@ -7,13 +7,15 @@ import csv
 import io
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jaula.cli.output import emit, format_option
-from jaula.client import Client
 from jaula.errors import ConfigError, ExitCode, JaulaError
+
+if TYPE_CHECKING:  # imported when a command first needs jaulad (connect.py): not for --help
+    from jaula.client import Client
 
 EXIT_CODES = f"""\b
 Exit codes:
@@ -54,6 +56,18 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except JaulaError as exc:
             raise _Failed(exc) from None
+
+    # The cli/ modules' commands are registered when first looked for (`_register_modules`):
+    # a command of this file (`jaula list`) imports none of them.
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = super().get_command(ctx, name)
+        if found is None and _register_modules():
+            found = super().get_command(ctx, name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register_modules()
+        return super().list_commands(ctx)
 
 
 def _client(ctx: click.Context) -> Client:
@@ -111,6 +125,7 @@ def list_(ctx: click.Context, fmt: str, columns: str) -> None:
         raise click.BadParameter(f"unknown column {', '.join(bad)}; use {', '.join(COLUMNS)}", param_hint="-c")
     instances = _client(ctx).list()
     if "ipv4" in cols:  # its NICs' addresses (jaulad's networks)
+        from jaula.cli import network as _network
         _network.add_addresses(_client(ctx), instances)
     if fmt == "json":
         click.echo(json.dumps(instances, indent=2))
@@ -318,31 +333,46 @@ def profile_create(ctx: click.Context, name: str, config: tuple[str, ...], descr
     click.echo(f"Profile {name} created")
 
 
-from jaula.cli import templates_host as _templates_host  # the template and host commands
+_registered: list[bool] = []
 
-_templates_host.register(cli, _client, _Group)
 
-from jaula.cli import network as _network  # networks, port forwards, NICs
+def _register_modules() -> bool:
+    """Register the commands of the cli/ modules, once; True when this call did it. A new
+    module's `register` goes here too."""
+    if _registered:
+        return False
+    _registered.append(True)
 
-_network.register(cli, _client, _Group)
+    # the template and host commands
+    from jaula.cli import templates_host as _templates_host
 
-from jaula.cli import inside as _inside  # exec, shell, console, logs, file push|pull
+    _templates_host.register(cli, _client, _Group)
 
-_inside.register(cli, _client, _Group)
+    # networks, port forwards, NICs
+    from jaula.cli import network as _network
 
-from jaula.cli import completion as _completion
-from jaula.cli import config_edit as _config_edit
-from jaula.cli import events as _events
-from jaula.cli import stats as _stats
+    _network.register(cli, _client, _Group)
 
-_events.register(cli, _client)
-_stats.register(cli, _client)
-_config_edit.register(config, _client)
-_completion.register(cli)
+    # exec, shell, console, logs, file push|pull
+    from jaula.cli import inside as _inside
 
-from jaula.cli import snapshots as _snapshots  # snapshot, copy, export and import
+    _inside.register(cli, _client, _Group)
 
-_snapshots.register(cli, _client, _Group)
+    from jaula.cli import completion as _completion
+    from jaula.cli import config_edit as _config_edit
+    from jaula.cli import events as _events
+    from jaula.cli import stats as _stats
+
+    _events.register(cli, _client)
+    _stats.register(cli, _client)
+    _config_edit.register(config, _client)
+    _completion.register(cli)
+
+    # snapshot, copy, export and import
+    from jaula.cli import snapshots as _snapshots
+
+    _snapshots.register(cli, _client, _Group)
+    return True
 
 
 def main() -> None:

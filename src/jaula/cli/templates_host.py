@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from jaula.cli.output import emit, format_option
-from jaula.client.rest import error_from
 from jaula.errors import JaulaError
 
 POLL = 0.2
@@ -51,6 +50,7 @@ def follow(client: Any, op: dict[str, Any], what: str) -> dict[str, Any]:
             time.sleep(POLL)
             op = client.operation(op["id"])
     if op["status"] != "success":
+        from jaula.client.rest import error_from
         raise error_from(op)
     return op
 

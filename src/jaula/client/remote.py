@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-import httpx
-
+from jaula.client.httpx_core import httpx  # httpx without its CLI's imports
 from jaula.errors import ConfigError, JaulaError
 
 
