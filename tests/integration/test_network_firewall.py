@@ -225,8 +225,8 @@ def test_port_forward_from_outside_host_and_neighbour_then_removed(topo: Topolog
     assert topo.ask(None, proto, topo.gw4, 18080) == topo.gw4
     assert topo.ask("b", proto, topo.gw4, 18080) == topo.gw4, "hairpin from a neighbour (masqueraded)"
     # its own forward: with br_netfilter (bridge-nf-call-iptables=1) the DNAT happens as the frame is
-    # bridged, and the bridge sends a frame back out of the port it came in only in hairpin mode
-    sh("ip", "link", "set", "dev", topo.nics["a"].host_name, "type", "bridge_slave", "hairpin", "on")
+    # bridged, and the bridge sends a frame back out of the port it came in only in hairpin mode,
+    # which links.attach sets on the port (the topology plugs its NICs with it)
     assert topo.ask("a", proto, topo.gw4, 18080) == topo.gw4, "an instance reaching its own forward"
     with pytest.raises(Exists, match="already forwarded"):
         fw.add_forward(fwd.replace(instance="other"))

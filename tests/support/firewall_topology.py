@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from jaula.network import links
 from jaula.network.plan import BRIDGED, NetworkPlan, NicPlan
 
 PID = os.getpid()
@@ -141,17 +142,20 @@ class Topology:
             ns = self._netns(name)
             host, mac = f"{PREFIX}v{name}", f"02:{_O2:02x}:{_O3:02x}:00:00:{i + 2:02x}"
             ip4, ip6 = f"{NET4}.{i + 2}", f"{NET6}::{i + 2}"
-            sh("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "address", mac, "netns", ns)
-            self.links.append(host)
-            sh("ip", "link", "set", host, "master", self.bridge, "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip4}/25", "dev", "eth0")
-            sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "route", "add", "default", "via", self.gw4)
-            sh("ip", "-n", ns, "-6", "route", "add", "default", "via", self.gw6)
             self.nics[name] = NicPlan(instance=f"{PREFIX}-{name}", name="eth0", type=BRIDGED, host_name=host,
                                       parent=self.bridge, mac=mac, network="test", ipv4=(f"{ip4}/25",),
-                                      ipv6=(f"{ip6}/64",), gateway4=self.gw4)
+                                      ipv6=(f"{ip6}/64",), gateway4=self.gw4, gateway6=self.gw6)
+            # plugged as jaulad plugs an instance's NIC (veth into the bridge, hairpin on its port,
+            # addresses nodad, default routes), into the netns of a process held there
+            holder = subprocess.Popen(in_ns(ns, "sleep", "infinity"))
+            self.servers.append(holder)
+            self.links.append(host)
+            for _ in range(200):   # `ip netns exec` has entered the netns once it runs sleep
+                if os.readlink(f"/proc/{holder.pid}/ns/net") != os.readlink("/proc/self/ns/net") and \
+                        os.readlink(f"/proc/{holder.pid}/exe").endswith("sleep"):
+                    break
+                time.sleep(0.01)
+            links.attach(self.nics[name], holder.pid)
         out = self._netns("o")
         host = f"{PREFIX}vo"
         sh("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", out)
