@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from jaula.errors import BadState, ConfigError, JaulaError, NotFound
-from jaula.instances import lxcfs_view, nics, render, settings
+from jaula.instances import cgroup_delegation, lxcfs_view, nics, render, settings
 from jaula.instances.container_storage import StorageVerbs  # snapshots, copies, backups
 from jaula.instances.driver import (
     FROZEN,
@@ -209,6 +209,8 @@ class ContainerDriver(StorageVerbs, Driver):
             # NICs into the init's netns before it runs: while it builds its root, when it can
             c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo))
             undo.callback(self._destroy, c, name)
+            if cfg.get("security.nesting") is True and idmap is not None:  # its runtimes use cgroups
+                cgroup_delegation.delegate(c.data["cgroupPaths"], idmap.uid_base, idmap.gid_base)
             _start_and_wait_exec(c, self._log(name))
             undo.pop_all()
         st = self.state(inst)

@@ -158,8 +158,8 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
             "no user namespace: root inside is root on the host (unsafe; only for trusted workloads)",
             parse_bool, live=False),
     Setting("security.nesting", "bool", False,
-            "allow running containers inside: /sys/fs/cgroup and /proc/sys writable, a spare unmasked "
-            "proc and sysfs under /dev/.jaula (docs/honest-proc.md)", parse_bool, live=False),
+            "allow running containers inside: its cgroups delegated, /sys/fs/cgroup and /proc/sys writable, "
+            "a spare unmasked proc and sysfs under /dev/.jaula (docs/honest-proc.md)", parse_bool, live=False),
     Setting("security.lxcfs", "bool", True,
             "lxcfs's /proc files (meminfo, cpuinfo, stat, uptime...) over the instance's, so free, top and "
             "uptime show its limits; when jaulad has no lxcfs running the instance starts without them",
