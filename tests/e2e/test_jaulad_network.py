@@ -22,7 +22,7 @@ from tests.support import network as netsupport
 pytestmark = pytest.mark.root
 
 BUSYBOX = "/usr/bin/busybox"
-NAMES = ("a1", "a2", "b1", "q1", "bad", "h1")   # the instances the test makes
+NAMES = ("a1", "a2", "b1", "q1", "bad", "h1", "x1")   # the instances the tests make
 
 
 @pytest.fixture
@@ -225,6 +225,44 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert not [v for v in veths if v in held] and str(port) not in held, held
     d.jaula("network", "delete", "lab")
     assert bridge not in netsupport.links() and not read_state(table).inet      # the last network: table gone
+    assert d.leaks() == []
+
+
+@pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs the host's busybox (ping)")
+def test_an_instance_whose_init_exits_loses_its_nic_at_once(netd: Daemon) -> None:
+    """Its firewall elements and the ifb of its egress limit go when the exit is seen, not at its
+    next start, stop or delete; it then starts again with its NIC."""
+    from jaula.network.firewall_state import read_state
+    from jaula.network.links import ifb_name
+
+    d = netd
+    d.start()
+    d.jaula("network", "create", "solo", "-c", f"bridge=jbx{secrets.token_hex(4)}", "-c", "ipv6.address=none")
+    table, _ = netsupport.daemon_network_names(d.root)
+    d.jaula("launch", "busybox", "x1", "-c", "nic.eth0.network=solo", "-c", "nic.eth0.limits.egress=20Mbit")
+    pid = d.note("x1")["pid"]
+    veth = next(n["host_name"] for n in _nics(d, "x1") if n["name"] == "eth0")
+    assert {veth, ifb_name(veth)} <= netsupport.links()
+    assert veth in repr(read_state(table).elements)
+
+    os.kill(pid, 9)   # its init exits by itself (as a poweroff inside would)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if d.instances()["x1"]["status"] == "stopped" and not {veth, ifb_name(veth)} & netsupport.links() \
+                and veth not in repr(read_state(table).elements):
+            break
+        time.sleep(0.1)
+    assert d.instances()["x1"]["status"] == "stopped"
+    assert not {veth, ifb_name(veth)} & netsupport.links(), "the veth or the ifb stayed"
+    assert veth not in repr(read_state(table).elements), "its firewall elements stayed"
+
+    d.jaula("start", "x1")
+    d.note("x1")
+    assert {veth, ifb_name(veth)} <= netsupport.links() and veth in repr(read_state(table).elements)
+    assert _ping(address=_addresses(d)[("x1", "eth0")])
+    d.jaula("delete", "--force", "x1")
+    d.jaula("network", "delete", "solo")
+    assert not {veth, ifb_name(veth)} & netsupport.links()
     assert d.leaks() == []
 
 

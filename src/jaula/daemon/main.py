@@ -371,6 +371,10 @@ def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
         db.update_instance(name, status="stopped", pid=None, pid_start=None)
         bus.lifecycle("instance-exited", {"name": name, "status": status})
         log.info("instance %s exited (status %s)", name, status)
+        if getattr(backend, "root", None) is not None:  # the driver's NICs: firewall elements, ifb go now
+            from jaula.daemon.spawner_backend import paths
+            from jaula.instances import nics
+            nics.unplug_exited(str(paths(backend.root)["instances"]), name)
 
     async def on_exit(name: str, status: Any) -> None:
         # Under the instance's operation lock, in a worker: an init that exits at once is reported

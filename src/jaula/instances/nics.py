@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import time
 from contextlib import ExitStack
@@ -19,6 +20,7 @@ from typing import Any
 from jaula.network.plan import NetworkPlan, NicPlan
 
 RECORD = "nics.json"
+log = logging.getLogger("jaula.network")
 TIMING_ENV = "JAULA_NIC_TIMING"  # a file: each plug and unplug appends its steps' times (benchmarks)
 
 
@@ -136,6 +138,19 @@ def unplug_all(bundle: str) -> None:
     _forget(bundle)
     mark("forget")
     mark.done()
+
+
+def unplug_exited(instances_root: str, name: str) -> None:
+    """For jaulad, when an instance's init exited by itself (under the instance's operation lock,
+    so no start of it runs meanwhile): its NICs' firewall elements and the ifb of an egress limit
+    go now, not at its next start, stop or delete (the veth went with its network namespace). The
+    bundle is the container driver's (`<instances>/bundles/<name>`)."""
+    from jaula.instances.model import validate_name
+
+    try:
+        unplug_all(os.path.join(instances_root, "bundles", validate_name(name)))
+    except Exception as exc:  # noqa: BLE001 - the record stays: the next stop or start unplugs again
+        log.warning("unplug the NICs of exited instance %s: %s", name, exc)
 
 
 def update(bundle: str, network: dict[str, Any], config: dict[str, Any], pid: int) -> None:
