@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from jaula.daemon.identity import cgroup_parent
+from jaula.linux.mount import MNT_DETACH, umount2
 from tests.e2e.test_jaulad import Daemon
 from tests.integration.pool_checks import mounts_under
 from tests.support.containers import pid_alive
@@ -45,10 +46,18 @@ def two() -> Iterator[tuple[Daemon, Daemon]]:
             for pid in d.pids:  # a failed test's instances: kill them, so nothing outlives it
                 if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
+            for pid in d.pids:
+                _gone(pid)
+            for cg in sorted(d.cgroups | {os.path.dirname(p) for p in d.cgroups}, key=len, reverse=True):
+                try:
+                    os.rmdir(cg)  # their cgroups, then the root's parent
+                except OSError:
+                    pass
             d.log.close()
             remove_daemon_network(d.root)
-            if not mounts_under(str(d.top)):
-                shutil.rmtree(d.top, ignore_errors=True)
+            for point in reversed(mounts_under(str(d.top))):  # a failed test's instance roots
+                umount2(point, MNT_DETACH)
+            shutil.rmtree(d.top, ignore_errors=True)
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
