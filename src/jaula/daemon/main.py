@@ -349,6 +349,15 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
             except Exception as exc:  # noqa: BLE001 (logged; the next start tries again)
                 log.warning("sweep: umount of %s: %s", point, exc)
 
+    if getattr(backend, "network", None) is not None:  # veths and ifbs of NICs of instances not running
+        from jaula.network.ipam import veth_name
+        nics = {(n, k.split(".")[1]) for n in set(rows) - live for k in [*rows[n].config, "nic.eth0."] if k.startswith("nic.")}
+        try:
+            for link in backend.network.remove_strays(sorted(veth_name(backend.network_tag, n, i) for n, i in nics)):
+                log.info("sweep: stray interface %s removed", link)
+        except JaulaError as exc:
+            log.warning("sweep: stray interfaces: %s", exc)
+
 
 def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
     """In the event loop: the supervisor, live restore, then autostart."""

@@ -337,6 +337,28 @@ def detach(nic: NicPlan) -> None:
                     raise _failed(f"Detach nic {nic.name!r} of {nic.instance!r}: delete {name!r}", e) from None
 
 
+def remove_strays(host_names: list[str]) -> list[str]:
+    """Delete the host ends of NICs that should not be there (their instances are not running)
+    and the ifb devices of their egress limits: only links of those names that are a veth or an
+    ifb; what is absent is fine. The names deleted."""
+    names = [n for h in host_names for n in (h, ifb_name(h)) if _nametoindex(n) is not None]
+    if not names:
+        return []
+    gone = []
+    with _ipr() as ipr:
+        for name in names:
+            link = _get(ipr, name)
+            if link is None or _kind(link) not in ("veth", "ifb"):
+                continue
+            try:
+                ipr.link("del", index=link["index"])
+                gone.append(name)
+            except NetlinkError as e:
+                if e.code not in (errno.ENODEV, errno.ENOENT):
+                    raise _failed(f"Remove stray interface {name!r}", e) from None
+    return gone
+
+
 def exists(ifname: str) -> bool:
     """Whether the host (this thread's network namespace) has an interface called `ifname`."""
     return _nametoindex(ifname) is not None

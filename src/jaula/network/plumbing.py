@@ -107,6 +107,13 @@ class Plumbing:
         self._quietly("detach", links.detach, nic)
         mark("detach")
 
+    def remove_strays(self, host_names: list[str]) -> list[str]:
+        """Veths and ifb devices left under these NICs' host names (`links.remove_strays`): for
+        jaulad's start-up sweep, with the NICs of the instances that are not running."""
+        from jaula.network import links
+
+        return links.remove_strays(host_names)
+
     def set_rate(self, nic: NicPlan) -> None:
         from jaula.network import tc
 
