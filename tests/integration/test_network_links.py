@@ -145,6 +145,9 @@ def test_inside_the_nic_has_its_name_mac_mtu_addresses_routes_and_lo_up(net: Net
             assert host.get_attr("IFLA_MTU") == 1400 and host["flags"] & 1
             # the host end has no IPv6 address of its own (addr_gen_mode none): a bridge port needs none
             assert list(ipr.addr("dump", index=host["index"], family=socket.AF_INET6)) == []
+        # its bridge port in hairpin mode (an instance reaching its own port forward) and forwarding
+        assert Path(f"/sys/class/net/{plan.host_name}/brport/hairpin_mode").read_text().strip() == "1"
+        assert Path(f"/sys/class/net/{plan.host_name}/brport/state").read_text().strip() == "3"
         assert a.ping(f"{SUB4}.1")
     finally:
         links.detach(plan)
@@ -419,3 +422,23 @@ def test_set_rate_refuses_bad_values_and_a_missing_nic() -> None:
     with pytest.raises(NotFound, match=f"'{P}v41' does not exist"):
         tc.set_rate(nic(41, ingress_kbit=1000))
     assert isinstance(e.value, JaulaError)
+
+
+def test_remove_strays_deletes_veths_and_ifbs_of_those_names_only(net: NetworkPlan, spaces: list[Ns]) -> None:
+    a = Ns()
+    spaces.append(a)
+    plan = nic(50, egress_kbit=2000)
+    links.attach(plan, a.pid)                 # a veth still held by a live namespace, with its ifb
+    tc.set_rate(plan)
+    other = f"{P}v51"                          # a name asked for, held by a bridge: not ours to delete
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=other, kind="bridge")
+    try:
+        gone = links.remove_strays([plan.host_name, other, f"{P}v52"])   # v52: absent, fine
+        assert sorted(gone) == sorted([plan.host_name, links.ifb_name(plan.host_name)])
+        assert not links.exists(plan.host_name) and not links.exists(links.ifb_name(plan.host_name))
+        assert links.exists(other)
+        assert links.remove_strays([plan.host_name]) == []
+    finally:
+        with IPRoute() as ipr:
+            ipr.link("del", ifname=other)
