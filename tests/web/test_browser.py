@@ -132,6 +132,12 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     expect(page.locator("h1 .state")).to_have_text("frozen")
     page.click('[data-action="unfreeze"]')
     expect(page.locator("h1 .state")).to_have_text("running")
+    pid = daemon.instances()[NAME]["pid"]
+    page.click('[data-action="restart"]')
+    page.click("dialog button.danger")
+    expect(page.locator("#status .msg")).to_contain_text(f"{NAME}: restart done", timeout=60_000)
+    expect(page.locator("h1 .state")).to_have_text("running")
+    assert daemon.note(NAME)["pid"] != pid  # a new init
 
     # the dashboard: the instance running with its sparklines; screenshots (desktop, phone)
     page.click("nav >> text=Dashboard")
@@ -188,7 +194,8 @@ def test_a_template_is_built_with_progress_and_networks_listed(daemon: Daemon, b
     page.select_option("#l-kind", "token")
     page.fill("#l-secret", (daemon.root / "api.token").read_text().strip())
     page.click("#login-form button")
-    page.click("nav >> text=Templates")
+    page.click("nav >> text=Templates")  # at once: the route asked for last wins over the login's
+    expect(page.locator("h1")).to_have_text("Templates")
     page.fill("#t-name", "bb2")
     page.select_option("#t-source", "busybox")
     page.click("#build-form button[type=submit]")

@@ -33,10 +33,14 @@ function loginPage() {
   secret.focus();
 }
 
+let routing = 0;  // a newer route() (a click while the session was asked for) wins
+
 async function route() {
   leave(); leave = () => {};
+  const mine = ++routing;
   let session;
-  try { session = await request('GET', '/ui/session'); } catch (e) { loginPage(); return; }
+  try { session = await request('GET', '/ui/session'); } catch (e) { if (mine === routing) loginPage(); return; }
+  if (mine !== routing) return;
   setCsrf(session.csrf);
   nav.hidden = false;
   const hash = location.hash || '#/';
