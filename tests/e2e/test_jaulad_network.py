@@ -22,7 +22,7 @@ from tests.support import network as netsupport
 pytestmark = pytest.mark.root
 
 BUSYBOX = "/usr/bin/busybox"
-NAMES = ("a1", "a2", "b1", "q1", "bad", "h1", "x1")   # the instances the tests make
+NAMES = ("a1", "a2", "b1", "q1", "bad", "h1", "x1", "p1")   # the instances the tests make
 
 
 @pytest.fixture
@@ -274,6 +274,24 @@ def test_an_instance_whose_init_exits_loses_its_nic_at_once(netd: Daemon) -> Non
     d.jaula("delete", "x1")
     d.jaula("network", "delete", "solo")
     assert not {veth, ifb_name(veth)} & netsupport.links()
+    assert d.leaks() == []
+
+
+@pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs the host's busybox (ping)")
+def test_a_privileged_instance_gets_its_nic_too(netd: Daemon) -> None:
+    """The runtime forks a privileged instance's init itself (no user namespace, no intermediate
+    process): its NIC is plugged once the init is ready, not while it builds its root."""
+    d = netd
+    d.start()
+    d.jaula("network", "create", "priv", "-c", f"bridge=jbp{secrets.token_hex(4)}", "-c", "ipv6.address=none")
+    d.jaula("launch", "busybox", "p1", "-c", "nic.eth0.network=priv", "-c", "security.privileged=true")
+    pid = d.note("p1")["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    assert _ping(address=_addresses(d)[("p1", "eth0")])
+    veth = next(n["host_name"] for n in _nics(d, "p1") if n["name"] == "eth0")
+    d.jaula("delete", "--force", "p1")
+    d.jaula("network", "delete", "priv")
+    assert veth not in netsupport.links()
     assert d.leaks() == []
 
 
