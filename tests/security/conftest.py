@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from jaula.storage import TemplateStore
 from tests.security.lab import FIGURES, Lab, helpers_missing, make_store
+from tests.support.containers import wait_until
 
 _results: dict[str, str] = {}
 
@@ -67,6 +69,8 @@ def sec_store(sec_top: Path) -> TemplateStore:
 @pytest.fixture(scope="module")
 def lab(sec_top: Path, sec_store: TemplateStore, request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A driver over a dir pool; every instance is deleted at the end and nothing may be left."""
+    # starting an instance forks and unshares a user namespace: not from a multi-threaded process
+    wait_until("other tests' threads to end", lambda: threading.active_count() == 1, timeout=20)
     top = sec_top / request.module.__name__.rsplit(".", 1)[-1]
     top.mkdir()
     top.chmod(0o711)

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 from jaula.daemon.api import create_app
 from jaula.daemon.db import Database
+from tests.support.containers import wait_until
 from tests.unit.fake_backend import FakeBackend
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -33,8 +35,7 @@ def api_app() -> Iterator[object]:
     backend.backups = str(top / "backups")  # type: ignore[attr-defined]
     (top / "backups").mkdir()
     app = create_app(db, backend, workers=2)
-    # the in-process client runs the app's lifespan around each call: its shutdown would stop the
-    # operations' executor after the first one; this fixture shuts them down once, at the end
+    # the app's shutdown handlers stop the operations' executor: this fixture does it, once, at the end
     app.router.on_shutdown.clear()
     try:
         yield app
@@ -43,6 +44,12 @@ def api_app() -> Iterator[object]:
         app.state.events.close()
         db.close()
         shutil.rmtree(top, ignore_errors=True)
+        # schemathesis keeps one event loop thread (and anyio's workers) for the process's life; the
+        # battery forks instances from this process, which must be single-threaded again by then
+        from schemathesis.python import asgi
+
+        asgi._shutdown()
+        wait_until("the fuzzer's threads to end", lambda: threading.active_count() == 1, timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The escape attempts of tests/probe/escape.c, all run once in one default instance (root inside,
-system mode, unprivileged), one test id each: blocked (the call failed) or contained (it worked on
+"""The escape attempts of tests/probe/escape.c, all run once in a default system instance and once
+in a default app instance (root inside, unprivileged), one test id each: blocked (the call failed) or contained (it worked on
 the instance's own objects only), never an escape. Where the host can see the effect itself (its
 host name, clock, core_pattern, a process of its own, its mount table) it checks that too."""
 
@@ -73,9 +73,14 @@ def _clock_offset() -> float:
     return time.clock_gettime(time.CLOCK_REALTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
-@pytest.fixture(scope="module")
-def battery(lab: Lab) -> Iterator[Battery]:
-    inst = lab.new()
+@pytest.fixture(scope="module", params=["system", "app"])
+def battery(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Battery]:
+    """The battery in a default system instance (root with every capability of its user
+    namespace), then in a default app instance (docker's reduced set, no_new_privs)."""
+    if request.param == "app":
+        inst = lab.new(mode="app", command=["/bin/sleep", "3600"])
+    else:
+        inst = lab.new()
     lab.start(inst)
     files = sorted({f for fs in HOST_FILES.values() for f in fs})
     before = {f: _read(f) for f in files}
