@@ -143,7 +143,15 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     page.click("nav >> text=Dashboard")
     row = page.locator(f'tr[data-instance="{NAME}"]')
     expect(row.locator(".state")).to_have_text("running")
-    expect(page.locator("#events li").first).to_be_visible()
+    expect(page.locator("#events li").first).to_contain_text(f"instance-restarted {NAME}")  # the stored ones
+    # live (operations are not stored: only the stream brings them): an action from the CLI shows
+    # up, and the row follows
+    daemon.jaula("freeze", NAME)
+    expect(page.locator("#events li", has_text=f"Freezing instance {NAME}: success")).to_have_count(1)
+    expect(row.locator(".state")).to_have_text("frozen")
+    daemon.jaula("unfreeze", NAME)
+    expect(page.locator("#events li", has_text=f"Unfreezing instance {NAME}: success")).to_have_count(1)
+    expect(row.locator(".state")).to_have_text("running")
     # a sparkline of three samples or more (the page's CSP forbids eval: no wait_for_function)
     expect(row.locator("polyline").first).to_have_attribute("points", re.compile(r"^\S+ \S+ \S+"), timeout=20_000)
     page.screenshot(path=str(ARTIFACTS / "web-dashboard.png"), full_page=True)
