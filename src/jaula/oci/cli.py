@@ -132,8 +132,13 @@ def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed pipe: nothing more can be said there
+        except (OSError, ValueError) as e:
+            if stream is sys.stdout:  # output lost (a closed pipe, a full disk): say so, and fail as Python would
+                try:
+                    os.write(2, f"{PROG}: writing the output: {getattr(e, 'strerror', None) or e}\n".encode())
+                except OSError:
+                    pass
+                code = code or 120
     os._exit(code)
 
 
