@@ -295,12 +295,12 @@ def report(runtimes: list[Runtime], skipped: list[str], meta: dict[str, object],
             print(f"# {rt.name}: {rt.note}")
     headers = [f"{m} ({UNITS.get(m, 'ms')})" for m in METRICS]
     width = max(len(h) for h in headers) + 2
-    print(f"{'runtime':<12}" + "".join(f"{h:>{width}}" for h in headers))
+    print(f"{'runtime':<18}" + "".join(f"{h:>{width}}" for h in headers))
     for name, res in results.items():
         cells = [f"{res[m]['median']:.1f}" if res[m] else "-" for m in METRICS]
-        print(f"{name:<12}" + "".join(f"{c:>{width}}" for c in cells))
+        print(f"{name:<18}" + "".join(f"{c:>{width}}" for c in cells))
     for name, ratio in ratios.items():
-        print(f"{name:<12}" + "".join(f"{ratio[m]:.2f}x".rjust(width) if m in ratio else "-".rjust(width)
+        print(f"{name:<18}" + "".join(f"{ratio[m]:.2f}x".rjust(width) if m in ratio else "-".rjust(width)
                                       for m in METRICS))
     for line in skipped + failed:
         print(f"skipped {line}")
