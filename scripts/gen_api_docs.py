@@ -37,7 +37,7 @@ Every answer is an envelope: `{"type": "sync", "status_code": 200, "metadata": .
 immediate result, `{"type": "async", "status_code": 202, "metadata": <Operation>}` for a long
 action (wait on it with `GET /1.0/operations/{op_id}/wait`), and
 `{"type": "error", "error": ..., "error_code": ..., "exit_code": ..., "problems": [...]}`
-(schema [Error](#error)) for a refusal. The error statuses every route may answer:
+(schema [Error](#error)) for a refusal. The error statuses:
 
 | status | when |
 |---|---|
@@ -45,7 +45,9 @@ action (wait on it with `GET /1.0/operations/{op_id}/wait`), and
 | 404 | no such instance, profile, template, network or operation |
 | 409 | the name is taken, or the action does not fit the state of what it names |
 | 422 | the request body or a parameter does not fit the schema |
-| 500 | (networks, NICs, forwards) the host refused a change, which was rolled back |
+| 500 | anything else; for networks, NICs and forwards: the host side (bridge, links, firewall) failed, nothing was kept |
+| 401 | over TCP only (`jaulad --listen`): no or a wrong `Authorization: Bearer <token>` |
+| 503 | jaulad's database is locked by another process |
 
 Below, `Sync[X]` is the sync envelope whose `metadata` is an `X`; `Async` is the async one.
 """
@@ -211,12 +213,12 @@ def generate(doc: dict[str, Any] | None = None) -> str:
         sections.append(f"## {tag} routes\n")
         sections += [_operation(p, m, op, schemas) for p, m, op in by_tag[tag]]
     data = ["## Schemas", "",
-            "The sync envelopes (`Sync_*`) are left out: each is `{type, status, status_code, metadata}` "
-            "with the `metadata` named in its title.", ""]
+            ("The sync envelopes (`Sync_*`) are left out: each is `{type, status, status_code, metadata}` "
+             "with the `metadata` named in its title."), ""]
     data += [_schema_section(n, s, schemas) for n, s in sorted(schemas.items()) if not n.startswith("Sync_")]
     return "\n".join([HEADER, "\n".join(toc) + "\n", *sections, *data]).rstrip() + "\n"
 
 
 if __name__ == "__main__":
-    doc = json.load(open(sys.argv[1])) if len(sys.argv) > 1 else None
+    doc = json.loads(Path(sys.argv[1]).read_text()) if len(sys.argv) > 1 else None
     print(generate(doc), end="")
