@@ -435,6 +435,19 @@ static void proc_sys_attempts(void) {
 
 /* ---- cgroups ------------------------------------------------------------------------------ */
 
+static void own_cgroup_write(const char *name, const char *path, const char *val) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) { rep(name, "blocked", "open %s", en(errno)); return; }
+    ssize_t n = write(fd, val, strlen(val));
+    int err = errno;
+    close(fd);
+    char self[4096];
+    int outside = read_text("/proc/self/cgroup", self, sizeof self) > 0 && strstr(self, "..") != NULL;
+    if (n < 0) rep(name, "blocked", "write %s", en(err));
+    else if (outside) rep(name, "ESCAPE", "moved above its cgroup namespace's root");
+    else rep(name, "contained", "its own cgroup (delegated): still at its namespace's root");
+}
+
 static void cgroup_attempts(void) {
     /* the v1 mounts are read-only; their release_agent is the host's (CVE-2022-0492) */
     static const char *ctl[] = {"memory", "pids", "cpu", "devices", "freezer", "rdma", NULL};
@@ -468,8 +481,10 @@ static void cgroup_attempts(void) {
     else rep("cgroup_namespace", "blocked", "paths start at the instance's own cgroup");
     must_not_write("cgroup_parent_procs", "/sys/fs/cgroup/pids/../cgroup.procs", "1");
     snprintf(path, sizeof path, "%d", getpid());
-    must_not_write("cgroup_own_procs_ro", "/sys/fs/cgroup/pids/cgroup.procs", path);
-    must_not_write("cgroup_own_tasks_ro", "/sys/fs/cgroup/memory/tasks", path);
+    /* its own cgroup: read-only by default; with security.nesting delegated (containers inside move
+     * their processes), which is no way out: the limits above are the ones tried next */
+    own_cgroup_write("cgroup_own_procs", "/sys/fs/cgroup/pids/cgroup.procs", path);
+    own_cgroup_write("cgroup_own_tasks", "/sys/fs/cgroup/memory/tasks", path);
     must_not_write("cgroup_raise_pids_max", "/sys/fs/cgroup/pids/pids.max", "max");
     must_not_write("cgroup_raise_memory_limit", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "-1");
     must_not_write("cgroup_devices_allow", "/sys/fs/cgroup/devices/devices.allow", "a");
