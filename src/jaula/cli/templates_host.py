@@ -82,7 +82,7 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     @click.argument("name")
     @click.argument("source")
     @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-                  help="a builder option, e.g. -o suite=bookworm (repeatable; lists comma-separated)")
+                  help="a builder option, e.g. -o release=bookworm (repeatable; lists comma-separated)")
     @click.option("--replace", is_flag=True, help="rebuild over an existing template nothing uses")
     @click.pass_context
     def template_build(ctx: click.Context, name: str, source: str, options: tuple[str, ...], replace: bool) -> None:
