@@ -50,3 +50,12 @@ def test_the_busy_verbs_import_none_of_jaulas_modules_through_the_import_system(
     assert ours <= BEFORE, f"imported the slow way: {sorted(ours - BEFORE)}"
     if any(p.name.startswith("_sys.") for p in Path(fastload._JAULA, "linux").iterdir()):  # the C module is built
         assert "ctypes" not in seen
+
+
+def test_a_container_with_seccomp_does_not_import_ctypes(runtime: Runtime, bundle: Bundle) -> None:
+    if not any(p.name.startswith("_sys.") for p in Path(fastload._JAULA, "linux").iterdir()):
+        pytest.skip("jaula.linux._sys is not built (scripts/build-runtime-fast): the runtime uses ctypes")
+    seccomp = {"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    seen = _imported(runtime, "run", "--bundle", bundle(["/bin/true"], linux={"seccomp": seccomp}), runtime.new_id())
+    assert "jaula.oci.seccomp" in seen and "ctypes" not in seen

@@ -156,3 +156,34 @@ def test_bounding_keep_leaves_exactly_the_mask(raw) -> None:
     finally:
         os.close(r)
         os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the test's filter uses x86_64's getppid number")
+@pytest.mark.parametrize("backend", ["c", "ctypes"])
+def test_seccomp_filter_loads_through_each_backend(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if backend == "c" and (_sys is None or not hasattr(_sys, "seccomp_filter")):
+        pytest.skip("jaula.linux._sys (VERSION 2) is not built (scripts/build-runtime-fast)")
+    if backend == "ctypes":
+        monkeypatch.setattr(libc, "_c_seccomp", lambda: None)
+    libc.ready_for_seccomp()
+    k = lambda code, jt, jf, val: code.to_bytes(2, "little") + bytes((jt, jf)) + val.to_bytes(4, "little")
+    prog = (k(0x20, 0, 0, 0)                 # A = seccomp_data.nr
+            + k(0x15, 0, 1, 110)             # getppid?
+            + k(0x06, 0, 0, 0x00050000 | 1)  # SECCOMP_RET_ERRNO | EPERM
+            + k(0x06, 0, 0, 0x7FFF0000))     # SECCOMP_RET_ALLOW
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a filter cannot be taken off again: load it in a child
+        try:
+            os.close(r)
+            proc.set_no_new_privs()
+            ok = libc.seccomp_filter(0, prog)
+            os.write(w, f"{ok} {libc.raw(110)} {libc.raw(39) == os.getpid()}".encode())  # getppid, getpid
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        assert os.read(r, 100).decode().split() == ["0", str(-errno.EPERM), "True"]
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)

@@ -9,10 +9,16 @@
  *                               (a read-only pointer, NUL-terminated) or a writable buffer such
  *                               as a bytearray (a pointer the kernel may fill). Returns the
  *                               kernel's result, or -errno on failure (never raises for errno).
+ *   seccomp_filter(flags, prog) -> int   seccomp(SECCOMP_SET_MODE_FILTER, flags, &sock_fprog) for a
+ *                               classic-BPF program (bytes, 8 per instruction): a struct holding
+ *                               a pointer, which syscall() cannot pass. The result or -errno.
+ *                               (VERSION 2)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -73,9 +79,34 @@ out:
     return result;
 }
 
+static PyObject *sys_seccomp_filter(PyObject *self, PyObject *args)
+{
+    unsigned int flags;
+    Py_buffer prog;
+    struct sock_fprog fprog;
+    long ret;
+    int err;
+
+    if (!PyArg_ParseTuple(args, "Iy*:seccomp_filter", &flags, &prog))
+        return NULL;
+    if (prog.len == 0 || prog.len % sizeof(struct sock_filter) || prog.len / sizeof(struct sock_filter) > BPF_MAXINSNS) {
+        PyBuffer_Release(&prog);
+        PyErr_SetString(PyExc_ValueError, "seccomp_filter: a program is 1 to BPF_MAXINSNS instructions of 8 bytes");
+        return NULL;
+    }
+    fprog.len = (unsigned short)(prog.len / sizeof(struct sock_filter));
+    fprog.filter = (struct sock_filter *)prog.buf;
+    ret = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
+    err = errno;
+    PyBuffer_Release(&prog);
+    return PyLong_FromLong(ret == -1 ? -err : ret);
+}
+
 static PyMethodDef methods[] = {
     {"syscall", (PyCFunction)(void (*)(void))sys_syscall, METH_FASTCALL,
      "syscall(nr, *args) -> result, or -errno on failure"},
+    {"seccomp_filter", sys_seccomp_filter, METH_VARARGS,
+     "seccomp_filter(flags, prog) -> result of seccomp(SECCOMP_SET_MODE_FILTER), or -errno"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -86,7 +117,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__sys(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", 1) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", 2) < 0) {
         Py_DECREF(m);
         return NULL;
     }

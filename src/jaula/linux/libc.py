@@ -49,7 +49,7 @@ def _load_raw():
         except ImportError:
             pass
         else:
-            if getattr(_sys, "VERSION", 0) == 1:
+            if getattr(_sys, "VERSION", 0) >= 1:  # 1: syscall(); 2: also seccomp_filter()
                 return _sys.syscall, "c"
     __getattr__("_syscall")  # now: after pivot_root the host's ctypes could no longer be imported
     return _ctypes_raw, "ctypes"
@@ -69,6 +69,35 @@ def _ctypes_raw(nr: int, *args: object) -> int:
             conv.append((ctypes.c_char * len(a)).from_buffer(a))  # type: ignore[arg-type]
     ret = __getattr__("_syscall")(ctypes.c_long(nr), *conv)
     return -ctypes.get_errno() if ret == -1 else ret
+
+
+def _c_seccomp():
+    """The C module's seccomp_filter (VERSION 2), or None (no C module, an older build, JAULA_SYSCALL=ctypes)."""
+    if BACKEND != "c":
+        return None
+    from jaula.linux import _sys
+
+    return getattr(_sys, "seccomp_filter", None)
+
+
+def ready_for_seccomp() -> None:
+    """Load now what seccomp_filter() will need: it runs after pivot_root, where ctypes could no longer be imported."""
+    if _c_seccomp() is None:
+        __getattr__("_syscall")
+
+
+def seccomp_filter(flags: int, prog: bytes) -> int:
+    """seccomp(SECCOMP_SET_MODE_FILTER, flags, &{len, prog}): the result or -errno. The struct holds
+    a pointer, which call() cannot pass: the C module does it, or ctypes."""
+    fn = _c_seccomp()
+    if fn is not None:
+        return fn(flags, prog)
+    import ctypes  # loaded by ready_for_seccomp()
+
+    buf = ctypes.create_string_buffer(prog, len(prog))  # kept alive until the call returns
+    # struct sock_fprog on a 64-bit machine: u16 len, 6 bytes of padding, the filter's address
+    fprog = (len(prog) // 8).to_bytes(2, sys.byteorder) + bytes(6) + ctypes.addressof(buf).to_bytes(8, sys.byteorder)
+    return _ctypes_raw(NR["seccomp"], 1, flags, fprog)  # 1: SECCOMP_SET_MODE_FILTER
 
 
 def call(name: str, *args: object, detail: str = "") -> int:

@@ -7,13 +7,13 @@ conditional jumps that cannot reach their target (8-bit offsets) into JA trampol
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import struct
+import sys
 
 from jaula.errors import SyscallError
-from jaula.linux.libc import syscall
+from jaula.linux import libc
 from jaula.linux.syscalls_table import TABLES
 from jaula.record import Record
 
@@ -137,8 +137,7 @@ _NOTIF = struct.Struct("=QII iI Q 6Q")  # id, pid, flags, data{nr, arch, ip, arg
 _NOTIF_RESP = struct.Struct("=QqiI")  # id, val, error, flags: 24 bytes
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+libc.ready_for_seccomp()  # this module is imported before pivot_root; filters are loaded after it
 
 
 def install_filter(prog: bytes, flags: int = 0) -> int:
@@ -148,32 +147,24 @@ def install_filter(prog: bytes, flags: int = 0) -> int:
     """
     if not prog or len(prog) % _INSN.size or len(prog) // _INSN.size > BPF_MAXINSNS:
         raise ValueError(f"a seccomp program is 1..{BPF_MAXINSNS} instructions of {_INSN.size} bytes, not {len(prog)} bytes")
-    buf = ctypes.create_string_buffer(prog, len(prog))
-    fprog = _SockFprog(len(prog) // _INSN.size, ctypes.addressof(buf))
-    detail = f"filter of {fprog.len} instructions, flags {flags:#x}"
-    ret = syscall("seccomp", SECCOMP_SET_MODE_FILTER, ctypes.c_uint(flags), ctypes.byref(fprog), detail=detail)
+    ret = libc.seccomp_filter(flags, prog)
+    if ret < 0:
+        raise SyscallError("seccomp", -ret, f"filter of {len(prog) // _INSN.size} instructions, flags {flags:#x}")
     return ret if flags & SECCOMP_FILTER_FLAG_NEW_LISTENER else 0
 
 
 def action_available(action: int) -> bool:
     """Whether this kernel knows a SECCOMP_RET_* action (SECCOMP_GET_ACTION_AVAIL)."""
-    value = ctypes.c_uint32(action)
-    try:
-        syscall("seccomp", SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(value), detail=f"action {action:#x}")
-    except OSError:
-        return False
-    return True
+    value = bytearray((action & 0xFFFFFFFF).to_bytes(4, sys.byteorder))  # u32, read by the kernel
+    return libc.raw(libc.NR["seccomp"], SECCOMP_GET_ACTION_AVAIL, 0, value) >= 0
 
 
 def flag_supported(flag: int) -> bool:
     """Whether this kernel takes a SECCOMP_FILTER_FLAG_*: with no program it answers EFAULT, not EINVAL (as runc probes)."""
     if flag & SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV:
         flag |= SECCOMP_FILTER_FLAG_NEW_LISTENER  # EINVAL alone
-    try:
-        syscall("seccomp", SECCOMP_SET_MODE_FILTER, ctypes.c_uint(flag), None, detail=f"flags {flag:#x}")
-    except OSError as e:
-        return e.errno == errno.EFAULT
-    return False  # unreachable: a NULL program never loads
+    ret = libc.raw(libc.NR["seccomp"], SECCOMP_SET_MODE_FILTER, flag, None)
+    return ret == -errno.EFAULT  # >= 0 is unreachable: a NULL program never loads
 
 
 def syscall_numbers(arch: str) -> dict[str, int]:
