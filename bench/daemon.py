@@ -83,6 +83,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import runtime as rtb
 
+from jaula.instances import start_timing
+from jaula.instances.start_timing import mark
 from tests.support.bundle import assets_missing
 
 JAULAD = REPO / ".venv" / "bin" / "jaulad"
@@ -229,14 +231,22 @@ def wait_status(client: Any, name: str, want: str, timeout: float = 30) -> None:
         time.sleep(0.002)
 
 
-def jaula_cycle(d: Daemon, mode: str, name: str, samples: dict[str, list[float]]) -> None:
+#: the instances' config in the latency bench: no NIC by default, like crun's and runc's bundles
+#: (`--nic`: eth0 on the default network, jaulad's default for a new instance)
+NO_NIC = {"nic.eth0.type": "none"}
+
+
+def jaula_cycle(d: Daemon, mode: str, name: str, samples: dict[str, list[float]],
+                config: dict[str, str] | None = None) -> None:
     c = d.client
     d.names.add(name)
     template = "bench-true" if mode == "app" else "busybox"
     t0 = time.perf_counter()
-    c.create(template, name, mode=mode)
+    c.create(template, name, mode=mode, config=config)
     t1 = time.perf_counter()
+    mark(name, "cl.call")
     st = c.start(name)
+    mark(name, "cl.done")
     t2 = time.perf_counter()
     samples["create"].append((t1 - t0) * 1e3)
     samples["start"].append((t2 - t1) * 1e3)
@@ -258,6 +268,28 @@ def jaula_cycle(d: Daemon, mode: str, name: str, samples: dict[str, list[float]]
     else:
         c.stop(name, force=True)
         c.delete(name)
+
+
+def steps(path: str, warmup: int) -> dict[str, dict[str, float | None]]:
+    """The median time from each start mark to the next (the one before it in that start), per
+    mode, from the bench's `cl.call` to its `cl.done`; warm-up iterations left out."""
+    marks: dict[str, list[tuple[int, str]]] = {}
+    for line in Path(path).read_text().splitlines():
+        t, _pid, name, step = line.split()
+        marks.setdefault(name, []).append((int(t), step))
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, ms in marks.items():
+        if not name.startswith(TAG) or int(name[len(TAG) + 1:]) < warmup:
+            continue
+        ms.sort()
+        begin = next((i for i, (_, s) in enumerate(ms) if s == "cl.call"), None)
+        if begin is None:
+            continue
+        end = next((i for i, (_, s) in enumerate(ms) if s == "cl.done" and i > begin), None)
+        row = out.setdefault("app" if name[len(TAG)] == "a" else "system", {})
+        for (t0, _), (t1, s) in zip(ms[begin:end], ms[begin + 1:end + 1]):
+            row.setdefault(s, []).append((t1 - t0) / 1e6)
+    return {k: {s: med(v) for s, v in row.items()} for k, row in out.items()}
 
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -437,7 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--instances", "-m", type=int, default=50, help="idle instances for the memory figure (0: skip)")
     p.add_argument("--runtimes", default="crun,runc")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--nic", action="store_true",
+                   help="latency: the jaula instances get eth0 on the default network (default: no NIC, "
+                        "as the runtimes' bundles)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--timing", metavar="FILE",
+                   help="jaulad, its spawner and the bench append marks along each start to FILE "
+                        "($JAULA_START_TIMING); the steps' medians are printed")
     opts = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root", file=sys.stderr)
@@ -456,10 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     runtimes: list[Any] = []
     result: dict[str, Any] = {"host": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus, "
                                       f"{meminfo_kib()['MemTotal'] // 1024} MiB",
-                              "iterations": opts.iterations, "notes": []}
+                              "iterations": opts.iterations, "notes": [],
+                              "jaula_nic": "eth0 on the default network" if opts.nic else "none (nic.eth0.type=none)"}
     failed = False
     try:
         (d.root).mkdir(mode=0o711)
+        if opts.timing:
+            os.environ[start_timing.ENV] = start_timing._path = os.path.abspath(opts.timing)
         t = time.perf_counter()
         build_templates(d.root)
         result["notes"].append(f"templates built in {time.perf_counter() - t:.1f} s (not timed below)")
@@ -488,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                 k = i % len(players)
                 for pl in players[k:] + players[:k]:
                     if isinstance(pl, str):
-                        jaula_cycle(d, pl, f"{TAG}{pl[0]}{i}", jsamples[pl])
+                        jaula_cycle(d, pl, f"{TAG}{pl[0]}{i}", jsamples[pl], None if opts.nic else NO_NIC)
                     else:
                         rtb.cycle_run(pl, f"bench-{pl.name}-{i}-run", work)
                         rtb.cycle_create_start_delete(pl, f"bench-{pl.name}-{i}-csd", work)
@@ -512,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                     ratios[f"jaula {k} start / {rt.name} create+start"] = round(j["start"] / o["create+start"], 3)
                     ratios[f"jaula {k} create+start / {rt.name} run"] = round(j["create+start"] / o["run"], 3)
             result["latency_ms_median"] = lat
+            if opts.timing:
+                result["start_steps_ms_median"] = steps(opts.timing, opts.warmup)
             result["ratios"] = ratios
         if opts.instances > 0:
             result["memory"] = memory_bench(d, opts.instances)
@@ -557,12 +600,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"# {result['host']}; {opts.iterations} iterations (+{opts.warmup} warm-up), medians")
+        print(f"# jaula instances' NIC: {result['jaula_nic']}")
         for n in result["notes"]:
             print(f"# {n}")
         for name, row in result.get("latency_ms_median", {}).items():
             print(f"{name:<14}" + "".join(f"  {k} {v} ms" for k, v in row.items() if v is not None))
         for k, v in result.get("ratios", {}).items():
             print(f"{k:<40} {v:.2f}x")
+        for k, row in result.get("start_steps_ms_median", {}).items():
+            print(f"steps {k}: " + "  ".join(f"{s} {v}" for s, v in row.items()))
         if "memory" in result:
             mem = dict(result["memory"])
             procs = mem.pop("jaula_processes_after")

@@ -37,6 +37,7 @@ from jaula.errors import (
 )
 from jaula.instances import settings
 from jaula.instances.model import Instance, validate_name
+from jaula.instances.start_timing import mark
 
 log = logging.getLogger("jaula.api")
 
@@ -124,9 +125,10 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
         return _sync(_op_out(db.get_operation(op_id)))
 
     @app.get("/1.0/operations/{op_id}/wait", response_model=s.Sync[s.Operation], tags=["operations"])
-    def wait_operation(op_id: str, timeout: float = Query(
+    async def wait_operation(op_id: str, timeout: float = Query(
             -1, description="seconds to wait at most; -1: until it ends")) -> dict:
-        return _sync(_op_out(ops.wait(op_id, None if timeout < 0 else timeout)))
+        # in the event loop: the worker ending the operation hands it over (no thread to wake)
+        return _sync(_op_out(await ops.await_end(op_id, None if timeout < 0 else timeout)))
 
     @app.delete("/1.0/operations/{op_id}", response_model=s.Sync[s.Operation], tags=["operations"])
     def cancel_operation(op_id: str) -> dict:
@@ -298,14 +300,17 @@ class _Service:
         return self.ops.submit(f"Deleting instance {name}", action, instance=name)
 
     def change_state(self, name: str, body: s.StateChange) -> OperationRow:
+        mark(name, "api.in")
         _check_action(row := self.db.get_instance(name), body.action)
         if self.host is not None and body.action in ("start", "restart") and row.status not in ("running", "frozen"):
             self.host.check_start(row)
 
         def action() -> dict:
+            mark(name, "op.action")
             row = self.db.get_instance(name)
             _check_action(row, body.action)
             inst = self.instance(row)
+            mark(name, "op.instance")
             meta: dict[str, Any] = {}
             if body.action in ("stop", "restart") and row.status != "stopped":
                 meta["clean"] = self.backend.stop(inst, timeout=body.timeout, force=body.force)
@@ -316,6 +321,7 @@ class _Service:
                 with self.host.starting(row) if self.host is not None else contextlib.nullcontext():
                     st = self.backend.start(inst)
                     self.db.update_instance(name, status="running", pid=st.pid or None)
+                mark(name, "op.db_running")
                 meta["pid"] = st.pid
             elif body.action == "freeze":
                 self.backend.freeze(inst)
@@ -324,10 +330,13 @@ class _Service:
                 self.backend.unfreeze(inst)
                 self.db.update_instance(name, status="running")
             self.events.lifecycle(_DONE[body.action], {"name": name, **meta})
+            mark(name, "op.event")
             return meta
         verb = {"stop": "Stopping", "start": "Starting", "restart": "Restarting",
                 "freeze": "Freezing", "unfreeze": "Unfreezing"}[body.action]
-        return self.ops.submit(f"{verb} instance {name}", action, instance=name)
+        op = self.ops.submit(f"{verb} instance {name}", action, instance=name)
+        mark(name, "api.submitted")
+        return op
 
 
 _DONE = {"start": "instance-started", "stop": "instance-stopped", "restart": "instance-restarted",

@@ -1,7 +1,8 @@
 """Long actions as operations (Incus's background operations): a row in the database, the work
 in an executor thread, its status moved pending -> running -> success | failure.
 
-Callers get the operation at once and poll it or wait on it (`wait`); the row outlives the
+Callers get the operation at once and poll it or wait on it (`wait` from a thread, `await_end`
+in the event loop: the API's long poll, woken by the worker itself); the row outlives the
 thread, so a client that reconnects still sees how it ended. Actions on one instance run one
 at a time (a lock per instance), in the order they were asked. An operation still pending (queued
 behind another on its instance) can be cancelled; one already running cannot.
@@ -9,6 +10,7 @@ behind another on its instance) can be cancelled; one already running cannot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -19,6 +21,7 @@ from typing import Any
 from jaula.daemon.db import Database
 from jaula.daemon.models import FINISHED, OperationRow
 from jaula.errors import BadState, JaulaError
+from jaula.instances.start_timing import mark
 
 log = logging.getLogger("jaula.operations")
 
@@ -36,6 +39,7 @@ class Operations:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._on_cancel: dict[str, Callable[[], None]] = {}
+        self._enders: dict[str, list[Callable[[OperationRow], None]]] = {}  # await_end's, per op id
 
     def submit(self, description: str, action: Action, *, instance: str | None = None,
                resources: dict[str, list[str]] | None = None,
@@ -62,6 +66,7 @@ class Operations:
             if undo is not None:
                 undo()
         self._told(op)
+        self._ended(op)
         with self._changed:
             self._changed.notify_all()
         return op
@@ -77,11 +82,13 @@ class Operations:
         return True
 
     def _run(self, op_id: str, action: Action, instance: str | None) -> None:
+        mark(str(instance), "op.thread")
         lock = self._lock_for(instance)
         try:
             with lock:
                 if not self._claim(op_id):
                     return
+                mark(str(instance), "op.claimed")
                 try:
                     metadata = action()
                 except JaulaError as exc:  # the exit code lets a client raise the same error
@@ -92,6 +99,7 @@ class Operations:
                               error=f"Internal error ({type(exc).__name__}: {exc}): see jaulad's log")
                 else:
                     self._set(op_id, status="success", metadata=metadata)
+                mark(str(instance), "op.done")
         finally:
             with self._changed:
                 self._changed.notify_all()
@@ -100,9 +108,12 @@ class Operations:
         if changes.get("metadata") is None:
             changes.pop("metadata", None)
         try:
-            self._told(self.db.update_operation(op_id, **changes))
+            op = self.db.update_operation(op_id, **changes)
         except JaulaError:
             log.exception("operation %s: status not recorded", op_id)
+        else:
+            self._told(op)
+            self._ended(op)
         with self._changed:
             self._changed.notify_all()
 
@@ -137,6 +148,56 @@ class Operations:
                     return op
                 # a bounded wait: an operation finished by another process still gets seen
                 self._changed.wait(0.5 if left is None else min(left, 0.5))
+
+    async def await_end(self, op_id: str, timeout: float | None = None) -> OperationRow:
+        """`wait` in the event loop, holding no thread: the worker that records the end hands the
+        row over (no thread to wake, no database read after it); NotFound as `wait`."""
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[OperationRow] = loop.create_future()
+
+        def settle(op: OperationRow) -> None:  # in the loop
+            if not ended.done():
+                ended.set_result(op)
+
+        def ender(op: OperationRow) -> None:  # in the thread that recorded the end
+            loop.call_soon_threadsafe(settle, op)
+
+        with self._changed:
+            self._enders.setdefault(op_id, []).append(ender)
+        try:
+            deadline = None if timeout is None or timeout < 0 else loop.time() + timeout
+            while True:
+                # registered first, then read: an end recorded in between is not missed; read
+                # again every 0.5 s, as `wait`, so an end recorded by anyone else is seen too
+                op = await loop.run_in_executor(None, self.db.get_operation, op_id)
+                if op.status in FINISHED:
+                    return op
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return op
+                try:
+                    return await asyncio.wait_for(asyncio.shield(ended), 0.5 if left is None else min(left, 0.5))
+                except TimeoutError:
+                    continue
+        finally:
+            with self._changed:
+                waiting = self._enders.get(op_id, [])
+                if ender in waiting:
+                    waiting.remove(ender)
+                if not waiting:
+                    self._enders.pop(op_id, None)
+
+    def _ended(self, op: OperationRow) -> None:
+        """Hand an ended operation to its `await_end` callers."""
+        if op.status not in FINISHED:
+            return
+        with self._changed:
+            enders = list(self._enders.get(op.id, ()))
+        for ender in enders:
+            try:
+                ender(op)
+            except RuntimeError:  # its loop is closed (jaulad stopping): nobody waits any more
+                pass
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait)

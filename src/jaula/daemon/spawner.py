@@ -214,6 +214,10 @@ class _Server:
         if not isinstance(msg.get("instance"), dict):
             raise JaulaError(f"spawner request {op!r} needs an instance")
         inst = Instance.from_json(msg["instance"])
+        if op == "start":
+            from jaula.instances.start_timing import mark
+
+            mark(inst.name, "sp.recv")
         if op == "exec":
             from jaula.linux.proc import pidfd_open
 
