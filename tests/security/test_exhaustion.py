@@ -20,7 +20,7 @@ from jaula.storage import TemplateStore
 from tests.security.lab import FIGURES, Lab
 from tests.support.containers import wait_until
 
-pytestmark = [pytest.mark.root, pytest.mark.attempt]
+pytestmark = [pytest.mark.root, pytest.mark.attempt, pytest.mark.timeout(300)]
 MiB = 1 << 20
 LATENCY_ROUNDS = "1000"
 
@@ -38,7 +38,7 @@ def background(lab: Lab, inst, args: str) -> None:
     assert code == 0, out
 
 
-def finished(lab: Lab, inst, timeout: float = 60) -> tuple[int, str]:
+def finished(lab: Lab, inst, timeout: float = 90) -> tuple[int, str]:
     """The attempt's exit code and output, once it ended. While a fork bomb holds every pid of the
     instance an exec into it fails too (EAGAIN: the limit holds for jaula exec as well): retried."""
 
