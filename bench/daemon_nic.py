@@ -20,6 +20,7 @@ With the plug overlapping the init's own setup (jaula.oci create's on_namespaces
 commit's code run in turns with it (from an export, PYTHONPATH), same day, NIC adds to the start
 (before / after): load 2.6-3.9: 35.0 / 5.7, 6.7 / 20.2 ms, and 0.2 ms in a run of its own at
 load 3.4 (goal met when a core is free); load 6.3-7.6: 8.4 / 5.8, 18.4 / 11.9, 35.8 / 16.9 ms.
+Later at load 3.7-4.0 (two pairs): 10.7 / 2.6 and 9.6 / 3.8 ms (goal met in both).
 To a stop: 3.9-21.7 ms, alike before and after (Firewall.remove_nic 1.7-6.9 ms in the spawner).
 The plug in the spawner: 10-26 ms wall, Firewall.add_nic 4.4-14.5 ms of it, the veth 2.8-6.1 ms.
 """
