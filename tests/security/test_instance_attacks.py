@@ -29,19 +29,19 @@ def _lines(out: str) -> dict[str, tuple[str, str]]:
 
 def test_reboot_does_not_reach_the_host(lab: Lab) -> None:
     """reboot(2) from the instance: the helper refuses to try unless its pid namespace is not the
-    host's (there the kernel only ends the namespace's init); the seccomp profile refuses it."""
+    host's, where the kernel only ends the namespace's init (and the caller): the instance stops,
+    the host keeps running (its boot_id)."""
     inst = lab.new()
     init = lab.start(inst)
     boot_id = Path("/proc/sys/kernel/random/boot_id").read_text()
     host_pidns = os.stat("/proc/self/ns/pid").st_ino
     assert os.stat(f"/proc/{init}/ns/pid").st_ino != host_pidns
     code, out = lab.run(inst, ["/usr/bin/escape", "reboot", str(host_pidns)])
-    got = _lines(out)
-    assert code == 0, out
-    assert got["reboot_restart"] == ("blocked", "EPERM"), out
-    assert got["reboot_power_off"] == ("blocked", "EPERM"), out
+    assert "skip" not in out, out
+    assert "reboot_restart" not in out, f"reboot returned (it ends the caller): {out}"
+    assert code in (0, 128 + 9), (code, out)  # its own exit(0), or killed with the namespace's init
+    wait_until("the instance's init to end", lambda: lab.driver.state(inst).status == "stopped", timeout=20)
     assert Path("/proc/sys/kernel/random/boot_id").read_text() == boot_id
-    assert lab.driver.state(inst).status == "running"
     lab.remove(inst)
 
 

@@ -22,7 +22,9 @@ AF_VSOCK = 40
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 
-# name -> why it is denied (EPERM)
+# name -> why it is denied (EPERM). Not reboot: from the instance's own pid namespace (it always has
+# one) the kernel only ends that namespace's init, SIGHUP for a restart, SIGINT for a halt or power
+# off (reboot_pid_ns in kernel/pid_namespace.c), which is how a system instance's init says which.
 DENIED: dict[str, str] = {
     "init_module": "loads code into the host kernel",
     "finit_module": "loads code into the host kernel",
@@ -32,8 +34,6 @@ DENIED: dict[str, str] = {
     "query_module": "obsolete module interface",
     "kexec_load": "replaces the host kernel",
     "kexec_file_load": "replaces the host kernel",
-    "reboot": "in its own pid namespace reboot only ends the instance's init; denied as docker does, "
-              "inits (busybox, systemd) exit by themselves when it fails",
     "keyctl": "the kernel keyrings are not isolated per instance (keys, quotas, request_key upcalls)",
     "add_key": "the kernel keyrings are not isolated per instance",
     "request_key": "the kernel keyrings are not isolated per instance; may run a host upcall",
