@@ -21,7 +21,14 @@ runc 1.1.5; jaulad in the repo's .venv), `-n 20 --instances 200`, medians in ms:
   leaves the instance's cgroups behind after its delete (the bench removes them); and a /bin/true
   app instance still "running" 5 s after its start while its pid is gone (exit not reported).
 
-What is measured (run as root: `.venv/bin/python bench/daemon.py [-n 20] [--instances 50] [--json]`):
+Again on 2026-11-26 later (NIC-less instances, see --nic; other engineers' tests loading the host, load 5-6),
+`-n 15..20 --instances 0 --compare-src` five runs: jaula start app 35-53 ms, system 38-55 ms, crun run 19-27 ms,
+runc run 32-42 ms: app 1.56-2.13x crun run, system 1.51-2.09x (NOT met); the steps (--timing) in docs/jaulad.md.
+
+What is measured (run as root: `.venv/bin/python bench/daemon.py [-n 20] [--instances 50] [--json]`,
+`--nic` to give the jaula instances eth0 on the default network (default: none, as the runtimes'
+bundles), `--timing FILE` for each step's median along the start, `--compare-src DIR` for a second
+jaulad run from another checkout's src/, interleaved):
 
 1. Start latency, warm. The bench starts its own jaulad (`--root`, `--socket` in a temporary
    folder), builds the templates first (`busybox`, and `bench-true`: the same busybox tree whose
@@ -104,8 +111,10 @@ def _on_term(signum: int, frame: object) -> None:
 # --- jaulad ---------------------------------------------------------------------------------------
 
 class Daemon:
-    def __init__(self, top: Path) -> None:
+    def __init__(self, top: Path, src: Path | None = None) -> None:
+        """`src`: another checkout's src/ to run jaulad from (--compare-src), else this one's."""
         self.top = top
+        self.src = src
         self.root = top / "root"
         self.socket = top / "jaula.sock"
         self.log_path = top / "jaulad.log"
@@ -118,10 +127,14 @@ class Daemon:
     def start(self) -> None:
         from jaula.client import Client
 
-        cmd = [str(JAULAD)] if JAULAD.is_file() else [sys.executable, "-m", "jaula.daemon.main"]
+        cmd = [str(JAULAD)] if JAULAD.is_file() and self.src is None else [sys.executable, "-m", "jaula.daemon.main"]
+        env = dict(os.environ)
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src)
+            env.pop(start_timing.ENV, None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([*cmd, "--root", str(self.root), "--socket", str(self.socket)],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         deadline = time.monotonic() + 30
         while True:
             if self.socket.exists():
@@ -279,7 +292,8 @@ def steps(path: str, warmup: int) -> dict[str, dict[str, float | None]]:
         marks.setdefault(name, []).append((int(t), step))
     out: dict[str, dict[str, list[float]]] = {}
     for name, ms in marks.items():
-        if not name.startswith(TAG) or int(name[len(TAG) + 1:]) < warmup:
+        tail = name[len(TAG):]
+        if not name.startswith(TAG) or tail[:1] not in ("a", "s") or not tail[1:].isdigit() or int(tail[1:]) < warmup:
             continue
         ms.sort()
         begin = next((i for i, (_, s) in enumerate(ms) if s == "cl.call"), None)
@@ -473,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="latency: the jaula instances get eth0 on the default network (default: no NIC, "
                         "as the runtimes' bundles)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--compare-src", metavar="DIR", type=Path,
+                   help="another checkout's src/ (e.g. of `git worktree add /tmp/base HEAD`): a second "
+                        "jaulad runs from it, interleaved with the rest ('jaula-base app', 'jaula-base system')")
     p.add_argument("--timing", metavar="FILE",
                    help="jaulad, its spawner and the bench append marks along each start to FILE "
                         "($JAULA_START_TIMING); the steps' medians are printed")
@@ -490,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     work = top / "oci"
     work.mkdir()
     d = Daemon(top)
+    base = None
+    if opts.compare_src is not None:
+        (top / "base").mkdir(mode=0o711)
+        base = Daemon(top / "base", src=opts.compare_src.resolve())
     host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY)  # to look at the host's cgroups at the end
     runtimes: list[Any] = []
     result: dict[str, Any] = {"host": f"{platform.node()} {platform.release()} {os.cpu_count()} cpus, "
@@ -505,6 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         build_templates(d.root)
         result["notes"].append(f"templates built in {time.perf_counter() - t:.1f} s (not timed below)")
         d.start()  # before hiding cgroup2: jaulad sees the host as it is
+        if base is not None:
+            (base.root).mkdir(mode=0o711)
+            build_templates(base.root)
+            base.start()
+            result["notes"].append(f"jaula-base: jaulad from {base.src}")
         names = [n.strip() for n in opts.runtimes.split(",") if n.strip()]
         if not opts.skip_latency:
             if "crun" in names and rtb.unified_has_controllers():
@@ -523,36 +549,47 @@ def main(argv: list[str] | None = None) -> int:
                     active.append(rt)
                     if rt.note:
                         result["notes"].append(f"{rt.name}: {rt.note}")
-            jsamples = {k: {m: [] for m in ("create", "start", "create+start")} for k in ("app", "system")}
-            players: list[Any] = ["app", "system", *active]
+            kinds = ("app", "system", *(("base app", "base system") if base is not None else ()))
+            jsamples = {k: {m: [] for m in ("create", "start", "create+start")} for k in kinds}
+            players: list[Any] = [*kinds, *active]
             for i in range(opts.warmup + opts.iterations):
                 k = i % len(players)
                 for pl in players[k:] + players[:k]:
-                    if isinstance(pl, str):
+                    if isinstance(pl, str) and pl.startswith("base "):
+                        mode = pl.split()[1]
+                        jaula_cycle(base, mode, f"{TAG}x{mode[0]}{i}", jsamples[pl], None if opts.nic else NO_NIC)
+                    elif isinstance(pl, str):
                         jaula_cycle(d, pl, f"{TAG}{pl[0]}{i}", jsamples[pl], None if opts.nic else NO_NIC)
                     else:
                         rtb.cycle_run(pl, f"bench-{pl.name}-{i}-run", work)
                         rtb.cycle_create_start_delete(pl, f"bench-{pl.name}-{i}-csd", work)
                 if i + 1 == opts.warmup:
-                    jsamples = {k: {m: [] for m in ("create", "start", "create+start")} for k in ("app", "system")}
+                    jsamples = {k: {m: [] for m in ("create", "start", "create+start")} for k in kinds}
                     for rt in active:
                         rt.samples = {m: [] for m in rtb.METRICS}
             lat: dict[str, dict[str, float | None]] = {}
             for k, s in jsamples.items():
-                lat[f"jaula {k}"] = {m: med(v) for m, v in s.items()}
+                lat[f"jaula {k}".replace("jaula base", "jaula-base")] = {m: med(v) for m, v in s.items()}
             for rt in active:
                 cs = [a + b for a, b in zip(rt.samples["create"], rt.samples["start"])]
                 lat[rt.name] = {"run": med(rt.samples["run"]), "create": med(rt.samples["create"]),
                                 "start": med(rt.samples["start"]), "create+start": med(cs)}
             ratios = {}
-            for k in ("app", "system"):
-                j = lat[f"jaula {k}"]
+            for k in [f"jaula {k}".replace("jaula base", "jaula-base") for k in kinds]:
+                j = lat[k]
                 for rt in active:
                     o = lat[rt.name]
-                    ratios[f"jaula {k} start / {rt.name} run"] = round(j["start"] / o["run"], 3)
-                    ratios[f"jaula {k} start / {rt.name} create+start"] = round(j["start"] / o["create+start"], 3)
-                    ratios[f"jaula {k} create+start / {rt.name} run"] = round(j["create+start"] / o["run"], 3)
+                    ratios[f"{k} start / {rt.name} run"] = round(j["start"] / o["run"], 3)
+                    ratios[f"{k} start / {rt.name} create+start"] = round(j["start"] / o["create+start"], 3)
+                    ratios[f"{k} create+start / {rt.name} run"] = round(j["create+start"] / o["run"], 3)
             result["latency_ms_median"] = lat
+            # every start, in iteration order (paired: iteration i of each player ran back to back)
+            result["start_ms_samples"] = {**{k: [round(x, 2) for x in v["start"]] for k, v in jsamples.items()},
+                                          **{f"{rt.name} run": [round(x, 2) for x in rt.samples["run"]] for rt in active}}
+            if base is not None:
+                for k in ("app", "system"):
+                    pairs = [a - b for a, b in zip(jsamples[k]["start"], jsamples[f"base {k}"]["start"])]
+                    lat[f"jaula {k} - jaula-base {k} (paired)"] = {"start": med(pairs)}
             if opts.timing:
                 result["start_steps_ms_median"] = steps(opts.timing, opts.warmup)
             result["ratios"] = ratios
@@ -569,6 +606,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         problems = d.remove_all()
         d.stop()
+        if base is not None:
+            problems += base.remove_all()
+            base.stop()
+            d.pids |= base.pids
+            d.cgroups |= base.cgroups
+            d.names |= base.names
         for pid in d.pids:  # anything that outlived its delete
             try:
                 os.kill(pid, signal.SIGKILL)
