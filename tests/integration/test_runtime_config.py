@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -854,6 +855,29 @@ def test_time_namespace_offsets(runtime: Runtime, bundle: Bundle) -> None:
     assert before + days - 1 <= inside <= after + days + 1, (before, inside, after)
     info = json.loads(out[1])
     assert info["ns"]["time"] != os.readlink("/proc/self/ns/time")
+
+
+def test_time_namespace_offsets_with_a_user_namespace(runtime: Runtime, userns_bundle: Bundle) -> None:
+    """A new user namespace owns the time namespace: the offsets are still written (the runtime
+    is non-dumpable inside it, so its /proc/self files are the host root's and only an fd opened
+    before the user namespace can write them). A negative boottime offset, as jaula's system
+    instances get: uptime inside starts near 0, in /proc/uptime, sysinfo(2) and exec'd processes."""
+    if not os.path.exists("/proc/self/ns/time"):
+        pytest.skip("the kernel has no time namespace (CONFIG_TIME_NS)")
+    offset = 100 - int(float(Path("/proc/uptime").read_text().split()[0]))
+    namespaces = userns_overrides()["linux"]["namespaces"] + [{"type": "time"}]
+    b = userns_bundle(SLEEP, linux={"namespaces": namespaces,
+                                    "timeOffsets": {"boottime": {"secs": offset, "nanosecs": 250000000}}})
+    before = float(Path("/proc/uptime").read_text().split()[0])
+    cid = started(runtime, b)
+    inside = float(exec_out(runtime, cid, "/bin/cat", "/proc/uptime").split()[0])
+    busybox = exec_out(runtime, cid, "/bin/busybox", "uptime")  # sysinfo(2)
+    after = float(Path("/proc/uptime").read_text().split()[0])
+    assert before + offset + 0.25 - 1 <= inside <= after + offset + 0.25 + 1, (before, offset, inside, after)
+    assert re.search(r"up +\d+ min,", busybox), busybox  # not the host's hours
+    pid = runtime.state(cid)["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/time") != os.readlink("/proc/self/ns/time")
+    assert os.stat(f"/proc/{pid}/ns/time").st_ino == os.stat(f"/proc/{pid}/ns/time_for_children").st_ino
 
 
 def test_time_offsets_need_a_time_namespace(runtime: Runtime, bundle: Bundle) -> None:

@@ -113,6 +113,40 @@ def intermediate(plan: Plan) -> None:
 
 def _namespaces(plan: Plan, done: int = 0) -> None:
     lx = plan.spec.linux
+    offsets = _open_time_offsets(lx.time_offsets)
+    try:
+        _join_and_unshare(plan, done)
+        if offsets >= 0:
+            _write_time_offsets(offsets, lx.time_offsets)
+    finally:
+        if offsets >= 0:
+            os.close(offsets)  # never into the init we fork next
+
+
+def _open_time_offsets(offsets: dict) -> int:
+    """/proc/self/timens_offsets, opened while we are still the host's root (-1 without offsets).
+
+    It has to be written after unshare(CLONE_NEWTIME) and before a process enters the new time
+    namespace (our fork of the init), and we are non-dumpable from the start: inside a new user
+    namespace our /proc/self files then belong to the host's root, whom it does not map, so an
+    open there is refused (EACCES). The kernel checks CAP_SYS_TIME over the time namespace's
+    owner against the credentials the file was opened with (file_ns_capable): the host's root
+    has it over every user namespace. So we open it first and write it later; dumpable is never
+    turned back on (crun has its parent write /proc/PID/timens_offsets instead: one more round
+    trip on the socket)."""
+    if not offsets:
+        return -1
+    return os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+
+
+def _write_time_offsets(fd: int, offsets: dict) -> None:
+    """All offsets in one write: the kernel takes each write whole (fs/proc/base.c)."""
+    text = "".join(f"{clock} {secs} {nsecs}\n" for clock, (secs, nsecs) in offsets.items())
+    os.write(fd, text.encode())
+
+
+def _join_and_unshare(plan: Plan, done: int) -> None:
+    lx = plan.spec.linux
     user = lx.namespace("user")
     if user is not None and user.path:
         nsys.setns_path(user.path, nsys.CLONE_NEWUSER)
@@ -137,10 +171,6 @@ def _namespaces(plan: Plan, done: int = 0) -> None:
     flags &= ~done
     if flags:
         nsys.unshare(flags)
-    if lx.time_offsets:
-        with open("/proc/self/timens_offsets", "w") as f:
-            for clock, (secs, nsecs) in lx.time_offsets.items():
-                f.write(f"{clock} {secs} {nsecs}\n")
 
 
 def wants_pid_exchange(spec: Spec) -> bool:
