@@ -148,6 +148,28 @@ def nesting_mounts(mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def has_time_namespaces() -> bool:
+    """Whether this kernel has time namespaces (CONFIG_TIME_NS, Linux 5.6)."""
+    return os.path.exists("/proc/self/ns/time")
+
+
+def boot_clock_from_zero(boottime_ns: int | None = None) -> dict[str, Any]:
+    """linux.timeOffsets that start a new time namespace's CLOCK_BOOTTIME at 0 now: uptime inside
+    (sysinfo(2), the kernel's /proc/uptime, /proc/PID/stat's start times) is the instance's.
+
+    Boottime only. CLOCK_MONOTONIC stays the host's: what comes in from outside keeps meaning
+    what it meant (kernel log and journal timestamps, a monotonic time sent over a socket or in a
+    file, SO_TIMESTAMPING); and since monotonic leaves out the time the host was suspended,
+    minus the boottime could take it below 0, which the kernel refuses (ERANGE). The offset is a
+    whole negative second plus nanoseconds in 0..999999999, as the kernel wants it."""
+    if boottime_ns is None:
+        import time
+
+        boottime_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    secs, nsecs = divmod(-boottime_ns, 10**9)
+    return {"boottime": {"secs": secs, "nanosecs": nsecs}}
+
+
 def resources(cfg: dict[str, Any]) -> dict[str, Any]:
     """The OCI linux.resources of an effective config (settings.effective)."""
     r: dict[str, Any] = {}
@@ -247,12 +269,14 @@ def process_env(template_env: list[str], cfg: dict[str, Any], mode: str) -> list
 
 def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init: InitKind,
            cgroups_path: str | None = None, known_caps: list[str] | None = None,
-           nofile: tuple[int, int] | None = None, lxcfs: str | None = None) -> dict[str, Any]:
+           nofile: tuple[int, int] | None = None, lxcfs: str | None = None,
+           boottime_ns: int | None = None) -> dict[str, Any]:
     """The config.json of `inst` (effective config `cfg`) on its mounted root `rootfs`.
 
     `template`: its Template (command, env, workdir, user); `init`: what runs as pid 1;
     `nofile`: RLIMIT_NOFILE (soft, hard), by default the caller's; `lxcfs`: a live lxcfs mount
-    whose files go over /proc's and /sys's (jaula.instances.lxcfs_view), None for none.
+    whose files go over /proc's and /sys's (jaula.instances.lxcfs_view), None for none;
+    `boottime_ns`: the host's CLOCK_BOOTTIME now, by default read (see time_namespace).
     """
     if nofile is None:
         import resource
@@ -302,6 +326,9 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
         from jaula.instances import lxcfs_view
 
         spec["mounts"] += lxcfs_view.mounts(lxcfs)
+    if inst.mode == "system" and cfg.get("security.timens") is not False and has_time_namespaces():
+        lx["namespaces"].append({"type": "time"})
+        lx["timeOffsets"] = boot_clock_from_zero(boottime_ns)
     lx["resources"].update(resources(cfg))
     if cgroups_path:
         lx["cgroupsPath"] = cgroups_path

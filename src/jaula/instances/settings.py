@@ -164,6 +164,10 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
             "lxcfs's /proc files (meminfo, cpuinfo, stat, uptime...) over the instance's, so free, top and "
             "uptime show its limits; when jaulad has no lxcfs running the instance starts without them",
             parse_bool, live=False),
+    Setting("security.timens", "bool", True,
+            "system instances: a time namespace whose boot clock starts at 0 at each start, so uptime "
+            "(sysinfo, /proc/uptime) is the instance's; the monotonic clock stays the host's",
+            parse_bool, live=False),
     Setting("boot.autostart", "bool", False, "start the instance when jaulad starts", parse_bool),
     # networks (jaula.network.config): the instance's own network namespace, or the host's
     Setting("network.mode", "string", "private",
