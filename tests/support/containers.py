@@ -164,13 +164,12 @@ class ConsoleSocket:
 
     def read_all(self, timeout: float = 10.0) -> bytes:
         """Everything the container writes to its terminal, until the pty's slave side closes."""
-        import select
+        from tests.support.fdwait import readable
 
         data = b""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.master], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
+            if not readable(self.master, deadline - time.monotonic()):
                 break
             try:
                 chunk = os.read(self.master, 65536)

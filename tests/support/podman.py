@@ -8,7 +8,6 @@ for any podman. The fixture that builds one is in tests/conformance/conftest.py.
 from __future__ import annotations
 
 import os
-import select
 import struct
 import subprocess
 import tempfile
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jaula.oci.state import DEFAULT_ROOT
+from tests.support.fdwait import readable
 from tests.support.runtime import LAUNCHER
 
 IMAGE = "localhost/jaula-busybox:test"
@@ -96,8 +96,7 @@ class Podman:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                ready, _, _ = select.select([master], [], [], 0.2)
-                if ready:
+                if readable(master, 0.2):
                     try:
                         data = os.read(master, 4096)
                     except OSError:  # EIO: every slave fd closed

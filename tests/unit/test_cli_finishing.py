@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from jaula.cli.config_edit import changes, document
 from jaula.cli.events import describe
 from jaula.cli.main import cli
 from jaula.errors import ConfigError, ExitCode
+from tests.support.fdwait import readable
 
 
 def jaula(api: SimpleNamespace, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
@@ -60,9 +60,9 @@ def _run_in_pty(argv: list[str], env: dict[str, str], answers: dict[str, str], t
     out = b""
     deadline = time.monotonic() + timeout
     try:
-        while proc.poll() is None or select.select([master], [], [], 0)[0]:
+        while proc.poll() is None or readable(master, 0):
             assert time.monotonic() < deadline, out.decode(errors="replace")
-            if select.select([master], [], [], 0.1)[0]:
+            if readable(master, 0.1):
                 try:
                     chunk = os.read(master, 4096)
                 except OSError:

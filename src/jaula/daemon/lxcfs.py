@@ -153,7 +153,7 @@ class Lxcfs:
             with self._lock:
                 fd = self._pidfd
             fds = [self._stop_r] + ([fd] if fd is not None else [])
-            ready, _, _ = select.select(fds, [], [])
+            ready = _readable(fds, None)
             if self._stop_r in ready:
                 return
             with self._lock:
@@ -197,7 +197,7 @@ class Lxcfs:
             if fd >= 0:
                 try:
                     signal.pidfd_send_signal(fd, signal.SIGKILL)
-                    select.select([fd], [], [], 10.0)
+                    _readable([fd], 10.0)
                 except ProcessLookupError:
                     pass
                 finally:
@@ -221,7 +221,7 @@ class Lxcfs:
                 try:
                     if self._pidfd is not None:
                         signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-                        select.select([self._pidfd], [], [], timeout)
+                        _readable([self._pidfd], timeout)
                 except ProcessLookupError:
                     pass
                 self._reap()
@@ -242,3 +242,12 @@ class Lxcfs:
         for fd in (self._stop_r, self._stop_w):
             os.close(fd)
         self._stop_r = self._stop_w = -1
+
+
+def _readable(fds: list[int], timeout: float | None) -> set[int]:
+    """The fds of `fds` that are readable (or hung up) within `timeout` seconds (None: no limit).
+    poll, not select: jaulad holds an fd per instance, far above select's 1024."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(None if timeout is None else timeout * 1000)}

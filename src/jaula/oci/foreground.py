@@ -56,10 +56,12 @@ class Foreground:
             tty.setraw(0)
             _copy_winsize(0, self.master)
         try:
-            fds = [self.master, 0]
+            poller = select.poll()  # poll, not select: the master may be above fd 1023
+            for fd in (self.master, 0):
+                poller.register(fd, select.POLLIN)
             while True:
                 try:
-                    ready, _, _ = select.select(fds, [], [])
+                    ready = {fd for fd, _ in poller.poll()}
                 except InterruptedError:
                     continue
                 if self.master in ready:
@@ -73,7 +75,7 @@ class Foreground:
                 if 0 in ready:
                     data = os.read(0, 65536)
                     if not data:
-                        fds.remove(0)
+                        poller.unregister(0)
                     else:
                         os.write(self.master, data)
         finally:

@@ -42,7 +42,9 @@ def run_one(kind: str, hook: Hook, state_json: bytes) -> None:
         timeout = hook.timeout or DEFAULT_TIMEOUT
         pfd = pidfd_open(pid)
         try:
-            ready, _, _ = select.select([pfd], [], [], timeout)
+            poller = select.poll()  # poll, not select: a caller may hold fds above 1023
+            poller.register(pfd, select.POLLIN)
+            ready = poller.poll(timeout * 1000)
         finally:
             os.close(pfd)
         if not ready:
