@@ -103,6 +103,12 @@ def relay(stream: Stream, *, tty: bool, stdin: int = 0, stdout: int = 1, stderr:
     relay at once (returns 0). Without a tty, SIGINT, SIGTERM and SIGHUP go to the command. `cbreak`:
     the terminal only stops echoing and waiting for lines (a console's output is a file's bytes,
     not a pty's: the terminal still turns its newlines into line starts; ctrl-c still stops us)."""
+    # What the caller printed before comes out before the command's output, which goes to the fds
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
     raw = tty and os.isatty(stdin)
     old_attrs = None
     old_handlers: dict[int, Any] = {}
