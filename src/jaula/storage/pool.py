@@ -317,26 +317,17 @@ class Pool(ABC):
         A mounted volume may be snapshotted: loop volumes are frozen for the copy (consistent),
         dir volumes are copied as they are (as a crash would leave them), btrfs is atomic.
         """
-        vol = self._meta(name)
+        self._meta(name)
         check_name(snap, "snapshot")
         with self._locked():
             vol = self._meta(name)
-            final = self._snap_dir(name, snap)
-            if os.path.lexists(final):
-                raise Exists(f"volume {name!r} already has a snapshot {snap!r}")
-            os.makedirs(os.path.dirname(final), mode=0o711, exist_ok=True)
-            tmp = os.path.join(os.path.dirname(final), NEW + snap)
-            if os.path.lexists(tmp):
-                self._remove_snapshot(tmp)
-            os.mkdir(tmp, 0o711)
-            try:
-                self._snapshot(self.vdir(name), vol, tmp, self._mounted_at(name) is not None)
-                write_json(os.path.join(tmp, "snapshot.json"), {"name": snap, "created": time.time(),
-                                                                "size": vol.size, "idmap": vol.to_json()["idmap"]})
-                os.rename(tmp, final)
-            except BaseException:
-                self._remove_snapshot(tmp)
-                raise
+            mounted = self._mounted_at(name) is not None
+
+            def fill(tmp: str) -> IdMap | None:
+                self._snapshot(self.vdir(name), vol, tmp, mounted)
+                return vol.idmap
+
+            self._new_snapshot(vol, snap, fill)
 
     def _snap(self, name: str, snap: str) -> tuple[Volume, str]:
         vol = self._meta(name)
