@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jaula.cli.output import emit, format_option
 from jaula.errors import ConfigError, ExitCode, JaulaError
 
 if TYPE_CHECKING:  # imported when a command first needs jaulad (connect.py): not for --help
@@ -307,32 +306,6 @@ def config_unset(ctx: click.Context, name: str, keys: tuple[str, ...]) -> None:
     click.echo(f"Instance {name}: unset {', '.join(keys)}")
 
 
-# -- profiles ------------------------------------------------------------------------------------
-@cli.group(cls=_Group)
-def profile() -> None:
-    """Named sets of settings applied at create."""
-
-
-@profile.command("list")
-@format_option
-@click.pass_context
-def profile_list(ctx: click.Context, fmt: str) -> None:
-    """List the profiles."""
-    found = _client(ctx).profiles()
-    emit(fmt, found, ("NAME", "CONFIG", "DESCRIPTION"),
-         [(p["name"], " ".join(f"{k}={v}" for k, v in sorted(p["config"].items())), p["description"]) for p in found])
-
-
-@profile.command("create")
-@click.argument("name")
-@click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE")
-@click.option("--description", default="")
-@click.pass_context
-def profile_create(ctx: click.Context, name: str, config: tuple[str, ...], description: str) -> None:
-    _client(ctx).create_profile(name, _pairs(config), description)
-    click.echo(f"Profile {name} created")
-
-
 _registered: list[bool] = []
 
 
@@ -372,6 +345,11 @@ def _register_modules() -> bool:
     from jaula.cli import snapshots as _snapshots
 
     _snapshots.register(cli, _client, _Group)
+
+    # profile list|show|create|set|unset|edit|copy|rename|delete|add|remove
+    from jaula.cli import profiles as _profiles
+
+    _profiles.register(cli, _client, _Group, _pairs)
     return True
 
 

@@ -225,6 +225,23 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         return self._sync("POST", "/1.0/profiles",
                           json={"name": name, "config": config or {}, "description": description})
 
+    def update_profile(self, name: str, config: dict[str, str | None] | None = None,
+                       description: str | None = None) -> dict[str, Any]:
+        """Set keys (None or "" removes one) and/or the description; checked for every instance
+        using it first. {"profile", "live": {instance: keys}, "next_start": {instance: keys}}."""
+        return self._sync("PATCH", f"/1.0/profiles/{name}",
+                          json={"config": config or {}, "description": description})
+
+    def replace_profile(self, name: str, config: dict[str, str], description: str | None = None) -> dict[str, Any]:
+        """Make `config` the profile's whole config; the same answer as update_profile."""
+        return self._sync("PUT", f"/1.0/profiles/{name}", json={"config": config, "description": description})
+
+    def rename_profile(self, name: str, new_name: str) -> dict[str, Any]:
+        return self._sync("POST", f"/1.0/profiles/{name}", json={"name": new_name})
+
+    def delete_profile(self, name: str) -> None:
+        self._sync("DELETE", f"/1.0/profiles/{name}")
+
     # -- templates ---------------------------------------------------------------------------
     def templates(self) -> list[dict[str, Any]]:
         return self._sync("GET", "/1.0/templates")

@@ -24,7 +24,7 @@ from jaula.daemon import schemas as s
 from jaula.daemon.backend import Backend
 from jaula.daemon.db import Database
 from jaula.daemon.events import EventBus
-from jaula.daemon.models import InstanceRow, OperationRow, ProfileRow
+from jaula.daemon.models import InstanceRow, OperationRow
 from jaula.daemon.operations import Operations
 from jaula.errors import (
     BadState,
@@ -74,6 +74,8 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     from jaula.daemon import snapshots_api, transfer_api  # snapshots; copy, export and import
     snapshots_api.mount(app, svc)
     transfer_api.mount(app, svc)
+    from jaula.daemon import profiles_api  # profiles: list, create, show, change, rename, delete
+    svc.profiles = profiles_api.mount(app, svc)
 
     @app.get("/1.0", response_model=s.Sync[s.Server], tags=["server"])
     def server() -> dict:
@@ -133,21 +135,6 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     @app.delete("/1.0/operations/{op_id}", response_model=s.Sync[s.Operation], tags=["operations"])
     def cancel_operation(op_id: str) -> dict:
         return _sync(_op_out(ops.cancel(op_id)))
-
-    @app.get("/1.0/profiles", response_model=s.Sync[list[s.Profile]], tags=["profiles"])
-    def list_profiles() -> dict:
-        return _sync([_profile_out(p) for p in db.list_profiles()])
-
-    @app.post("/1.0/profiles", response_model=s.Sync[s.Profile], status_code=201, tags=["profiles"])
-    def create_profile(body: s.ProfileCreate) -> dict:
-        validate_name(body.name, "Profile")
-        config = _canonical(_validated(body.config, f"Profile {body.name!r}"))
-        row = db.create_profile(ProfileRow(name=body.name, description=body.description, config=config))
-        return _sync(_profile_out(row), status_code=201)
-
-    @app.get("/1.0/profiles/{name}", response_model=s.Sync[s.Profile], tags=["profiles"])
-    def get_profile(name: str) -> dict:
-        return _sync(_profile_out(db.get_profile(name)))
 
     return app
 
@@ -379,10 +366,6 @@ def _op_out(op: OperationRow) -> s.Operation:
     return s.Operation(id=op.id, **{"class": op.op_class}, description=op.description,  # type: ignore[arg-type]
                        status=op.status, created=op.created, updated=op.updated, err=op.error,  # type: ignore[arg-type]
                        resources=op.resources, metadata=op.metadata, may_cancel=op.status == "pending")
-
-
-def _profile_out(p: ProfileRow) -> s.Profile:
-    return s.Profile(name=p.name, description=p.description, config=dict(p.config))
 
 
 def error_body(status: int, message: str, problems: list[str] | None = None,

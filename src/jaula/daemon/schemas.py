@@ -154,6 +154,7 @@ class Profile(BaseModel):
     name: str
     description: str
     config: dict[str, str]
+    used_by: list[str] = Field(default=[], description="the instances using it, by name")
 
 
 class ProfileCreate(BaseModel):

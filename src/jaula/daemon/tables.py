@@ -94,6 +94,20 @@ class Tables:
                 "SELECT i.name FROM instance_profiles ip JOIN profiles p ON p.id = ip.profile_id "
                 "JOIN instances i ON i.id = ip.instance_id WHERE p.name = ? ORDER BY i.name", (name,))]
 
+    def rename_profile(self, name: str, new_name: str) -> ProfileRow:
+        """Rename a profile; refused while instances use it (their links would follow, but
+        snapshots and exported backups name their profiles)."""
+        validate_name(new_name, "Profile")
+        with self.transaction():
+            if users := self.profile_users(name):
+                raise BadState(f"Profile {name!r} is used by {', '.join(users)}: "
+                               "remove it from those instances first")
+            if self._conn.execute("SELECT 1 FROM profiles WHERE name = ?", (new_name,)).fetchone():
+                raise Exists(f"Cannot rename profile {name!r}: profile {new_name!r} already exists")
+            if self._conn.execute("UPDATE profiles SET name = ? WHERE name = ?", (new_name, name)).rowcount == 0:
+                raise NotFound(f"Profile {name!r} not found: nothing renamed")
+        return self.get_profile(new_name)
+
     def delete_profile(self, name: str) -> None:
         with self.transaction():
             if users := self.profile_users(name):
