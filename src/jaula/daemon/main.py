@@ -13,7 +13,8 @@ event loop and executors make threads):
      jaula.daemon.lxcfs; left running at stop while instances run);
   4. in the event loop, at the API's startup: live restore (every instance recorded running with
      a pid is adopted by the supervisor if that very process is still there, else marked
-     stopped with an unknown exit status), then autostart (`boot.autostart`);
+     stopped with an unknown exit status), then autostart (`boot.autostart`); before them, the
+     managed DNS of the networks (`_start_dns`: jaula.daemon.dns_service);
   5. the API served on the socket until SIGTERM or SIGINT. Instances keep running when jaulad
      stops (or is killed): the next jaulad adopts them.
 """
@@ -157,6 +158,7 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
             web_served = bind_web(root, web)
 
         async def startup() -> None:
+            state["dns"] = await _start_dns(root, app)  # before autostart: running instances ask now
             state["supervisor"] = _start_supervision(db, backend, app)
             notify.notify(notify_socket, "READY=1")
 
@@ -165,6 +167,8 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
             sup = state.get("supervisor")
             if sup is not None:
                 sup.close()  # the instances keep running
+            if state.get("dns") is not None:
+                state["dns"].close()
 
         app.router.add_event_handler("startup", startup)
         app.router.add_event_handler("shutdown", shutdown)
@@ -185,6 +189,20 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
         spawner.close()
         db.close()
         os.close(lock_fd)
+
+
+async def _start_dns(root: Path, app: Any) -> Any:
+    """The managed DNS of the networks (dns.mode=managed: jaula.daemon.dns_service), in the event
+    loop, its listeners following the networks from now on; None without a host side."""
+    networks = getattr(app.state, "networks", None)
+    if networks is None or not networks.enabled:
+        return None
+    from jaula.daemon.dns_service import DnsService
+
+    svc = DnsService(root / "jaula.db", asyncio.get_running_loop())
+    networks.dns = svc
+    await svc.reconcile()
+    return svc
 
 
 def _start_lxcfs(root: Path) -> Any:

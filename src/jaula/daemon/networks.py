@@ -26,7 +26,12 @@ from jaula.daemon.network_tables import AddressRow, NetworkRow
 from jaula.errors import BadState, ConfigError, Exists, JaulaError, NotFound
 from jaula.network import config as netconfig
 from jaula.network import ipam
-from jaula.network.dns import host_nameservers, hosts_file, resolv_conf
+from jaula.network.dns import (
+    host_nameservers,
+    hosts_file,
+    managed_resolv_conf,
+    resolv_conf,
+)
 from jaula.network.plan import BRIDGED, MACVLAN, NetworkPlan, NicPlan
 
 log = logging.getLogger("jaula.networks")
@@ -40,6 +45,7 @@ class NetworkService(ForwardActions):
         self.db = svc.db
         self.plumbing = getattr(svc.backend, "network", None)
         self.tag: str = getattr(svc.backend, "network_tag", "")
+        self.dns: Any = None               # jaulad's DnsService (dns_service.py), once its loop runs
 
     @property
     def enabled(self) -> bool:
@@ -69,6 +75,7 @@ class NetworkService(ForwardActions):
             if self.enabled:
                 _host(f"Network {name!r}", self.plumbing.ensure_network, self.plan(row))
         self._event("network-created", {"name": name})
+        self._dns_refresh()
         return row
 
     def _resolve(self, name: str, cfg: dict[str, str], exclude: str | None = None) -> dict[str, str]:
@@ -112,6 +119,7 @@ class NetworkService(ForwardActions):
                 else:
                     self.plumbing.update_network(self.plan(row))
         self._event("network-updated", {"name": name})
+        self._dns_refresh()
         return row
 
     def delete(self, name: str) -> None:
@@ -128,6 +136,12 @@ class NetworkService(ForwardActions):
                 if not self.db.list_networks():
                     _host("The firewall table", self.plumbing.destroy)  # the last network: the table too
         self._event("network-deleted", {"name": name})
+        self._dns_refresh()
+
+    def _dns_refresh(self) -> None:
+        """The managed DNS listeners follow the stored networks (dns_service.py)."""
+        if self.dns is not None:
+            self.dns.refresh()
 
     def collect(self) -> None:
         """After an instance's delete: the default network made on first use goes with its last
@@ -312,11 +326,15 @@ class NetworkService(ForwardActions):
             return {"table": self._table(), "networks": [], "nics": []}
         first = next((n for n in nics if n.network), None)
         dns = self.db.get_network(first.network).config if first else {}
+        if first and netconfig.dns_mode(dns) == netconfig.DNS_MANAGED:   # jaulad answers on its gateway
+            resolv = managed_resolv_conf(netconfig.dns_domain(dns) or netconfig.DEFAULT_DOMAIN,
+                                         [g for g in (nets[first.network].ipv4, nets[first.network].ipv6) if g])
+        else:
+            resolv = resolv_conf(host_nameservers(), dns.get("dns.nameservers"), dns.get("dns.domain"),
+                                 nets[first.network].ipv4 if first and nets[first.network].ipv4 else None)
         return {"table": self._table(), "networks": [n.as_dict() for n in nets.values()],
                 "nics": [n.as_dict() for n in nics],
-                "resolv_conf": resolv_conf(host_nameservers(), dns.get("dns.nameservers"),
-                                           dns.get("dns.domain"),
-                                           nets[first.network].ipv4 if first and nets[first.network].ipv4 else None),
+                "resolv_conf": resolv,
                 "hosts": hosts_file(name, [a for n in nics for a in n.ipv4 + n.ipv6])}
 
     def _unallocated(self, cfg: dict[str, Any], addrs: dict[tuple[str, int], str]) -> bool:

@@ -6,9 +6,14 @@ A network's config (`validate_network`):
   ipv4.nat       masquerade traffic leaving the subnet (true); ipv6.nat the same for IPv6
   isolation      allow (instances of the network reach each other) or isolate
   host_access    none, dns (udp/tcp 53 to the gateway) or all: what of the host instances reach
-  dns.nameservers  comma-separated addresses written in instances' /etc/resolv.conf when the
-                 host's own resolvers are loopback ones (unreachable from an instance)
-  dns.domain     the search domain of instances' /etc/resolv.conf
+  dns.mode       managed (jaulad answers on the gateway: instances' names, the rest forwarded;
+                 the default unless host_access=none) or host (the resolvers themselves written in
+                 instances' /etc/resolv.conf)
+  dns.nameservers  comma-separated addresses: managed, where names jaulad does not know are
+                 forwarded (default: the host's resolvers); host, written in instances'
+                 /etc/resolv.conf when the host's own are loopback ones (unreachable from an instance)
+  dns.domain     the domain of instances' names (managed: default jaula) and the search domain
+                 of their /etc/resolv.conf
   mtu            68 to 65535 (1500)
   bridge         the host bridge's name (<= 15 characters; chosen at create when unset)
 
@@ -42,6 +47,8 @@ from jaula.network.plan import (
 )
 
 AUTO, OFF = "auto", "none"
+DNS_MANAGED, DNS_HOST = "managed", "host"   # dns.mode
+DEFAULT_DOMAIN = "jaula"
 DEFAULT_NETWORK = "default"
 DEFAULT_MTU = 1500
 _TRUE = {"true", "yes", "on", "1"}
@@ -121,9 +128,14 @@ NETWORK_KEYS: dict[str, tuple[Any, str, Any]] = {  # key: (default, description,
                   _choice(ALLOW, ISOLATE)),
     "host_access": (HOST_DNS, "what of the host instances reach: none, dns (port 53 of the gateway) or all",
                     _choice(HOST_NONE, HOST_DNS, HOST_ALL)),
-    "dns.nameservers": (None, "resolvers for instances when the host's are loopback ones, e.g. 1.1.1.1,9.9.9.9",
+    "dns.mode": (None, ("managed: jaulad answers on the gateway (instances' names, the rest forwarded; the "
+                        "default unless host_access=none); host: instances use the resolvers themselves"),
+                 _choice(DNS_MANAGED, DNS_HOST)),
+    "dns.nameservers": (None, ("managed: where other names are forwarded (default: the host's resolvers); host: "
+                               "resolvers for instances when the host's are loopback ones, e.g. 1.1.1.1,9.9.9.9"),
                         _nameservers),
-    "dns.domain": (None, "search domain written in instances' /etc/resolv.conf", _domain),
+    "dns.domain": (None, (f"domain of instances' names (managed: default {DEFAULT_DOMAIN}) and search domain of "
+                          "their /etc/resolv.conf"), _domain),
     "mtu": (str(DEFAULT_MTU), "MTU of the bridge and of its NICs (68 to 65535)", _mtu),
     "bridge": (None, "host bridge name, at most 15 characters (chosen at create when unset)", _bridge),
 }
@@ -153,6 +165,9 @@ def validate_network(config: Any, what: str = "Network") -> dict[str, str]:
     if nat[0] != nat[1] and not problems:
         problems.append(f"{what}: ipv4.nat and ipv6.nat differ: the firewall has one NAT switch for both "
                         "families for now; set them alike")
+    if out.get("dns.mode") == DNS_MANAGED and out.get("host_access") == HOST_NONE:
+        problems.append(f"{what}: dns.mode=managed answers on port 53 of the gateway, which host_access=none "
+                        "closes to instances: set host_access=dns (or all), or dns.mode=host")
     if out.get("ipv4.address") == OFF and out.get("ipv6.address") == OFF:
         problems.append(f"{what}: ipv4.address and ipv6.address are both none: give the network at least one subnet")
     if problems:
@@ -164,6 +179,20 @@ def effective_network(config: dict[str, str]) -> dict[str, str]:
     out = {k: d for k, (d, _, _) in NETWORK_KEYS.items() if d is not None}
     out.update(config)
     return out
+
+
+def dns_mode(config: dict[str, str]) -> str:
+    """A network's dns.mode: as set, else managed unless host_access=none (which closes the
+    gateway's port 53 to instances)."""
+    mode = config.get("dns.mode")
+    if mode:
+        return mode
+    return DNS_HOST if config.get("host_access") == HOST_NONE else DNS_MANAGED
+
+
+def dns_domain(config: dict[str, str]) -> str | None:
+    """The domain of a network's instances' names: dns.domain, else jaula when managed."""
+    return config.get("dns.domain") or (DEFAULT_DOMAIN if dns_mode(config) == DNS_MANAGED else None)
 
 
 def network_plan(name: str, config: dict[str, str]) -> NetworkPlan:
