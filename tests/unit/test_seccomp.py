@@ -479,3 +479,25 @@ def test_send_to_listener(tmp_path) -> None:
 def test_send_to_listener_names_the_socket(tmp_path) -> None:
     with pytest.raises(OSError, match=r"connect seccomp listener '.*nobody.sock'"):
         oci.send_to_listener(str(tmp_path / "nobody.sock"), 0, {"pid": 1}, "")
+
+
+def test_compiled_remembers_each_profile_by_content(monkeypatch) -> None:
+    calls = []
+    real = oci.compile
+    monkeypatch.setattr(oci, "compile", lambda s, arch="x86_64": calls.append(arch) or real(s, arch))
+    monkeypatch.setattr(oci, "_compiled", {})
+    a = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]}
+    b = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["bpf"], "action": "SCMP_ACT_ERRNO"}]}
+    pa = oci.compiled(Seccomp.from_json(a), "x86_64")
+    assert oci.compiled(Seccomp.from_json(a), "x86_64") is pa and len(calls) == 1  # an equal profile
+    pb = oci.compiled(Seccomp.from_json(b), "x86_64")
+    assert pb != pa and len(calls) == 2 and pb == real(Seccomp.from_json(b), "x86_64")
+    monkeypatch.setattr(oci, "_COMPILED_KEPT", 2)
+    c = {"defaultAction": "SCMP_ACT_LOG"}
+    oci.compiled(Seccomp.from_json(a), "x86_64")  # a is now the most recently used
+    oci.compiled(Seccomp.from_json(c), "x86_64")  # pushes out b
+    assert len(oci._compiled) == 2
+    oci.compiled(Seccomp.from_json(a), "x86_64")
+    assert len(calls) == 3
+    oci.compiled(Seccomp.from_json(b), "x86_64")
+    assert len(calls) == 4

@@ -71,6 +71,13 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     from jaula.cgroups.base import open_cgroup
 
     lx = spec.linux
+    seccomp_prog = None
+    if lx.seccomp is not None:
+        from jaula.oci import seccomp
+
+        # Compiled here, not in the init: a too-long program is refused before any cgroup or
+        # process exists, and a long-lived caller (jaulad's spawner) compiles each profile once.
+        seccomp_prog = seccomp.compiled(lx.seccomp)
     cg = open_cgroup(lx.cgroups_path, cid)
     cg.create()
     undo.append(cg.remove)
@@ -107,6 +114,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     parent, child = sync.pair()
     plan = Plan(spec, cid, child, ctx, fifo_fd, console_sock, opts.preserve_fds, log, hook_state,
                 join_files(cg.paths, mounts, need_unified))
+    plan.seccomp_prog = seccomp_prog
     log.reopen()
     direct = forks_init_directly(spec)
     if direct:

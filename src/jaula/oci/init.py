@@ -32,6 +32,7 @@ class Plan:
         self.state = state
         self.cgroup_files = cgroup_files or []
         self.pid_sent = -1  # read end of a pipe: the intermediate has sent PID when a byte arrives
+        self.seccomp_prog: bytes | None = None  # linux.seccomp compiled by the runtime before the fork
 
 
 def forks_init_directly(spec: Spec) -> bool:
@@ -340,7 +341,7 @@ def _setgroups_allowed() -> bool:
 def _seccomp(plan: Plan) -> None:
     from jaula.oci import seccomp
 
-    fd = seccomp.install(plan.spec.linux.seccomp)
+    fd = seccomp.install(plan.spec.linux.seccomp, prog=plan.seccomp_prog)
     if fd >= 0:
         # The listener path is on the host, out of reach after pivot_root: the runtime forwards it.
         sync.send(plan.sock, sync.SECCOMP, fds=[fd])
