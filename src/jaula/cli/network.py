@@ -11,7 +11,8 @@ import click
 from jaula.cli.output import emit, format_option
 
 NETWORK_KEYS_HELP = ("ipv4.address (10.71.3.1/24|auto|none), ipv6.address, ipv4.nat, ipv6.nat, isolation "
-                     "(allow|isolate), host_access (none|dns|all), dns.nameservers, dns.domain, mtu, bridge")
+                     "(allow|isolate), host_access (none|dns|all), dns.mode (managed|host), dns.nameservers, "
+                     "dns.domain, mtu, bridge")
 NIC_KEYS_HELP = ("type (bridged|macvlan|none), network, parent, ipv4 (auto|none|ADDRESS), ipv6, mac, mtu, "
                  "limits.ingress, limits.egress (e.g. 10Mbit), routes (DEST via GW,...)")
 

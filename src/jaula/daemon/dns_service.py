@@ -27,7 +27,6 @@ import secrets
 import socket
 import sqlite3
 import struct
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +154,7 @@ class DnsService:
         """Listeners made to match the stored networks (from any thread; done in the loop)."""
         if self._closed:
             return
-        if threading.current_thread() is threading.main_thread() and _in_loop(self.loop):
+        if _in_loop(self.loop):
             self.loop.create_task(self.reconcile())
         else:
             asyncio.run_coroutine_threadsafe(self.reconcile(), self.loop)
