@@ -10,14 +10,18 @@ import subprocess
 from jaula.errors import JaulaError
 
 
-def write_json(path: str, data: object) -> None:
-    """Write `path` atomically: a crash leaves the old file or the new one, never half."""
+def write_json(path: str, data: object, durable: bool = True) -> None:
+    """Write `path` atomically: a crash leaves the old file or the new one, never half.
+
+    durable=False skips the fsync: for a file that describes what a host crash ends anyway
+    (a mount), where a process killed half-way is the only crash that matters."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.rename(tmp, path)
 
 

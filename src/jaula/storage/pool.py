@@ -170,6 +170,8 @@ class Pool(ABC):
             target = read_json(os.path.join(self.vdir(name), "mount.json"))["target"]
         except FileNotFoundError:
             return None
+        except (ValueError, KeyError, TypeError):
+            return None  # cut short by a host crash (not fsync'd): the mount it named is gone too
         fstype, source = mount_points().get(target, ("", ""))
         if fstype not in self.mount_fstypes:
             return None
@@ -258,8 +260,10 @@ class Pool(ABC):
                 raise BadState(f"volume {name!r} is already mounted at {where!r}")
             self._mount(self.vdir(name), vol, target, idmap)
             try:
+                # Not fsync'd: the mount it records does not outlive the host, and a stale
+                # record is ignored (_mounted_at checks the mount table); 0.5-1.8 ms a start.
                 write_json(os.path.join(self.vdir(name), "mount.json"),
-                           {"target": target, "idmap": idmap.as_json() if idmap else None})
+                           {"target": target, "idmap": idmap.as_json() if idmap else None}, durable=False)
             except BaseException:
                 self._unmount(self.vdir(name), vol, target)
                 raise
