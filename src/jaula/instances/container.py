@@ -210,11 +210,13 @@ class ContainerDriver(StorageVerbs, Driver):
             _write_config(bundle, spec)
             mark(name, "drv.written")
             # NICs into the init's netns before it runs: while it builds its root, when it can
-            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo))
+            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo), keeper)
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
-            if cfg.get("security.nesting") is True and idmap is not None:  # its runtimes use cgroups
-                cgroup_delegation.delegate(c.data["cgroupPaths"], idmap.uid_base, idmap.gid_base)
+            if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
+                cgroup_delegation.delegate(cgroup_delegation.to_delegate(
+                    c.data["cgroupPaths"], inst.mode, cfg.get("security.nesting") is True),
+                    idmap.uid_base, idmap.gid_base)
             _start_and_wait_exec(c, self._log(name))
             mark(name, "drv.execd")
             undo.pop_all()

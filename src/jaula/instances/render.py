@@ -336,4 +336,8 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
         ANNOTATION + "instance": inst.name, ANNOTATION + "mode": inst.mode, ANNOTATION + "init": init.name,
         ANNOTATION + "stop-signal": str(init.stop_signal),
     }
+    if inst.mode == "system":  # its init's own cgroups: read-write (cgroup_delegation)
+        from jaula.instances import cgroup_delegation
+
+        spec["annotations"][cgroup_delegation.WRITABLE] = ",".join(cgroup_delegation.writable(inst.mode))
     return spec

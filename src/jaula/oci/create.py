@@ -105,10 +105,13 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         console_sock = opts.console_fd if opts.console_fd is not None else _connect(opts.console_socket)
     mounts = {h.mountpoint: "cgroup2" if h.version == 2 else "cgroup" for h in cg.layout.hierarchies()}
     binds, v2_only = cgroup_binds(cg.paths, mounts)
-    need_unified = v2_only or _needs_unified(lx.resources)
+    # org.jaula.cgroup.writable: hierarchies bound read-write under a read-only cgroup mount
+    writable = [cg.paths[k] for k in spec.annotations.get(WRITABLE_CGROUPS, "").split(",") if k in cg.paths]
+    # an init that manages its cgroup2 subtree (systemd) must start in it: joined as on pure v2
+    need_unified = v2_only or _needs_unified(lx.resources) or cg.paths.get("unified") in writable
     ctx = rootfs.Context(rootfs=spec.root.path, userns=lx.namespace("user") is not None,
                          cgroup_ns=lx.namespace("cgroup") is not None, cgroup_binds=binds,
-                         cgroup2_only=v2_only)
+                         cgroup2_only=v2_only, cgroup_writable=writable)
     hook_state = {"ociVersion": spec.oci_version, "id": cid, "status": state.CREATING, "pid": 0,
                   "bundle": spec.bundle, "annotations": spec.annotations}
     parent, child = sync.pair()
@@ -288,6 +291,9 @@ def join_files(paths: dict[str, str], mounts: dict[str, str], need_unified: bool
         else:
             files[os.path.join(host_dir, "tasks")] = None
     return list(files)
+
+
+WRITABLE_CGROUPS = "org.jaula.cgroup.writable"
 
 
 def cgroup_binds(paths: dict[str, str], mounts: dict[str, str]) -> tuple[list[tuple[str, str]], bool]:

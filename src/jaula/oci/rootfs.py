@@ -39,6 +39,7 @@ class Context(Record):
     cgroup_ns: bool = False
     cgroup_binds: list = []      # (subdir below the cgroup mount, host dir of the container's cgroup)
     cgroup2_only: bool = False
+    cgroup_writable: list = []   # host dirs of cgroup_binds bound read-write under a read-only mount
     detached: dict = {}          # index in spec.mounts -> fd of a prepared detached mount (idmapped)
     console: str | None = None   # pty slave to bind on /dev/console
 
@@ -209,15 +210,19 @@ def _mount_cgroup(sys, ctx: Context, root_fd: int, mnt: Mount) -> None:
     fd = sys.make_in_root(root_fd, mnt.destination, directory=True)
     try:
         if ctx.cgroup2_only:
+            if ctx.cgroup_binds and ctx.cgroup_binds[0][1] in ctx.cgroup_writable:
+                ro = False  # the init's own subtree (the cgroup namespace's root is the container's)
             if ctx.cgroup_ns or not ctx.cgroup_binds:
-                sys.mount("cgroup", fd_path(fd), "cgroup2", opts.flags & ~m.MS_REMOUNT, None)
+                flags = opts.flags & ~m.MS_REMOUNT
+                sys.mount("cgroup", fd_path(fd), "cgroup2", flags if ro else flags & ~m.MS_RDONLY, None)
             else:
                 sys.mount(ctx.cgroup_binds[0][1], fd_path(fd), None, m.MS_BIND | m.MS_REC)
                 if ro:
                     _remount_bind(sys, fd_path(fd), m.MS_RDONLY | base, ctx.cgroup_binds[0][1])
             return
         # cgroup v1 cannot be mounted from a user namespace: a tmpfs with each hierarchy's own
-        # cgroup of the container bound below it, as runc does.
+        # cgroup of the container bound below it, as runc does; read-only but for the
+        # hierarchies its init manages (cgroup_writable: LXC's cgroup:mixed).
         sys.mount("tmpfs", fd_path(fd), "tmpfs", base, "mode=755")
         top = sys.open_in_root(root_fd, mnt.destination)
         try:
@@ -225,7 +230,7 @@ def _mount_cgroup(sys, ctx: Context, root_fd: int, mnt: Mount) -> None:
                 sfd = sys.make_in_root(top, sub, directory=True)
                 try:
                     sys.mount(host_dir, fd_path(sfd), None, m.MS_BIND | m.MS_REC)
-                    if ro:
+                    if ro and host_dir not in ctx.cgroup_writable:
                         nfd = sys.open_in_root(top, sub)
                         try:
                             _remount_bind(sys, fd_path(nfd), m.MS_RDONLY | base, host_dir)
