@@ -210,7 +210,7 @@ class ContainerDriver(StorageVerbs, Driver):
             _write_config(bundle, spec)
             mark(name, "drv.written")
             # NICs into the init's netns before it runs: while it builds its root, when it can
-            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo), keeper)
+            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo))
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
