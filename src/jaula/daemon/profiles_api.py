@@ -125,12 +125,13 @@ class ProfileService:
             for p in row.profiles:
                 merged.update(new_config if p == name else self.db.get_profile(p).config)
             merged.update(row.config)
+            what = f"Instance {user!r} with profile {name!r} changed"
             try:
-                new = _validated(merged, f"Instance {user!r} with profile {name!r} changed")
+                new = _validated(merged, what)
                 if self.svc.networks is not None:
                     self.svc.networks.check_networks(new)
             except ConfigError as exc:
-                problems += exc.problems
+                problems += [p if p.startswith(what) else f"{what}: {p}" for p in exc.problems]
                 continue
             try:
                 old = self.svc.expanded(row.profiles, row.config)
