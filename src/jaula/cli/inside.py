@@ -81,20 +81,28 @@ def register(cli: click.Group, client_of: Callable[[click.Context], Any], group_
     @click.option("--show-log", is_flag=True, help="print the kept console output (the last 128 KiB) and exit")
     @click.pass_context
     def console(ctx: click.Context, name: str, show_log: bool) -> None:
-        """Attach to instance NAME's console: its init's output as it comes (ctrl-a q detaches).
+        """Attach to instance NAME's console (/dev/console of a running system instance): read and
+        write, the terminal raw, its size followed; ctrl-a q detaches, the instance keeps running.
 
-        The console is read-only: the init's input is /dev/null (use `jaula shell NAME`)."""
+        Press Enter for a prompt (the shell or getty on the console waits for a line). An app
+        instance has no console terminal: its output is in `jaula logs NAME`."""
         client = client_of(ctx)
         if show_log:
             sys.stdout.buffer.write(client.console_log(name))
             return
-        stdin = 0
+        stdin, stdout, stderr = main_fds()
+        stream = client.console(name, attach=True)
         if os.isatty(stdin):
-            click.echo(f"Attached to {name}'s console (read-only); ctrl-a q detaches", err=True)
+            click.echo(f"Attached to {name}'s console; ctrl-a q detaches", err=True)
+            width, height = terminal_size(stdin)
+            if width and height:
+                stream.resize(width, height)
         try:
-            relay(client.console(name), tty=True, stdin=stdin, detach=DETACH, cbreak=True)
+            relay(stream, tty=True, stdin=stdin, stdout=stdout, stderr=stderr, detach=DETACH)
         except KeyboardInterrupt:
             pass
+        if os.isatty(stdin):
+            click.echo("", err=True)
 
     @cli.command()
     @click.argument("name")

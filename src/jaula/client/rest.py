@@ -362,10 +362,12 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         """The stream of an exec operation (jaula.client.stream.Stream)."""
         return self._stream(op["metadata"]["websocket"], op["metadata"]["secret"])
 
-    def console(self, name: str, *, replay: bool = False) -> Any:
-        """Follow the console output of `name` (a Stream; with `replay`, the kept output first)."""
+    def console(self, name: str, *, replay: bool = False, attach: bool = False) -> Any:
+        """Follow the console output of `name` (a Stream; with `replay`, the kept output first);
+        with `attach`, read and write a running system instance's console (its pty)."""
         self.get(name)  # a clear NotFound before the websocket
-        return self._stream(f"/1.0/instances/{name}/console?replay={'true' if replay else 'false'}")
+        return self._stream(f"/1.0/instances/{name}/console?replay={'true' if replay else 'false'}"
+                            + ("&attach=true" if attach else ""))
 
     def _raw(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:

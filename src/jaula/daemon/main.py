@@ -10,7 +10,8 @@ event loop and executors make threads):
   2. the spawner (`Spawner.start`), before any thread;
   3. operations a previous life left pending or running are marked failed; the orphan sweep
      (`_sweep`) undoes what a `kill -9` cut; jaulad's lxcfs is adopted or started (honest /proc:
-     jaula.daemon.lxcfs; left running at stop while instances run);
+     jaula.daemon.lxcfs; left running at stop while instances run); the console keeper is
+     reconnected to or started (jaula.daemon.console_keeper: system instances' console ptys);
   4. in the event loop, at the API's startup: live restore (every instance recorded running with
      a pid is adopted by the supervisor if that very process is still there, else marked
      stopped with an unknown exit status), then autostart (`boot.autostart`); before them, the
@@ -124,7 +125,7 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
     lock_fd = _lock_root(root)
     db = Database(root / "jaula.db")
     spawner = Spawner.start(make_driver, {"root": str(root)}, hold_fds=[lock_fd])  # before any thread
-    lxcfs = None
+    lxcfs = keeper = None
     try:
         failed = db.fail_unfinished_operations("jaulad stopped while it ran: look at the instance's state")
         if failed:
@@ -136,6 +137,8 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
         backend.network = Plumbing(identity.table_name(backend.network_tag))  # type: ignore[attr-defined]
         _sweep(db, backend, root)
         lxcfs = _start_lxcfs(root)  # before any instance starts (autostart): honest /proc
+        keeper = _start_console_keeper(root)  # before any instance starts: their consoles' ptys
+        backend.console_keeper = keeper  # type: ignore[attr-defined] (console_api attaches through it)
 
         from jaula.daemon import api, server
         from jaula.daemon.events import LogHandler
@@ -186,6 +189,8 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
     finally:
         if lxcfs is not None:
             _stop_lxcfs(lxcfs, db)
+        if keeper is not None:
+            keeper.close()  # it stays while it holds running instances' consoles
         spawner.close()
         db.close()
         os.close(lock_fd)
@@ -203,6 +208,16 @@ async def _start_dns(root: Path, app: Any) -> Any:
     networks.dns = svc
     await svc.reconcile()
     return svc
+
+
+def _start_console_keeper(root: Path) -> Any:
+    """The console keeper (jaula.daemon.console_keeper): the one a killed jaulad left, or a new
+    one; it holds system instances' console ptys and outlives jaulad while it holds any."""
+    from jaula.daemon.console_keeper_service import KeeperService
+
+    keeper = KeeperService(root)
+    keeper.start()
+    return keeper
 
 
 def _start_lxcfs(root: Path) -> Any:

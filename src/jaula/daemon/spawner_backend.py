@@ -57,7 +57,8 @@ def make_driver(root: str) -> Any:
     p = paths(root)
     return ContainerDriver(str(p["instances"]), open_pool(POOL_KIND, str(p["pool"])),
                            TemplateStore(root=p["templates"], cache=p["cache"]),
-                           cgroup_parent=cgroup_parent(root))
+                           cgroup_parent=cgroup_parent(root),
+                           console_keeper=os.path.join(root, "console-keeper.sock"))  # console_pty.SOCKET_NAME
 
 
 class _Stats:

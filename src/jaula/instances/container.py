@@ -3,7 +3,9 @@
 Layout under the driver's root (a tmpfs such as /run/jaula in production):
   runtime/<name>/state.json     jaula-runtime's own state (runc's layout)
   bundles/<name>/config.json    the rendered config; bundles/<name>/rootfs the mounted volume
-  logs/<name>/console.log       the init's stdout and stderr (truncated at each start)
+  logs/<name>/console.log       the init's console output (truncated at each start): a system
+                                instance's pty drained there by the console keeper, an app's
+                                stdout and stderr written there directly
 
 `create` in jaula.oci forks the container's first process, so `start` must be called from a
 single-threaded process (jaulad's spawner; a test). The init's parent exits during create:
@@ -41,12 +43,17 @@ class ContainerDriver(StorageVerbs, Driver):
     kind = "container"
     SETTINGS = frozenset(settings.SETTINGS)
 
-    def __init__(self, root: str, pool: Any, templates: Any, *, cgroup_parent: str | None = None) -> None:
+    def __init__(self, root: str, pool: Any, templates: Any, *, cgroup_parent: str | None = None,
+                 console_keeper: str | None = None) -> None:
         """`pool`: a jaula.storage pool holding one volume per instance (named as it);
         `templates`: a TemplateStore; `cgroup_parent`: where instances' cgroups go (OCI
         cgroupsPath rules: "p" -> <caller's cgroup>/p/<name>, removed with its last instance;
-        None: <caller's cgroup>/jaula/<name>)."""
+        None: <caller's cgroup>/jaula/<name>); `console_keeper`: the console keeper's socket
+        (jaula.instances.console_pty): a system instance's init then gets a pty as its console,
+        whose master goes to the keeper; None (or no keeper answering): its output goes
+        straight into its console log, its stdin is /dev/null."""
         self.root = os.path.abspath(root)
+        self.console_keeper = console_keeper
         self.runtime_root = os.path.join(self.root, "runtime")
         self.pool = pool
         self.templates = templates
@@ -206,11 +213,15 @@ class ContainerDriver(StorageVerbs, Driver):
             known = _bounding_caps() if idmap is None else None
             spec = render.render(inst, cfg, template, rootfs, init, cgroups_path, known_caps=known,
                                  lxcfs=lxcfs_view.for_instance(self.root, name, cfg))
+            keeper = self._console_keeper(inst)
+            if keeper is not None:
+                undo.callback(keeper.close)
+                spec["process"]["terminal"] = True  # a pty as its console: the keeper holds the master
             mark(name, "drv.rendered")
             _write_config(bundle, spec)
             mark(name, "drv.written")
             # NICs into the init's netns before it runs: while it builds its root, when it can
-            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo))
+            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo), keeper)
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
@@ -227,8 +238,28 @@ class ContainerDriver(StorageVerbs, Driver):
         # exit and its status, instead of "running" with nothing to watch.
         return st if st.pid else st.replace(pid=c.pid)
 
-    def _create(self, name: str, bundle: str, on_namespaces: Any = None):
-        """jaula.oci's create with the init's stdin on /dev/null and its output in the console log;
+    def _console_keeper(self, inst: Instance) -> Any:
+        """A connection to the console keeper for a system instance's pty console; None for an app
+        instance, or when no keeper is set or answers (its output then goes into the log as is)."""
+        if inst.mode != "system" or not self.console_keeper:
+            return None
+        from jaula.instances import console_pty
+
+        try:
+            return console_pty.connect(self.console_keeper)
+        except OSError as exc:
+            import logging
+
+            logging.getLogger("jaula.instances").warning(
+                "console keeper %s: %s: %s starts with a read-only console (its output in its log)",
+                self.console_keeper, exc.strerror or exc, inst.name)
+            return None
+
+    def _create(self, name: str, bundle: str, on_namespaces: Any = None, keeper: Any = None):
+        """jaula.oci's create with the init's output in the console log: with `keeper` (a connection
+        to the console keeper) the init's console is a pty whose master, the log's fd and a pidfd of
+        the init go to the keeper before the init runs (one message, no reply awaited); without,
+        the init's stdin is /dev/null and its stdout and stderr the log itself.
         `on_namespaces(pid)` as jaula.oci.create.Options says."""
         from jaula.oci.create import Options, create
 
@@ -237,7 +268,12 @@ class ContainerDriver(StorageVerbs, Driver):
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
         saved: list[int | None] = []
+        mine = theirs = None
         try:
+            if keeper is not None:
+                from jaula.oci import sync
+
+                mine, theirs = sync.pair()  # the init sends its pty's master on it during create
             for fd in (0, 1, 2):
                 try:
                     saved.append(os.dup(fd))
@@ -254,9 +290,19 @@ class ContainerDriver(StorageVerbs, Driver):
                         os.dup2(copy, fd)
                 on_namespaces(pid)
 
-            opts = Options(on_namespaces=hook if on_namespaces is not None else None)
-            return create(self.runtime_root, name, bundle, opts, self._log(name))
+            opts = Options(on_namespaces=hook if on_namespaces is not None else None, console_fd=theirs)
+            c = create(self.runtime_root, name, bundle, opts, self._log(name))
+            if keeper is not None:
+                try:
+                    self._hand_console(c, name, mine, out, keeper)
+                except BaseException:
+                    self._destroy(c, name)
+                    raise
+            return c
         finally:
+            for sock in (mine, theirs):
+                if sock is not None:
+                    sock.close()
             for fd, copy in enumerate(saved):
                 if copy is None:
                     os.close(fd)
@@ -265,6 +311,32 @@ class ContainerDriver(StorageVerbs, Driver):
                     os.close(copy)
             os.close(null)
             os.close(out)
+
+    def _hand_console(self, c: Any, name: str, mine: Any, out: int, keeper: Any) -> None:
+        """The master the init sent during create (already queued: no wait), the log and a pidfd of
+        the init, to the keeper; on a failure the caller's undo ends the container."""
+        from jaula.instances import console_pty
+        from jaula.oci import sync
+
+        mine.setblocking(False)
+        try:
+            _, _, fds = sync.recv(mine, with_fds=True)
+        except BlockingIOError:
+            fds = []
+        try:
+            if len(fds) != 1:
+                raise JaulaError(f"instance {name!r}: the init sent no console master during create")
+            pidfd = os.pidfd_open(c.pid)
+            try:
+                console_pty.hand_over(keeper, name, fds[0], out, pidfd)
+            except OSError as exc:
+                raise JaulaError(f"instance {name!r}: the console keeper took no console ({exc}); "
+                                 "jaulad starts another keeper: start the instance again") from None
+            finally:
+                os.close(pidfd)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def stop(self, inst: Instance, timeout: float = 30.0, force: bool = False) -> bool:
         from jaula.oci import lifecycle

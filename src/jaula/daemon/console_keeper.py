@@ -1,0 +1,297 @@
+"""The console keeper: ONE small single-threaded process per jaulad root that holds the pty master
+of every running system instance's console and drains it into the instance's console log.
+
+    python -m jaula.daemon.console_keeper --root ROOT      (started by jaulad: console_keeper_service.py)
+
+Why a process of its own: the init must never block because nobody reads its console, and a
+`kill -9` of jaulad (live restore keeps instances running) must lose neither the masters nor the
+output printed meanwhile. One process for all instances, not one per instance: the memory goal
+(< 1 MiB host memory per idle instance) allows an fd set per instance, not a process.
+
+What it holds per instance: the master, a slave fd of the same pty (TIOCGPTPEER: with a slave
+always open the master never reads EIO or hangs up while a getty on the console respawns), the
+log fd it appends to (O_APPEND; jaulad caps the file to its last 128 KiB, console_log.py), and a
+pidfd of the init: when the init ends, what is left is drained and everything is closed.
+The protocol is in jaula.instances.console_pty. The socket is <ROOT>/console-keeper.sock, 0600.
+
+It lives while jaulad's OWNER connection is open or while it holds a console: a killed jaulad
+leaves it to the running instances, and the next jaulad reconnects to it; once jaulad is gone and
+the last instance stopped, it exits. It also exits when its socket file is removed or replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+from jaula.instances.console_pty import SOCKET_NAME
+from jaula.oci import sync
+
+log = logging.getLogger("jaula.console_keeper")
+
+TIOCGPTPEER = 0x5441          # _IO('T', 0x41), Linux 4.13: an fd of the slave from the master
+CHUNK = 65536
+MAX_CLIENTS = 256
+CHECK_SOCKET_S = 5.0          # how often it checks that its socket file is still its own
+OWNER_WAIT_S = 60.0           # a keeper whose jaulad never connected (and holds nothing) exits after this
+HUP_PAUSE_S = 0.5             # a master with no slave open (no TIOCGPTPEER) is looked at again after this
+
+
+class _Held:
+    __slots__ = ("name", "master", "slave", "log", "pidfd", "paused_until")
+
+    def __init__(self, name: str, master: int, slave: int, log_fd: int, pidfd: int) -> None:
+        self.name, self.master, self.slave, self.log, self.pidfd = name, master, slave, log_fd, pidfd
+        self.paused_until = 0.0
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.master, self.slave, self.log, self.pidfd) if fd >= 0]
+
+
+class Keeper:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.held: dict[str, _Held] = {}
+        self.by_fd: dict[int, _Held] = {}          # master and pidfd -> its entry
+        self.clients: dict[int, socket.socket] = {}
+        self.owner: int | None = None
+        self.had_owner = False
+        self.orphan_deadline = time.monotonic() + OWNER_WAIT_S   # no jaulad ever came: exit
+        self.poll = select.poll()
+        self.listener = self._listen()
+        self.ino = os.stat(path).st_ino
+
+    def _listen(self) -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, 0)
+        tmp = f"{self.path}.{os.getpid()}"
+        old = os.umask(0o177)
+        try:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            s.bind(tmp)
+        finally:
+            os.umask(old)
+        os.chmod(tmp, 0o600)
+        s.listen(64)
+        os.rename(tmp, self.path)  # in place at once: a client never sees no socket there
+        self.poll.register(s.fileno(), select.POLLIN)
+        return s
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        next_check = time.monotonic() + CHECK_SOCKET_S
+        while True:
+            now = time.monotonic()
+            if self.owner is None and not self.held and (self.had_owner or now > self.orphan_deadline):
+                log.info("jaulad is gone and no console is held: exiting")
+                return 0
+            paused = [h for h in self.held.values() if h.paused_until and h.paused_until <= now]
+            for h in paused:
+                h.paused_until = 0.0
+                self.poll.register(h.master, select.POLLIN)
+            waits = [h.paused_until - now for h in self.held.values() if h.paused_until]
+            timeout = min([next_check - now, *waits])
+            try:
+                events = self.poll.poll(max(0, int(timeout * 1000)) + 1)
+            except InterruptedError:
+                continue
+            for fd, ev in events:
+                self._event(fd, ev)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CHECK_SOCKET_S
+                if not self._socket_is_mine():
+                    log.info("%s is gone or another keeper's: exiting", self.path)
+                    return 0
+
+    def _socket_is_mine(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == self.ino
+        except OSError:
+            return False
+
+    def _event(self, fd: int, ev: int) -> None:
+        if fd == self.listener.fileno():
+            self._accept()
+        elif fd in self.clients:
+            self._client(fd)
+        elif (h := self.by_fd.get(fd)) is not None:
+            if fd == h.pidfd:
+                self.drop(h)
+            else:
+                self._drain(h, ev)
+
+    # --- consoles ------------------------------------------------------------------------------------
+    def _drain(self, h: _Held, ev: int = select.POLLIN) -> None:
+        """Move what the master has into the log; never blocks (the master is non-blocking)."""
+        for _ in range(16):  # at most 1 MiB at once: the other consoles get their turn
+            try:
+                data = os.read(h.master, CHUNK)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno != errno.EIO:
+                    log.warning("console of %s: read: %s", h.name, e)
+                data = b""
+            if not data:  # no slave open (EIO/POLLHUP): look again a bit later, not in a busy loop
+                self._pause(h)
+                return
+            self._append(h, data)
+        if ev & select.POLLHUP:
+            self._pause(h)
+
+    def _pause(self, h: _Held) -> None:
+        if not h.paused_until:
+            h.paused_until = time.monotonic() + HUP_PAUSE_S
+            self.poll.unregister(h.master)
+
+    @staticmethod
+    def _append(h: _Held, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(h.log, view):]
+            except OSError as e:  # a full disk: the output is lost, the init goes on
+                log.warning("console of %s: write to its log: %s (%d bytes lost)", h.name, e, len(view))
+                return
+
+    def hold(self, name: str, master: int, log_fd: int, pidfd: int) -> None:
+        old = self.held.get(name)
+        if old is not None:
+            self.drop(old)
+        os.set_blocking(master, False)
+        try:
+            slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as e:
+            log.info("console of %s: no slave fd (TIOCGPTPEER: %s); a hang-up pauses its drain", name, e)
+            slave = -1
+        h = _Held(name, master, slave, log_fd, pidfd)
+        self.held[name] = h
+        self.by_fd[master] = self.by_fd[pidfd] = h
+        self.poll.register(master, select.POLLIN)
+        self.poll.register(pidfd, select.POLLIN)
+        log.info("holding the console of %s", name)
+
+    def drop(self, h: _Held) -> None:
+        """The init ended (or a new one of the name came): drain what is left, close everything."""
+        if not h.paused_until:
+            self._drain(h)
+        for fd in (h.master, h.pidfd):
+            self.by_fd.pop(fd, None)
+            try:
+                self.poll.unregister(fd)
+            except KeyError:
+                pass
+        for fd in h.fds():
+            os.close(fd)
+        if self.held.get(h.name) is h:
+            del self.held[h.name]
+        log.info("dropped the console of %s", h.name)
+
+    # --- clients -------------------------------------------------------------------------------------
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept: %s", e)
+                return
+            if len(self.clients) >= MAX_CLIENTS:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self.clients[conn.fileno()] = conn
+            self.poll.register(conn.fileno(), select.POLLIN)
+
+    def _close_client(self, fd: int) -> None:
+        conn = self.clients.pop(fd)
+        self.poll.unregister(fd)
+        if fd == self.owner:
+            self.owner = None
+            log.info("jaulad's connection closed (%d console(s) held)", len(self.held))
+        conn.close()
+
+    def _client(self, fd: int) -> None:
+        conn = self.clients[fd]
+        try:
+            verb, arg, fds = sync.recv(conn, with_fds=True)
+        except BlockingIOError:
+            return
+        except OSError:
+            verb, arg, fds = "", "", []
+        if not verb:
+            for f in fds:
+                os.close(f)
+            self._close_client(fd)
+            return
+        try:
+            reply = self._answer(fd, verb, arg, fds)
+        except Exception as e:  # noqa: BLE001 - one bad request never ends the keeper
+            log.exception("request %s %s", verb, arg)
+            reply = ("ERROR", f"the console keeper: {e}", [])
+        if reply is not None:
+            try:
+                sync.send(conn, reply[0], reply[1], fds=reply[2])
+            except OSError:
+                self._close_client(fd)
+            finally:
+                for f in reply[2]:
+                    os.close(f)
+
+    def _answer(self, fd: int, verb: str, arg: str, fds: list[int]) -> tuple[str, str, list[int]] | None:
+        if verb == "HOLD":
+            if len(fds) != 3 or not arg:
+                for f in fds:
+                    os.close(f)
+                log.warning("HOLD %r with %d fds refused (needs a name and 3 fds)", arg, len(fds))
+                return None
+            self.hold(arg, *fds)
+            return None
+        for f in fds:
+            os.close(f)
+        if verb == "GET":
+            h = self.held.get(arg)
+            if h is None:
+                return ("ERROR", f"Instance {arg!r} has no console held by the console keeper: it is not running, "
+                                 "it is an app instance (its output: jaula logs), or it was started while no keeper "
+                                 "ran (restart it)", [])
+            return ("MASTER", "", [os.dup(h.master)])
+        if verb == "LIST":
+            return ("HELD", " ".join(sorted(self.held)), [])
+        if verb == "OWNER":
+            if self.owner is not None and self.owner != fd:
+                log.warning("a second OWNER connection: it replaces the first")
+            self.owner, self.had_owner = fd, True
+            return ("KEEPER", str(os.getpid()), [])
+        return ("ERROR", f"unknown request {verb!r}", [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jaula.daemon.console_keeper",
+                                description="hold system instances' console ptys for jaulad (one per root)")
+    p.add_argument("--root", required=True, help="jaulad's root: the socket is ROOT/" + SOCKET_NAME)
+    ns = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="console-keeper: %(levelname)s %(message)s")
+    path = os.path.join(os.path.abspath(ns.root), SOCKET_NAME)
+    os.chdir("/")  # holds no folder of the root (or a mount) busy
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    keeper = Keeper(path)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    log.info("pid %d serving %s", os.getpid(), keeper.path)
+    return keeper.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
