@@ -111,10 +111,10 @@ def classify(question: dns_wire.Question, domain: str, subnets: list[str]) -> Ve
     dom = tuple(domain.lower().encode().split(b"."))
     if len(labels) == 0:
         return Verdict("forward")   # the root zone
+    if labels == dom:
+        return Verdict("nodata")    # the domain itself (an instance named so: NAME.<domain>)
     if len(labels) == 1:
         return _instance(labels[0])
-    if labels == dom:
-        return Verdict("nodata")
     if labels[-len(dom):] == dom:
         if len(labels) == len(dom) + 1:
             return _instance(labels[0])
