@@ -141,7 +141,9 @@ def _cgroup_files(c: Container) -> list[str]:
             init_in_v2 = any(line.startswith("0::") and line.strip() != "0::/" for line in f)
     except OSError:
         init_in_v2 = True
-    return [f for f in files if not f.endswith("cgroup.procs") or init_in_v2]
+    from jaula.cgroups.delegation import join_file  # a v2 subtree its init manages: a leaf below
+
+    return [join_file(f) for f in files if not f.endswith("cgroup.procs") or init_in_v2]
 
 
 def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], console_sock, preserve_fds: int, log,
