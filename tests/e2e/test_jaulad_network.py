@@ -152,6 +152,8 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert str(port) in d.jaula("network", "forward", "list", "lab")
     assert _get(f"http://{addr[('a1', 'eth0')]}/") == "hello-from-a1\n"     # straight to it
     assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"           # through the forward
+    assert _get(f"http://127.0.0.1:{port}/") == "hello-from-a1\n", "the forward from the host's loopback"
+    assert _read(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet") == "1"
     # a1 reaches its own forward: with br_netfilter the DNAT happens while the frame is bridged, and
     # it goes back out of the port it came in: hairpin mode, set on the port by links.attach
     veth_a1 = next(n["host_name"] for n in _nics(d, "a1") if n["name"] == "eth0")
@@ -223,6 +225,7 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     state = read_state(table)
     held = repr(state.elements) + repr(state.chains)                               # lab's own policy only
     assert not [v for v in veths if v in held] and str(port) not in held, held
+    assert _read(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet") == "0", "gone with the forward"
     d.jaula("network", "delete", "lab")
     assert bridge not in netsupport.links() and not read_state(table).inet      # the last network: table gone
     assert d.leaks() == []

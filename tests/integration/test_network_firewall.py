@@ -256,6 +256,64 @@ def test_port_forward_on_one_host_address_and_ipv6(topo: Topology, fw: Firewall)
     assert topo.ask("o", "tcp", topo.host_out6, 18082, tries=1) is None
 
 
+def _localnet(bridge: str) -> str:
+    with open(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet") as f:
+        return f.read().strip()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_port_forward_from_the_hosts_loopback_then_removed(topo: Topology, fw: Firewall, proto: str) -> None:
+    police(fw, topo, "a")
+    topo.serve("a", proto, "0.0.0.0", 8000)
+    assert _localnet(topo.bridge) == "0"
+    every = PortForward(instance="x", proto=proto, host_port=18084, address=topo.ip4("a"), port=8000)
+    lo_only = PortForward(instance="x", proto=proto, host_port=18085, address=topo.ip4("a"), port=8000,
+                          host_address="127.0.0.1")
+    fw.add_forward(every)
+    assert _localnet(topo.bridge) == "1"
+    # the instance sees the bridge's address (masqueraded): 127.0.0.1 would be its own loopback
+    assert topo.ask(None, proto, "127.0.0.1", 18084) == topo.gw4
+    assert topo.ask(None, proto, "127.0.0.2", 18084) == topo.gw4
+    assert topo.ask(None, proto, topo.host_out, 18084) == topo.host_out, "its host addresses still"
+    fw.add_forward(lo_only)
+    assert topo.ask(None, proto, "127.0.0.1", 18085) == topo.gw4
+    assert topo.ask("o", proto, topo.host_out, 18085, tries=1) is None, "127.0.0.1 only"
+    fw.remove_forward(every)
+    assert _localnet(topo.bridge) == "1", "the loopback-only forward still needs it"
+    assert topo.ask(None, proto, "127.0.0.1", 18084, tries=1) is None
+    fw.remove_forward(lo_only)
+    assert _localnet(topo.bridge) == "0", "no forward from loopback left: the kernel's default again"
+    assert topo.ask(None, proto, "127.0.0.1", 18085, tries=1) is None
+    assert not [r for r in fw.rules_for("x") if "fwd" in r]
+
+
+def test_loopback_forward_opens_no_way_to_the_hosts_loopback(topo: Topology, fw: Firewall) -> None:
+    """route_localnet on the bridge would let an instance reach the host's 127.0.0.1 services (the
+    class of CVE-2020-8558); the guard chain drops it, and a control without the guard gets there."""
+    police(fw, topo, "a", host_access=HOST_ALL)
+    fw.add_forward(PortForward(instance="x", proto="tcp", host_port=18086, address=topo.ip4("a"), port=8000))
+    assert _localnet(topo.bridge) == "1"
+    topo.serve(None, "tcp", "127.0.0.1", 18087)           # a host service on loopback only
+    # a's root sends to 127.0.0.0/8 through its eth0 to the host's bridge
+    topo.run("a", "sysctl", "-qw", "net.ipv4.conf.eth0.route_localnet=1")
+    topo.run("a", "ip", "addr", "del", "127.0.0.1/8", "dev", "lo")      # its local routes of 127/8 go with it
+    topo.run("a", "ip", "route", "add", "127.0.0.0/8", "via", topo.gw4, "dev", "eth0")
+    assert topo.ask("a", "tcp", "127.0.0.1", 18087, tries=1) is None
+    nft.run([{"flush": {"chain": {"family": "inet", "table": TABLE, "name": "guard"}}}])
+    try:    # control: without the guard it gets there
+        assert topo.ask("a", "tcp", "127.0.0.1", 18087) == topo.ip4("a")
+    finally:
+        Firewall(TABLE).ensure_network(topo.network(host_access=HOST_ALL))   # re-makes the fixed part
+    assert topo.ask("a", "tcp", "127.0.0.1", 18087, tries=1) is None
+
+
+def test_forward_on_ipv6_loopback_refused() -> None:
+    from jaula.errors import ConfigError
+    with pytest.raises(ConfigError, match="IPv6's loopback"):
+        Firewall(TABLE).add_forward(PortForward(instance="x", proto="tcp", host_port=1, address="fd00::2", port=2,
+                                                host_address="::1"))
+
+
 # --- the instance's own firewall, clean-up ------------------------------------------------------------
 def test_instance_own_firewall_inside_its_netns(topo: Topology, fw: Firewall) -> None:
     police(fw, topo, "a", "b")

@@ -101,7 +101,7 @@ def test_skeleton_rules() -> None:
     chains = {c["add"]["chain"]["name"]: c["add"]["chain"] for c in b + i if "chain" in c.get("add", {})}
     assert chains["prerouting"]["hook"] == "prerouting" and chains["input"]["policy"] == "accept"
     flushed = [c["flush"]["chain"]["name"] for c in b + i if "flush" in c]
-    assert sorted(flushed) == sorted(["prerouting", "forward", "spoof", "input", "prerouting", "output",
+    assert sorted(flushed) == sorted(["prerouting", "forward", "spoof", "guard", "input", "prerouting", "output",
                                       "postrouting"])
     # every table and chain lives in the firewall's own tables only
     assert {obj.get("table", obj.get("name")) for c in b + i for obj in
@@ -337,3 +337,20 @@ def test_nft_document_forms() -> None:
     assert nft.document(cmd) == {"nftables": [cmd]}
     assert nft.document([cmd]) == {"nftables": [cmd]}
     assert nft.document({"nftables": [cmd]}) == {"nftables": [cmd]}
+
+
+def test_localnet_bridges_are_those_a_loopback_reachable_forward_leads_to() -> None:
+    st = _state(inet__bridges={"jb1": None, "jb2": None, "jb3": None},
+                inet__own4={("jb1", "10.71.3.0/24"): None, ("jb2", "10.71.4.0/24"): None,
+                            ("jb3", "10.71.5.0/24"): None},
+                inet__fwd4_to={("tcp", 80): "10.71.3.7"},                          # every host address
+                inet__fwd4h_to={("127.0.0.1", "udp", 53): "10.71.4.2",             # loopback only
+                                ("192.0.2.1", "tcp", 81): "10.71.5.2"})            # another address
+    assert fwmod.localnet_bridges(st) == {"jb1": True, "jb2": True, "jb3": False}
+    assert fwmod.localnet_bridges(_state()) == {}
+
+
+def test_forward_on_ipv6_loopback_refused_with_why() -> None:
+    with pytest.raises(ConfigError, match="IPv6's loopback cannot reach an instance"):
+        Firewall("jaula").add_forward(PortForward(instance="x", proto="tcp", host_port=1, address="fd00::2", port=2,
+                                                  host_address="::1"))

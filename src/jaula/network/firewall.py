@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 
 from jaula.errors import Exists
-from jaula.network import nft
+from jaula.network import localnet, nft
 from jaula.network.firewall_checks import (
     TABLE,
     check,
@@ -189,6 +189,23 @@ def ports_of(state: State, bridge: str) -> list[str]:
     return sorted(k[0] for k in state.elements.get((BRIDGE, "members"), {}) if k[1] == bridge)
 
 
+LOOPBACK4 = ipaddress.ip_network("127.0.0.0/8")
+
+
+def localnet_bridges(state: State) -> dict[str, bool]:
+    """Every network bridge of `state`, and whether a forward reached from the host's 127.0.0.0/8
+    (one on every host address, or on a loopback address) leads into its IPv4 subnet."""
+    targets = list(state.elements.get((INET, "fwd4_to"), {}).values())
+    targets += [to for key, to in state.elements.get((INET, "fwd4h_to"), {}).items()
+                if ipaddress.ip_address(key[0]) in LOOPBACK4]
+    addrs = [ipaddress.ip_address(t) for t in targets if isinstance(t, str)]
+    out = {b: False for b in state.elements.get((INET, "bridges"), {})}
+    for bridge, subnet in state.elements.get((INET, "own4"), {}):
+        net = ipaddress.ip_network(subnet)
+        out[bridge] = out.get(bridge, False) or any(a in net for a in addrs)
+    return out
+
+
 def _missing(e: nft.NftError) -> bool:
     """The kernel's answer to a batch naming a table or set that is not there."""
     return "No such file or directory" in str(e)
@@ -228,6 +245,7 @@ class Firewall:
             self._run((INET, BRIDGE), cmds)
         else:
             self._with_skeleton((INET, BRIDGE), cmds)
+        self._sync_localnet(state, only=net.bridge, own4=network_elements(net).get((INET, "own4"), {}))
 
     update_network = ensure_network
 
@@ -240,6 +258,7 @@ class Firewall:
         for port in ports_of(state, net.bridge):
             cmds += element_commands(self.table, state, owned_by_port(state, port), {})
         nft.run(cmds)
+        localnet.set_(net.bridge, False)    # its guard elements went: no loopback through it either
 
     # -- NICs
     def add_nic(self, net: NetworkPlan, nic: NicPlan) -> None:
@@ -293,12 +312,12 @@ class Firewall:
                          f"instance {owner!r}: remove that forward first or choose another port")
         owned = {fs: {key} for fs in forward_elements(fwd)}
         cmds = element_commands(self.table, state, owned, forward_elements(fwd))
-        if not cmds:
-            return
-        if state.inet:
+        if cmds and state.inet:
             self._run((INET,), cmds)
-        else:
+        elif cmds:
             self._with_skeleton((INET,), cmds)
+        state.elements.setdefault((INET, f"{maps}_to"), {})[key] = str(ipaddress.ip_address(fwd.address))
+        self._sync_localnet(state)
 
     def remove_forward(self, fwd: PortForward) -> None:
         check(forward_problems(fwd))
@@ -306,12 +325,32 @@ class Firewall:
         maps, key = forward_key(fwd)
         if state.comments.get((INET, f"{maps}_to", key), fwd.instance) != fwd.instance:
             return    # the port now belongs to another instance's forward: not ours to remove
-        nft.run(element_commands(self.table, state, {fs: {key} for fs in forward_elements(fwd)}, {}))
+        cmds = element_commands(self.table, state, {fs: {key} for fs in forward_elements(fwd)}, {})
+        nft.run(cmds)
+        state.elements.get((INET, f"{maps}_to"), {}).pop(key, None)
+        self._sync_localnet(state)
+
+    @staticmethod
+    def _sync_localnet(state: State, only: str | None = None, own4: dict | None = None) -> None:
+        """route_localnet on exactly the bridges that a forward from the host's loopback leads to
+        (`localnet_bridges` of `state` as the call left it; `own4`: the subnet of `only` when it
+        just changed); the kernel's default, off, on the others. The `guard` chain drops what an
+        instance sends to or from 127.0.0.0/8 through them."""
+        if own4 is not None and only is not None:
+            state.elements[(INET, "own4")] = {k: v for k, v in state.elements.get((INET, "own4"), {}).items()
+                                              if k[0] != only} | {k: d for k, (d, _) in own4.items()}
+            state.elements.setdefault((INET, "bridges"), {})[only] = None
+        for bridge, on in localnet_bridges(state).items():
+            if only is None or bridge == only:
+                localnet.set_(bridge, on)
 
     # -- whole tables
     def destroy(self) -> None:
-        """Remove both tables (add-then-delete: no error when they are already gone)."""
+        """Remove both tables (add-then-delete: no error when they are already gone), and
+        route_localnet from their bridges first (the guard chain goes with the table)."""
         self._made.clear()
+        for bridge in read_state(self.table, (INET,)).elements.get((INET, "bridges"), {}):
+            localnet.set_(bridge, False)
         nft.run([{verb: {"table": {"family": f, "name": self.table}}}
                  for f in (INET, BRIDGE) for verb in ("add", "delete")])
 

@@ -96,6 +96,9 @@ def forward_problems(fwd: PortForward) -> list[str]:
         return p + [f"forward address {fwd.address!r} is not an IPv4 or IPv6 address without prefix"]
     if fwd.host_address is not None:
         p += _addr_problems("forward host_address", fwd.host_address, version, False)
+        if str(fwd.host_address) == "::1":
+            p.append("forward host_address '::1': IPv6's loopback cannot reach an instance (the kernel keeps ::1 "
+                     "on `lo`); use 127.0.0.1, or no host_address for every host address")
     return p
 
 

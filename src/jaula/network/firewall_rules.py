@@ -165,14 +165,23 @@ def inet_table(table: str) -> list[dict]:
     f = INET
     cmds = [{"add": {"table": {"family": f, "name": table}}}]
     cmds += _sets(f, table, INET_SETS)
-    cmds += [_chain(f, table, "input", "filter", "input", 0),
+    cmds += [_chain(f, table, "guard", "filter", "prerouting", -300),
+             _chain(f, table, "input", "filter", "input", 0),
              _chain(f, table, "prerouting", "nat", "prerouting", -100),
              _chain(f, table, "output", "nat", "output", -100),
              _chain(f, table, "postrouting", "nat", "postrouting", 100)]
     cmds += [{"flush": {"chain": {"family": f, "table": table, "name": c}}}
-             for c in ("input", "prerouting", "output", "postrouting")]
+             for c in ("guard", "input", "prerouting", "output", "postrouting")]
     iif, oif, l4 = meta("iifname"), meta("oifname"), meta("l4proto")
     v4, v6 = match(meta("nfproto"), "ipv4"), match(meta("nfproto"), "ipv6")
+    lo4 = _prefix("127.0.0.0/8")
+    # before conntrack and NAT: nothing from a bridge to or from 127.0.0.0/8. The kernel drops such
+    # martians itself, but not on a bridge with route_localnet, which a forward reached from the
+    # host's loopback needs (firewall.py); replies to those are still the bridge's address here.
+    cmds += _rules(f, table, "guard", [
+        [v4, match(iif, "@bridges"), match(field("ip", "daddr"), lo4), DROP],
+        [v4, match(iif, "@bridges"), match(field("ip", "saddr"), lo4), DROP],
+    ])
     dns = [match(l4, {"set": ["tcp", "udp"]}), match(field("th", "dport"), 53)]
     cmds += _rules(f, table, "input", [
         [match(iif, "@bridges", "!="), ACCEPT],
@@ -190,8 +199,10 @@ def inet_table(table: str) -> list[dict]:
         rules = []
         for fam, ver, addr, loop in (("ip", v4, "ip", "127.0.0.0/8"), ("ip6", v6, "ip6", "::1")):
             n = fam[-1] if fam == "ip6" else "4"
-            # from the host itself: its own addresses, not loopback (that would need route_localnet)
-            guard = [ver] + ([match(field(addr, "daddr"), _prefix(loop), "!=")] if local_only else [])
+            # from the host itself: its own addresses, and IPv4's loopback (127.0.0.0/8: masqueraded
+            # below, the bridge given route_localnet); IPv6's ::1 cannot leave `lo` (no such switch)
+            guard = [ver] + ([match(field(addr, "daddr"), _prefix(loop), "!=")] if local_only and fam == "ip6"
+                             else [])
             hkey = concat(field(addr, "daddr"), l4, field("th", "dport"))
             akey = concat(l4, field("th", "dport"))
             rules.append(guard + [_dnat(fam, hkey, f"fwd{n}h")])
@@ -199,6 +210,9 @@ def inet_table(table: str) -> list[dict]:
                                   _dnat(fam, akey, f"fwd{n}")])
         cmds += _rules(f, table, chain, rules)
     cmds += _rules(f, table, "postrouting", [
+        # the host's loopback to a forward: the instance must answer the bridge's address, not 127.0.0.1
+        [v4, match({"ct": {"key": "status"}}, "dnat", "in"), match(field("ip", "saddr"), lo4),
+         match(oif, "@bridges"), {"masquerade": None}],
         # hairpin: an instance reaching a forward to a neighbour on its own bridge
         [v4, match({"ct": {"key": "status"}}, "dnat", "in"), match(concat(oif, field("ip", "saddr")), "@own4"),
          {"masquerade": None}],
