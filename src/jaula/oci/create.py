@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from jaula.errors import ConfigError, Exists, JaulaError
-from jaula.oci import config, rootfs, state, sync
+from jaula.oci import config, process, rootfs, state, sync
 from jaula.oci.init import (
     Plan,
     fork_init,
@@ -118,6 +118,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     plan = Plan(spec, cid, child, ctx, fifo_fd, console_sock, opts.preserve_fds, log, hook_state,
                 join_files(cg.paths, mounts, need_unified))
     plan.seccomp_prog = seccomp_prog
+    plan.tramp = process.kept_trampoline()
     log.reopen()
     direct = forks_init_directly(spec)
     if direct:

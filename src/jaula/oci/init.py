@@ -33,6 +33,7 @@ class Plan:
         self.cgroup_files = cgroup_files or []
         self.pid_sent = -1  # read end of a pipe: the intermediate has sent PID when a byte arrives
         self.seccomp_prog: bytes | None = None  # linux.seccomp compiled by the runtime before the fork
+        self.tramp: int | None = None  # the exec trampoline's memfd (process.kept_trampoline)
 
 
 def forks_init_directly(spec: Spec) -> bool:
@@ -244,7 +245,7 @@ def container_init(plan: Plan) -> None:
             from jaula.oci import hooks
 
             hooks.run("createContainer", spec.hooks["createContainer"], plan.state)
-        tramp = process.trampoline()
+        tramp = plan.tramp if plan.tramp is not None else process.trampoline()
         if lx.namespace("mount") is not None:
             step = "pivot_root"
             rootfs.pivot(sys_, plan.ctx.rootfs)
