@@ -3,9 +3,9 @@ busybox instances on a real bridge, and real queries from inside them (busybox n
 Python over TCP in their network namespace). One instance resolves another's name, with and
 without the domain, A and AAAA and PTR; an unknown name goes upstream (a tiny resolver this test
 runs on a loopback address: the host has no internet) and its answer comes back; an unknown name
-in the domain is NXDOMAIN; a stopped or deleted instance's name goes at once, a started one's
-comes; an instance of another network gets no answer from this network's listeners, not even
-with host_access=all; the answers come back after a restart of jaulad."""
+in the domain is NXDOMAIN; a NIC added or removed live, a stopped or deleted instance show at
+once; an instance of another network gets no answer from this network's listeners, not even
+with host_access=all, nor does the host; the answers come back after a restart of jaulad."""
 
 from __future__ import annotations
 
@@ -152,11 +152,15 @@ def _nslookup(pid: int, name: str) -> tuple[int, str]:
     return r.returncode, r.stdout + r.stderr
 
 
-def _addresses(d: Daemon) -> dict[tuple[str, int], str]:
+def _all_addresses(d: Daemon) -> list[dict]:
     from jaula.client import Client
 
     with Client(str(d.socket)) as c:
-        return {(a["instance"], a["family"]): a["address"] for a in c.network_addresses() if a["nic"] == "eth0"}
+        return c.network_addresses()
+
+
+def _addresses(d: Daemon) -> dict[tuple[str, int], str]:
+    return {(a["instance"], a["family"]): a["address"] for a in _all_addresses(d) if a["nic"] == "eth0"}
 
 
 @pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs the host's busybox")
@@ -208,6 +212,21 @@ def test_instances_resolve_each_other_and_the_rest_goes_upstream(dnsd: Daemon) -
         other_gw = nets["other"]["config"]["ipv4.address"]
         assert _ask(pids["o1"], other_gw.split("/")[0], "w2.jaula").startswith("3 ")
         assert _ask(pids["o1"], other_gw.split("/")[0], "o1") == f"0 {addr[('o1', 4)]} aa"
+
+        # nor the host (its question comes in through lo, not the bridge)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            s.sendto(dns_wire.query(9, (b"w2",), dns_wire.A), (gw4, 53))
+            with pytest.raises(TimeoutError):
+                s.recv(4096)
+
+        # live: a NIC added on dn gives o1 a name there, removed takes it away
+        d.jaula("nic", "add", "o1", "eth1", "network=dn")
+        o1_dn = next(a for a in _all_addresses(d) if a["instance"] == "o1" and a["nic"] == "eth1"
+                     and a["family"] == 4)["address"]
+        assert _ask(pids["w1"], gw4, "o1.jaula") == f"0 {o1_dn} aa"
+        d.jaula("nic", "remove", "o1", "eth1")
+        assert _ask(pids["w1"], gw4, "o1.jaula").startswith("3 ")
 
         # live: a stopped instance's name goes, a started one's comes back
         d.jaula("stop", "--force", "w2")
