@@ -1,7 +1,8 @@
 """The control center in a real browser: Debian's headless Chromium driven by Playwright (never
 `playwright install`: executable_path points at /usr/bin/chromium), against a real jaulad
 (`--web`) over a private root, with a real busybox instance: log in (by keyboard), create an
-instance, see it running, run a command in its shell (xterm.js over the exec websocket), change
+instance, see it running, run a command in its shell (xterm.js over the exec websocket) and one on
+its console (xterm.js attached to its /dev/console over the console websocket), change
 its memory limit and see the counter's limit change, stop it, delete it. Screenshots of the
 dashboard (desktop and phone sized) are kept in build/artifacts/. Nothing is left behind."""
 
@@ -110,6 +111,16 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     page.keyboard.type("ping -c 2 -W 2 $(ip route | awk '/default/ {print $3}')\n")
     expect(page.locator("#terminal .xterm-rows")).to_contain_text("2 packets received", timeout=20_000)
     page.click("#open-shell")  # closes it
+    # the instance's own console (its /dev/console, a pty held by the console keeper): a command typed there
+    page.click("#open-console")
+    expect(page.locator("#console-terminal .xterm-rows")).to_be_visible()
+    page.locator("#console-terminal .xterm").click()
+    page.keyboard.press("Enter")  # the shell on the console prompts again
+    expect(page.locator("#console-terminal .xterm-rows")).to_contain_text(f"root@{NAME}")
+    page.keyboard.type("echo console-$((6*7)) from $(hostname)\n")
+    expect(page.locator("#console-terminal .xterm-rows")).to_contain_text(f"console-42 from {NAME}")
+    page.click("#open-console")  # detaches; the instance keeps running
+    expect(page.locator("#console-terminal")).to_be_hidden()
     # the NIC's counters (its host-side veth's) saw the pings; the page graphs them
     nics = page.request.get(f"http://127.0.0.1:{port}/ui/netstats/{NAME}").json()["nics"]
     assert nics[0]["name"] == "eth0" and nics[0]["tx_packets"] >= 2 and nics[0]["rx_packets"] >= 2, nics

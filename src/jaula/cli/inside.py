@@ -81,10 +81,10 @@ def register(cli: click.Group, client_of: Callable[[click.Context], Any], group_
     @click.option("--show-log", is_flag=True, help="print the kept console output (the last 128 KiB) and exit")
     @click.pass_context
     def console(ctx: click.Context, name: str, show_log: bool) -> None:
-        """Attach to instance NAME's console (/dev/console of a running system instance): read and
-        write, the terminal raw, its size followed; ctrl-a q detaches, the instance keeps running.
+        """Attach to instance NAME's console, read and write (ctrl-a q detaches).
 
-        Press Enter for a prompt (the shell or getty on the console waits for a line). An app
+        The console is /dev/console of a running system instance (a pty): the terminal is raw
+        meanwhile and its size is followed; after ctrl-a q the instance keeps running. Press Enter for a prompt (the shell or getty on the console waits for a line). An app
         instance has no console terminal: its output is in `jaula logs NAME`."""
         client = client_of(ctx)
         if show_log:

@@ -1,5 +1,9 @@
-// A shell inside the instance in xterm.js: an interactive exec (a pty) over its websocket, in
-// jaula.frames' framing (a channel byte, then the data; 0 stdin, 1 stdout, 2 stderr, 3 control).
+// Terminals in xterm.js over jaulad's websockets, in jaula.frames' framing (a channel byte, then
+// the data; 0 stdin, 1 stdout, 2 stderr, 3 control):
+// - openConsole: the instance's own console (/dev/console of a system instance, a pty held by
+//   the console keeper): WebSocket /1.0/instances/NAME/console?attach=true&replay=true, the kept
+//   output first, then typed keys and resizes go to the console.
+// - openShell: a shell inside the instance, an interactive exec (a pty) over its websocket.
 import { send } from './api.js';
 
 const enc = new TextEncoder();
@@ -12,7 +16,7 @@ function frame(channel, data) {
   return out;
 }
 
-export async function openShell(name, box, onEnd) {
+function terminal(box) {
   if (!window.Terminal || !window.FitAddon) {
     throw new Error('xterm.js is not installed on the host: run scripts/setup (npm install in web/)');
   }
@@ -21,11 +25,13 @@ export async function openShell(name, box, onEnd) {
   term.loadAddon(fit);
   term.open(box);
   fit.fit();
-  const r = await send('POST', `/1.0/instances/${encodeURIComponent(name)}/exec`,
-    { command: ['/bin/sh'], interactive: true, width: term.cols, height: term.rows, environment: { TERM: 'xterm-256color' } });
-  const { websocket, secret } = r.metadata.metadata;
+  return { term, fit };
+}
+
+// Wire a terminal to an open-to-be websocket; `ended(msg)` words the exit message. Returns the closer.
+function wire(term, fit, url, ended, onEnd) {
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-  const ws = new WebSocket(`${proto}://${location.host}${websocket}?secret=${encodeURIComponent(secret)}`);
+  const ws = new WebSocket(`${proto}://${location.host}${url}`);
   ws.binaryType = 'arraybuffer';
   const resize = () => {
     fit.fit();
@@ -38,7 +44,7 @@ export async function openShell(name, box, onEnd) {
     if (data[0] === 1 || data[0] === 2) term.write(data.subarray(1));
     else if (data[0] === 3) {
       const msg = JSON.parse(new TextDecoder().decode(data.subarray(1)));
-      term.write(msg.type === 'exit' ? `\r\n[the shell exited: ${msg.code}]\r\n` : `\r\n[error: ${msg.message}]\r\n`);
+      term.write(msg.type === 'exit' ? `\r\n[${ended(msg)}]\r\n` : `\r\n[error: ${msg.message}]\r\n`);
     }
   };
   ws.onclose = () => onEnd && onEnd();
@@ -50,4 +56,21 @@ export async function openShell(name, box, onEnd) {
     if (ws.readyState <= WebSocket.OPEN) ws.close();
     term.dispose();
   };
+}
+
+export async function openConsole(name, box, onEnd) {
+  const { term, fit } = terminal(box);
+  return wire(term, fit, `/1.0/instances/${encodeURIComponent(name)}/console?attach=true&replay=true`,
+    () => 'the instance stopped: its console closed', onEnd);
+}
+
+export async function openShell(name, box, onEnd) {
+  const { term, fit } = terminal(box);
+  let r;
+  try {
+    r = await send('POST', `/1.0/instances/${encodeURIComponent(name)}/exec`,
+      { command: ['/bin/sh'], interactive: true, width: term.cols, height: term.rows, environment: { TERM: 'xterm-256color' } });
+  } catch (e) { term.dispose(); throw e; }
+  const { websocket, secret } = r.metadata.metadata;
+  return wire(term, fit, `${websocket}?secret=${encodeURIComponent(secret)}`, (msg) => `the shell exited: ${msg.code}`, onEnd);
 }

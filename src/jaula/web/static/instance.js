@@ -1,8 +1,8 @@
 // One instance: actions, config and limits (live ones applied at once), live graphs and counters,
-// a shell in xterm.js, the kept console output, snapshots, NICs and port forwards.
+// its console and a shell in xterm.js, the kept console output, snapshots, NICs and port forwards.
 import { act, get, send } from './api.js';
 import { line, Sampler } from './charts.js';
-import { openShell } from './console.js';
+import { openConsole, openShell } from './console.js';
 import { busy, bytes, confirmAction, h, say, sayError, stateBadge } from './dom.js';
 
 const ACTIONS = [  // [action, label, allowed states, confirm?]
@@ -34,17 +34,27 @@ export function instancePage(main, name) {
   const snaps = h('div');
   const netBox = h('div');
   const termBox = h('div', { class: 'term', id: 'terminal', hidden: true });
+  const consoleBox = h('div', { class: 'term', id: 'console-terminal', hidden: true });
   const consoleOut = h('pre', { class: 'console', id: 'console-log', tabindex: 0, 'aria-label': 'Kept console output' });
-  const shellBtn = h('button', { type: 'button', id: 'open-shell' }, 'Open shell');
-  let closeShell = null;
-  shellBtn.addEventListener('click', () => busy(shellBtn, async () => {
-    if (closeShell) { closeShell(); closeShell = null; termBox.hidden = true; shellBtn.textContent = 'Open shell'; return; }
-    termBox.hidden = false;
-    termBox.replaceChildren();
-    closeShell = await openShell(name, termBox, () => { shellBtn.textContent = 'Open shell'; closeShell = null; });
-    shellBtn.textContent = 'Close shell';
-  }));
-  cleanups.push(() => closeShell && closeShell());
+  // a terminal behind a toggle button: [button, its label, the opener, the box]
+  const toggle = (id, label, open, box) => {
+    const btn = h('button', { type: 'button', id }, label);
+    let close = null;
+    const reset = () => { close = null; btn.textContent = label; };
+    btn.addEventListener('click', () => busy(btn, async () => {
+      if (close) { close(); reset(); box.hidden = true; return; }
+      box.hidden = false;
+      box.replaceChildren();
+      close = await open(name, box, reset);
+      btn.textContent = `Close ${label.toLowerCase()}`;
+    }));
+    cleanups.push(() => close && close());
+    return { btn, isOpen: () => close !== null };
+  };
+  const consoleT = toggle('open-console', 'Console', openConsole, consoleBox);
+  const shellT = toggle('open-shell', 'Shell', openShell, termBox);
+  const consoleBtn = consoleT.btn;
+  const shellBtn = shellT.btn;
 
   main.replaceChildren(head,
     h('section', { class: 'card', 'aria-labelledby': 'cfg-h' }, h('h2', { id: 'cfg-h' }, 'Config and limits'), configBox),
@@ -52,8 +62,9 @@ export function instancePage(main, name) {
       h('div', { class: 'scroll' }, h('table', { id: 'counters', 'aria-label': 'Counters' },
         h('thead', {}, h('tr', {}, ...['Resource', 'Held', 'Peak', 'Limit', 'Fails'].map((t) => h('th', {}, t)))), counters))),
     h('section', { class: 'card', 'aria-labelledby': 'con-h' }, h('h2', { id: 'con-h' }, 'Console'),
-      h('p', { class: 'muted' }, 'A shell inside the instance (/bin/sh on a terminal); below it, what its init printed.'),
-      h('div', { class: 'actions' }, shellBtn), termBox, consoleOut),
+      h('p', { class: 'muted' }, 'Console: the instance\'s own /dev/console (a system instance\'s init and the shell on it; press Enter for a prompt). '
+        + 'Shell: a new /bin/sh inside on a terminal. Below them, the kept console output.'),
+      h('div', { class: 'actions' }, consoleBtn, shellBtn), consoleBox, termBox, consoleOut),
     h('section', { class: 'card', 'aria-labelledby': 'snap-h' }, h('h2', { id: 'snap-h' }, 'Snapshots'), snaps),
     h('section', { class: 'card', 'aria-labelledby': 'net-h' }, h('h2', { id: 'net-h' }, 'Network'), netBox));
 
@@ -185,7 +196,8 @@ export function instancePage(main, name) {
     if (inst.status === 'running' || inst.status === 'frozen') await sampler.sample().catch(() => {});
     else { sampler.rows = []; }
     renderStats();
-    shellBtn.disabled = inst.status !== 'running' && !closeShell;
+    shellBtn.disabled = inst.status !== 'running' && !shellT.isOpen();
+    consoleBtn.disabled = (inst.status !== 'running' || inst.mode !== 'system') && !consoleT.isOpen();
   }
 
   (async () => {
