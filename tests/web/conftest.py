@@ -43,7 +43,7 @@ def web(tmp_path: Path) -> Iterator[SimpleNamespace]:
     app = create_app(db, FakeBackend(), workers=2)
     tcp = server.bind_tcp("127.0.0.1", 0)
     clock = Clock()
-    config = WebConfig(root=root, address=tcp.getsockname()[:2], sessions=Sessions(clock=clock),
+    config = WebConfig(root=root, address=tcp.getsockname()[:2], sessions=Sessions(db, clock=clock),
                        throttle=LoginThrottle(clock=clock))
     unix = server.bind_unix(socket_path)
     srv = server._server(app, None, config)

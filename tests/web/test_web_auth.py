@@ -55,14 +55,16 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
         passwords.stored_hash(tmp_path)
 
 
-def test_sessions_expire_when_idle_and_at_their_maximum_age() -> None:
+def test_sessions_expire_when_idle_and_at_their_maximum_age(tmp_path: Path) -> None:
+    from jaula.daemon.db import Database
+
     now = [0.0]
-    s = Sessions(clock=lambda: now[0])
+    s = Sessions(Database(tmp_path / "jaula.db"), clock=lambda: now[0])
     a = s.create("password")
     now[0] = IDLE_S - 1
-    assert s.get(a.id) is a  # used: its idle time starts again
+    assert s.get(a.id).csrf == a.csrf  # used: its idle time starts again
     now[0] = 2 * IDLE_S - 2
-    assert s.get(a.id) is a
+    assert s.get(a.id).csrf == a.csrf
     now[0] = 3 * IDLE_S
     assert s.get(a.id) is None and len(s) == 0
     b = s.create("token")

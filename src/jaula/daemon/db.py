@@ -41,6 +41,7 @@ from jaula.daemon.models import (
     validate_name,
 )
 from jaula.daemon.network_tables import NetworkTables
+from jaula.daemon.session_tables import SessionTables
 from jaula.daemon.tables import Tables
 from jaula.errors import ConfigError, Exists, JaulaError, Locked, NotFound
 
@@ -56,7 +57,7 @@ _INSTANCE_COLUMNS = ("kind", "mode", "template", "description", "created", "stat
 _UPDATABLE = frozenset(("mode", "template", "description", "status", "autostart", "pid", "pid_start"))
 
 
-class Database(Tables, NetworkTables):  # NetworkTables: networks, addresses, forwards
+class Database(Tables, NetworkTables, SessionTables):  # networks, addresses, forwards; web sessions
     """The state database. Thread-safe: one connection, used under a lock.
 
     Reads return Records; writes take Records or named fields and run inside `transaction()`

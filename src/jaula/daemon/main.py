@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="allow --web on a non-loopback address (plain HTTP: passwords cross the network)")
     p.add_argument("--set-password", action="store_true",
                    help="set the control center's password (read from stdin, or asked), stored hashed in "
-                        "$ROOT/web.password, and exit")
+                        "$ROOT/web.password; every control center session ends; then exit")
     p.add_argument("--debug", action="store_true", help="log more")
     return p.parse_args(argv)
 
@@ -158,7 +158,7 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
         web_served = None
         if web is not None:  # the control center (jaula.web)
             from jaula.web.cli import bind_web
-            web_served = bind_web(root, web)
+            web_served = bind_web(root, web, db)
 
         async def startup() -> None:
             state["dns"] = await _start_dns(root, app)  # before autostart: running instances ask now

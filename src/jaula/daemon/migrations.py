@@ -165,6 +165,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             UNIQUE (proto, host_address, host_port)
         )""",
     )),
+    # the control center's sessions (jaula.web.sessions), kept over a restart of jaulad. Only a
+    # hash of the cookie's id is stored: a copy of the database opens no session. Times are
+    # wall-clock seconds (time.time), so expiry holds across restarts.
+    Migration(4, "control center sessions", (
+        """CREATE TABLE web_sessions (
+            id_hash     TEXT PRIMARY KEY CHECK (length(id_hash) = 64),
+            csrf        TEXT NOT NULL,
+            login       TEXT NOT NULL CHECK (login IN ('token', 'password')),
+            created     REAL NOT NULL,
+            used        REAL NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX web_sessions_used ON web_sessions(used)",
+    )),
 )
 
 

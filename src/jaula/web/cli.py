@@ -30,11 +30,13 @@ def web_address(text: str, allow_remote: bool, listen: str | None) -> tuple[str,
     return host, port
 
 
-def bind_web(root: Path, address: tuple[str, int]) -> tuple[socket.socket, object]:
-    """The control center's listening socket and its WebConfig (sessions start empty)."""
+def bind_web(root: Path, address: tuple[str, int], db: object) -> tuple[socket.socket, object]:
+    """The control center's listening socket and its WebConfig (sessions in `db`, jaulad's database:
+    those of before a restart go on)."""
     from jaula.daemon import server
     from jaula.daemon.auth import load_or_create_token
     from jaula.web.gate import WebConfig, assets_dir
+    from jaula.web.sessions import Sessions
 
     load_or_create_token(root)  # the token logs in too: made now, so --show-token and the page agree
     sock = server.bind_tcp(*address)
@@ -44,7 +46,7 @@ def bind_web(root: Path, address: tuple[str, int]) -> tuple[socket.socket, objec
                     "(run scripts/setup)", assets_dir())
     log.info("the control center is at http://%s/ui/ (log in with the token of %s, or the password of "
              "jaulad --set-password)", f"[{host}]:{port}" if ":" in host else f"{host}:{port}", root / "api.token")
-    return sock, WebConfig(root=root, address=(host, port))
+    return sock, WebConfig(root=root, address=(host, port), sessions=Sessions(db))
 
 
 def set_password(root: Path) -> int:
@@ -58,5 +60,9 @@ def set_password(root: Path) -> int:
     else:
         first = sys.stdin.readline().rstrip("\r\n")
     path = store(root, first)
-    print(f"jaulad: the control center's password is set (scrypt hash in {path})")
+    from jaula.web.sessions import end_all
+
+    ended = end_all(root)  # a new password: whoever was logged in logs in again
+    print(f"jaulad: the control center's password is set (scrypt hash in {path}); "
+          f"{ended} session(s) ended")
     return 0

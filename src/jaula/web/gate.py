@@ -18,6 +18,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from jaula.errors import ExitCode
 from jaula.web.sessions import LoginThrottle, Sessions, csrf_matches
 
@@ -33,7 +35,7 @@ BAD_ORIGIN = "A websocket from another origin is refused: open it from the contr
 class WebConfig:
     root: Path                      # where api.token and web.password are
     address: tuple[str, int]        # the listener's (host, port), as uvicorn puts it in scope["server"]
-    sessions: Sessions = field(default_factory=Sessions)
+    sessions: Sessions              # kept in jaulad's database
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     @property
@@ -68,7 +70,8 @@ class WebGate:
         if not path.startswith("/1.0"):
             await refuse(scope, send, 404, f"No such page {path!r}: the control center is at /ui/", receive)
             return
-        session = self.config.sessions.get(session_id(scope, self.config.cookie))
+        # a database read (and now and then a write): off the event loop
+        session = await run_in_threadpool(self.config.sessions.get, session_id(scope, self.config.cookie))
         if session is None:
             await refuse(scope, send, 401, NOT_LOGGED_IN, receive)
             return
