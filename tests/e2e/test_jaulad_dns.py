@@ -205,6 +205,11 @@ def test_instances_resolve_each_other_and_the_rest_goes_upstream(dnsd: Daemon) -
         assert _ask(pids["w1"], gw4, "gone.example").startswith("3 ")                        # upstream's NXDOMAIN
         assert UPSTREAM_NAME in up.asked and "gone.example" in up.asked
 
+        # isolation between instances does not stop them asking the gateway
+        d.jaula("network", "set", "dn", "isolation=isolate")
+        assert _ask(pids["w1"], gw4, "w2.jaula") == f"0 {addr[('w2', 4)]} aa"
+        d.jaula("network", "set", "dn", "isolation=allow")
+
         # another network's instance: nothing from dn's listeners (bound to dn's bridge), even with
         # host_access=all letting it reach the gateway's address; its own network does not know w2
         assert _ask(pids["o1"], gw4, "w2.jaula").startswith("timeout")
