@@ -58,8 +58,8 @@ def error(status: int, message: str, problems: list[str] | None = None) -> JSONR
 def ui_app(config: WebConfig, api_state: Any = None) -> Starlette:
     sessions = config.sessions
 
-    def current(request: Request) -> Any:
-        return sessions.get(request.cookies.get(config.cookie))
+    async def current(request: Request) -> Any:  # the sessions are in the database: off the event loop
+        return await run_in_threadpool(sessions.get, request.cookies.get(config.cookie))
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=HEADERS)
@@ -108,30 +108,30 @@ def ui_app(config: WebConfig, api_state: Any = None) -> Starlette:
             return error(401, WRONG if kind == "token" or passwords.stored_hash(config.root) else
                          "No password is set: run `jaulad --set-password` on the host, or log in with the token "
                          "(`jaulad --show-token`)")
-        s = sessions.create(kind)
+        s = await run_in_threadpool(sessions.create, kind)
         resp = JSONResponse({"csrf": s.csrf, "user": s.user}, headers=HEADERS)
         resp.set_cookie(config.cookie, s.id, httponly=True, samesite="strict", path="/")
         return resp
 
     async def session(request: Request) -> Response:
-        s = current(request)
+        s = await current(request)
         if s is None:
             return error(401, NOT_LOGGED_IN)
         return JSONResponse({"csrf": s.csrf, "user": s.user}, headers=HEADERS)
 
     async def logout(request: Request) -> Response:
-        s = current(request)
+        s = await current(request)
         if s is None:
             return error(401, NOT_LOGGED_IN)
         if not csrf_matches(s, request.headers.get(CSRF_HEADER)):
             return error(403, NO_CSRF)
-        sessions.drop(s.id)
+        await run_in_threadpool(sessions.drop, s.id)
         resp = JSONResponse({}, headers=HEADERS)
         resp.delete_cookie(config.cookie, path="/", httponly=True, samesite="strict")
         return resp
 
     async def netstats(request: Request) -> Response:
-        if current(request) is None:
+        if await current(request) is None:
             return error(401, NOT_LOGGED_IN)
         networks = getattr(api_state, "networks", None)
         if networks is None:
