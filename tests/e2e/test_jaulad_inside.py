@@ -324,7 +324,7 @@ def test_console_and_logs(d: Daemon, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # on a terminal: lines stay lines (no raw mode for a file's bytes), ctrl-a q detaches
+    # on a terminal: lines stay lines (the console's pty ends them with \r\n), ctrl-a q detaches
     master, slave = os.openpty()
     term = subprocess.Popen(["setsid", "--ctty", "--wait", *JAULA, "--socket", str(d.socket), "console", NAME],
                             stdin=slave, stdout=slave, stderr=slave)
@@ -333,7 +333,7 @@ def test_console_and_logs(d: Daemon, tmp_path: Path) -> None:
         seen = _read_until(master, b"tick", bytearray())
         assert b"ctrl-a q detaches" in seen
         seen = _read_until(master, b"\n", bytearray(seen[seen.index(b"tick"):]))
-        assert seen.split(b"\n")[0].endswith(b"\r"), seen   # a console line ends as a line: not raw mode
+        assert seen.split(b"\n")[0].endswith(b"\r"), seen   # a console line ends as a line
         os.write(master, b"\x01q")
         assert term.wait(20) == 0
     finally:
@@ -352,8 +352,8 @@ def test_console_and_logs(d: Daemon, tmp_path: Path) -> None:
                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         seen = _read_until(follow.stdout.fileno(), b"burst 2999", bytearray())  # type: ignore[union-attr]
-        last = max(int(n) for n in re.findall(rb"tick (\d+)\n", seen))
-        _read_until(follow.stdout.fileno(), f"tick {last + 2}\n".encode(), seen)  # type: ignore[union-attr]
+        last = max(int(n) for n in re.findall(rb"tick (\d+)\r?\n", seen))  # a system instance's console: a pty's \r\n
+        _read_until(follow.stdout.fileno(), f"tick {last + 2}\r\n".encode(), seen)  # type: ignore[union-attr]
     finally:
         follow.terminate()
         follow.wait(20)
