@@ -14,7 +14,8 @@ listener on each gateway address of each such network, port 53, and nothing else
   answer is checked (id, question) before it is relayed. Bounded: MAX_PENDING questions at once,
   MAX_TCP connections, each closed after TCP_IDLE_S idle seconds.
 - `refresh()` (thread-safe) makes the listeners match the stored networks: called at jaulad's
-  start and after a network is made, changed or deleted (jaula.daemon.networks).
+  start and after a network is made, changed or deleted (jaula.daemon.networks); a listener
+  whose bridge is now another device (deleted and made again meanwhile) is made again too.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class Listener:
     closers: list[Any] = field(default_factory=list)
     pending: int = 0
     tcp_open: int = 0
+    ifindex: int | None = None   # the bridge bound to (a bridge made again is another device)
 
 
 class DnsService:
@@ -168,14 +170,15 @@ class DnsService:
                 return
             zones = {n: z for n, cfg in stored.items() if (z := zone_of(n, cfg)) is not None}
             for name in list(self.listeners):
-                if zones.get(name) != self.listeners[name].zone:
+                lst = self.listeners[name]
+                if zones.get(name) != lst.zone or _ifindex(lst.zone.bridge) != lst.ifindex:
                     self._stop(name)
             for name, zone in zones.items():
                 if name not in self.listeners:
                     await self._start(zone)
 
     async def _start(self, zone: Zone) -> None:
-        lst = Listener(zone)
+        lst = Listener(zone, ifindex=_ifindex(zone.bridge))
         try:
             for gw in zone.gateways:
                 ip = ipaddress.ip_interface(gw).ip
@@ -399,6 +402,13 @@ def _close_all(lst: Listener) -> None:
     for c in lst.closers:
         c.close()
     lst.closers.clear()
+
+
+def _ifindex(bridge: str) -> int | None:
+    try:
+        return socket.if_nametoindex(bridge)
+    except OSError:
+        return None
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
