@@ -2,14 +2,16 @@
 """Instance-to-instance TCP throughput on one bridge, bare and with the firewall's anti-spoofing on.
 
 Two netns on veths into one host bridge (the integration tests' topology); iperf3 from one to the
-other, `--rounds` times interleaved: bare (no jaula tables), then policed (the network ensured and
-both NICs added: every frame from a port goes through the bridge prerouting lookups). With
+other, `--rounds` times, bare (no jaula tables) and policed (the network ensured and both NICs
+added: every frame from a port goes through the bridge prerouting lookups) in turns, the order
+swapped every round, each round's ratio paired; `--pin` puts iperf3's client on cpu 0 and its
+server on cpu 1. With
 `--filler N` the sets also hold N other ports (their MAC and addresses), to show the cost is a
 lookup, not a walk. Also timed: add_nic and remove_nic (one transaction each). Goal of issue 5:
 policed >= 90% of bare. `--calls N` skips iperf3 and times N add_nic/remove_nic pairs with 1 NIC and
 with --filler (default 1000) other NICs present, and ensure_network/update_network with them
 (goal: a NIC adds under 5 ms to a start, all of it). Run as root:
-  .venv/bin/python bench/network_firewall.py [--seconds 3] [--rounds 3] [--filler 1000] [--json]
+  .venv/bin/python bench/network_firewall.py [--seconds 3] [--rounds 6] [--pin] [--filler 1000] [--json]
   .venv/bin/python bench/network_firewall.py --calls 200 [--filler 1000] [--json]
 """
 
@@ -37,14 +39,15 @@ from tests.support.firewall_topology import Topology, leftovers
 IPERF = "/usr/bin/iperf3"
 
 
-def iperf(t: Topology, seconds: int) -> float:
-    """Gbit/s received by b from a."""
-    server = subprocess.Popen(["ip", "netns", "exec", t.ns("b"), IPERF, "-s", "-1", "-B", t.ip4("b")],
+def iperf(t: Topology, seconds: int, pin: bool = False) -> float:
+    """Gbit/s received by b from a (`pin`: client on cpu 0, server on cpu 1)."""
+    server = subprocess.Popen(["ip", "netns", "exec", t.ns("b"), IPERF, "-s", "-1", "-B", t.ip4("b"),
+                               *(["-A", "1"] if pin else [])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(50):
             r = subprocess.run(["ip", "netns", "exec", t.ns("a"), IPERF, "-c", t.ip4("b"), "-t", str(seconds),
-                                "-J"], capture_output=True, text=True, check=False)
+                                "-J", *(["-A", "0"] if pin else [])], capture_output=True, text=True, check=False)
             out = json.loads(r.stdout or "{}")
             if r.returncode == 0 and "sum_received" in out.get("end", {}):
                 return out["end"]["sum_received"]["bits_per_second"] / 1e9
@@ -111,7 +114,8 @@ def calls(t: Topology, fw: Firewall, n: int, others: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--pin", action="store_true", help="iperf3's client on cpu 0, its server on cpu 1")
     ap.add_argument("--filler", type=int, default=None, help="other NICs in the sets (default 0, --calls: 1000)")
     ap.add_argument("--calls", type=int, default=0, help="time this many add_nic/remove_nic pairs, no iperf3")
     ap.add_argument("--json", action="store_true")
@@ -130,27 +134,31 @@ def main() -> None:
     remove_ms: list[float] = []
     try:
         net = t.network()
-        for _ in range(args.rounds):
-            fw.destroy()
-            bare.append(iperf(t, args.seconds))
-            fw.ensure_network(net)
-            if args.filler:
-                filler(fw, net, args.filler)
-            for name in "ab":
-                t0 = time.perf_counter()
-                fw.add_nic(net, t.nics[name])
-                add_ms.append((time.perf_counter() - t0) * 1e3)
-            policed.append(iperf(t, args.seconds))
-            for name in "ab":
-                t0 = time.perf_counter()
-                fw.remove_nic(t.nics[name])
-                remove_ms.append((time.perf_counter() - t0) * 1e3)
+        for i in range(args.rounds):   # bare first in even rounds, policed first in odd ones
+            for policed_now in ((False, True) if i % 2 == 0 else (True, False)):
+                if not policed_now:
+                    fw.destroy()
+                    bare.append(iperf(t, args.seconds, args.pin))
+                    continue
+                fw.ensure_network(net)
+                if args.filler:
+                    filler(fw, net, args.filler)
+                for name in "ab":
+                    t0 = time.perf_counter()
+                    fw.add_nic(net, t.nics[name])
+                    add_ms.append((time.perf_counter() - t0) * 1e3)
+                policed.append(iperf(t, args.seconds, args.pin))
+                for name in "ab":
+                    t0 = time.perf_counter()
+                    fw.remove_nic(t.nics[name])
+                    remove_ms.append((time.perf_counter() - t0) * 1e3)
     finally:
         fw.destroy()
         t.close()
     left = leftovers(table=fw.table)
     res = {"bare_gbit": statistics.median(bare), "policed_gbit": statistics.median(policed),
            "ratio": statistics.median(policed) / statistics.median(bare),
+           "paired_ratios": [p / b for p, b in zip(policed, bare)], "pinned": args.pin,
            "add_nic_ms": statistics.median(add_ms), "remove_nic_ms": statistics.median(remove_ms),
            "filler_ports": args.filler, "rounds": args.rounds, "seconds": args.seconds,
            "bare_runs": bare, "policed_runs": policed, "leftovers": left}
@@ -161,7 +169,10 @@ def main() -> None:
               f"({args.filler} filler ports in the sets)")
         print(f"  bare                 {res['bare_gbit']:7.2f} Gbit/s  {[round(x, 2) for x in bare]}")
         print(f"  anti-spoofing on     {res['policed_gbit']:7.2f} Gbit/s  {[round(x, 2) for x in policed]}")
-        print(f"  ratio                {res['ratio']:7.1%}   (goal >= 90%)")
+        pr = res["paired_ratios"]
+        print(f"  ratio                {res['ratio']:7.1%}   (goal >= 90%); paired by round: median "
+              f"{statistics.median(pr):.0%} (min {min(pr):.0%}, max {max(pr):.0%})"
+              f"{'; client on cpu 0, server on cpu 1' if args.pin else ''}")
         print(f"  add_nic {res['add_nic_ms']:.1f} ms, remove_nic {res['remove_nic_ms']:.1f} ms (one transaction each)")
         if left:
             print(f"  LEFT BEHIND: {left}")

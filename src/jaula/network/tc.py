@@ -45,7 +45,8 @@ def rate_problems(nic: NicPlan) -> list[str]:
             problems.append(f"{what} {value!r} must be an integer from 1 to {KBIT_MAX} (kbit/s), or None for no limit")
     if nic.type == MACVLAN and (nic.ingress_kbit is not None or nic.egress_kbit is not None):
         problems.append("rate limits need a bridged NIC: a macvlan NIC has no host-side device to shape "
-                        "(and a limit inside the instance could be lifted by its root)")
+                        "(a limit on its device inside could be lifted by the instance's root, and its parent's "
+                        "qdiscs see only part of its traffic: docs/network.md)")
     elif nic.type not in (BRIDGED, MACVLAN):
         problems.append(f"type {nic.type!r} has no interface to limit: {BRIDGED!r}")
     return problems
