@@ -4,14 +4,18 @@
 1. `attach` of one BRIDGED NIC (veth born in the netns, MAC, MTU, IPv4 + IPv6, lo, default
    routes) into a fresh netns: median and spread of `--attach N` (default 50), with its steps.
    Issue 5's goal: a NIC adds < 5 ms to a start.
-2. iperf3 TCP throughput: loopback inside one netns, and between two netns over veth + bridge
-   (made by `links`), rounds interleaved, medians and ratios.
-3. The same bridge path with the firewall's anti-spoofing on (`jaula.network.firewall`: network
-   ensured, both NICs added): the ratio to the bare path (issue 5's goal: >= 90%).
-   `bench/network_firewall.py` (the firewall's own bench) looks at its rules in more depth.
+2. iperf3 TCP throughput: loopback inside one netns; instance to instance (two netns over veth +
+   bridge, made by `links`); host to instance (from the bridge's address); each bare and with the
+   firewall (`jaula.network.firewall`: network ensured, both NICs added, a port forward), the two
+   in turns within each round; the forward from the host's 127.0.0.1 (DNAT + masquerade). Medians,
+   ratios to loopback, and the firewall/bare ratio paired by round (issue 5's goal: >= 90%).
+   `--pin`: iperf3's client on cpu 0 and server on cpu 1.
+3. Latency: TCP request-response round trips (1 byte, `--rr` per sample, first and last round)
+   on the same paths: median and p99. `bench/network_firewall.py` looks at the rules in depth.
 4. The rate limits: 4 MB pushed through a limit of `--limit` kbit/s each way, the observed rate.
 Prints figures, asserts nothing. Run as root:
-  .venv/bin/python bench/network.py [--attach 50] [--seconds 3] [--rounds 3] [--limit 8000] [--json]
+  .venv/bin/python bench/network.py [--attach 50] [--seconds 3] [--rounds 6] [--pin] [--rr 2000]
+                                    [--limit 8000] [--skip attach,throughput,rates] [--json]
 """
 
 from __future__ import annotations
@@ -94,20 +98,80 @@ def bench_attach(n: int) -> dict[str, object]:
             "steps_median_ms": {k: round(statistics.median(v), 3) for k, v in steps.items()}}
 
 
-# ---- 2./3. throughput --------------------------------------------------------------------------
+# ---- 2./3. throughput and latency ---------------------------------------------------------------
 
-def iperf(client: Ns, server: Ns, address: str, seconds: int) -> float:
-    """Gbit/s received by `server` (at `address`) from `client`."""
-    srv = server.popen(IPERF, "-s", "-1", "-B", address, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class Host:
+    """The host's own namespace, spoken to like an `Ns`."""
+
+    pid = os.getpid()
+
+    def argv(self, *args: str) -> list[str]:
+        return list(args)
+
+    def run(self, *args: str, timeout: float = 10, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=check)
+
+    def popen(self, *args: str, **kw: object) -> subprocess.Popen:
+        return subprocess.Popen(list(args), **kw)  # type: ignore[call-overload]
+
+
+def iperf(client: Ns | Host, server: Ns | Host, address: str, seconds: int, port: int | None = None,
+          bind: str | None = None, pin: bool = False) -> float:
+    """Gbit/s received by `server` (listening on `bind`, default `address`) from `client`, which
+    connects to `address` (and `port`: a port forward's; default the server's 5201). `pin`: the
+    client on cpu 0, the server on cpu 1 (iperf3 -A)."""
+    srv = server.popen(IPERF, "-s", "-1", "-B", bind or address, *(["-A", "1"] if pin else []),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         r = None
         for _ in range(50):
-            r = client.run(IPERF, "-c", address, "-t", str(seconds), "-J", timeout=seconds + 30, check=False)
+            r = client.run(IPERF, "-c", address, "-t", str(seconds), "-J", *(["-p", str(port)] if port else []),
+                           *(["-A", "0"] if pin else []), timeout=seconds + 30, check=False)
             out = json.loads(r.stdout or "{}")
             if r.returncode == 0 and "sum_received" in out.get("end", {}):
                 return out["end"]["sum_received"]["bits_per_second"] / 1e9
             time.sleep(0.1)  # the server was not listening yet
         raise RuntimeError(f"iperf3: {r.stdout[-500:] if r else ''}")
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+RR_SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); print("ready", flush=True)
+c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+while (b := c.recv(64)):
+    c.sendall(b)
+"""
+RR_CLIENT = """
+import json, socket, sys, time
+n = int(sys.argv[3])
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+out = []
+for i in range(n + 50):
+    t = time.perf_counter_ns(); c.sendall(b"x"); c.recv(64)
+    if i >= 50:     # the first ones warm the caches and the neighbour entry
+        out.append(time.perf_counter_ns() - t)
+print(json.dumps(out))
+"""
+
+
+def tcp_rr(client: Ns | Host, server: Ns | Host, address: str, n: int, port: int = 5301,
+           bind: str | None = None, pin: bool = False) -> list[float]:
+    """Round trips (us) of one byte over one TCP connection, `n` times: a request-response latency
+    (Python on both ends: ~10-20 us of it is the interpreter's, the same on every path)."""
+    taskset = ["taskset", "-c"]
+    srv = server.popen(*(taskset + ["1"] if pin else []), sys.executable, "-c", RR_SERVER, bind or address,
+                       "5301", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        if srv.stdout is None or srv.stdout.readline().strip() != "ready":
+            raise RuntimeError("tcp_rr server did not start")
+        r = client.run(*(taskset + ["0"] if pin else []), sys.executable, "-c", RR_CLIENT, address, str(port),
+                       str(n), timeout=120)
+        return [x / 1e3 for x in json.loads(r.stdout)]
     finally:
         srv.kill()
         srv.wait()
@@ -122,29 +186,63 @@ def firewall_class():  # -> type | None
     return Firewall
 
 
-def bench_throughput(seconds: int, rounds: int) -> dict[str, object]:
+def _p(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))]
+
+
+def bench_throughput(seconds: int, rounds: int, pin: bool = False, rr: int = 2000) -> dict[str, object]:
+    """Rounds of: the same paths bare (no jaula tables) and with the firewall (network ensured,
+    both NICs added, a port forward to b), the two in turns (bare first in even rounds, second in
+    odd ones), each round's policed/bare ratio paired. Paths: loopback in b's netns; a -> b
+    (instance to instance over veth + bridge + veth); host -> b (from the bridge's address);
+    with the firewall, host 127.0.0.1:port -> b (the port forward: DNAT, masquerade)."""
+    from jaula.network.plan import PortForward
+
     net = plan_net()
-    a, b = Ns(), Ns()
+    a, b, host = Ns(), Ns(), Host()
     na, nb = plan_nic(1), plan_nic(2)
     Firewall = firewall_class()
     fw = Firewall(table=f"jn{os.getpid()}") if Firewall else None
-    loop: list[float] = []
-    bridge: list[float] = []
-    policed: list[float] = []
+    ip_b = f"{SUB4}.12"
+    fport = 30000 + os.getpid() % 20000
+    fwd = PortForward(instance="b2", proto="tcp", host_port=fport, address=ip_b, port=5201)
+    runs: dict[str, list[float]] = {}
+    lat: dict[str, list[float]] = {}
+
+    def police(on: bool) -> None:
+        if fw is None:
+            return
+        if not on:
+            fw.destroy()
+            return
+        fw.ensure_network(net)
+        fw.add_nic(net, na)
+        fw.add_nic(net, nb)
+        fw.add_forward(fwd)
+
     try:
         links.ensure_bridge(net)
         links.attach(na, a.pid)
         links.attach(nb, b.pid)
         b.run("ip", "link", "set", "lo", "up")
-        for _ in range(rounds):
-            loop.append(iperf(b, b, "127.0.0.1", seconds))
-            bridge.append(iperf(a, b, f"{SUB4}.12", seconds))
-            if fw is not None:
-                fw.ensure_network(net)
-                fw.add_nic(net, na)
-                fw.add_nic(net, nb)
-                policed.append(iperf(a, b, f"{SUB4}.12", seconds))
-                fw.destroy()
+        for i in range(rounds):
+            modes = [False, True] if fw is not None else [False]
+            for policed in (modes if i % 2 == 0 else modes[::-1]):
+                police(policed)
+                tag = "rules" if policed else "bare"
+                if not policed:
+                    runs.setdefault("loopback", []).append(iperf(b, b, "127.0.0.1", seconds, pin=pin))
+                runs.setdefault(f"i2i_{tag}", []).append(iperf(a, b, ip_b, seconds, pin=pin))
+                runs.setdefault(f"h2i_{tag}", []).append(iperf(host, b, ip_b, seconds, pin=pin))
+                if policed:
+                    runs.setdefault("fwd_rules", []).append(
+                        iperf(host, b, "127.0.0.1", seconds, port=fport, bind=ip_b, pin=pin))
+                if rr and i == 0 or rr and i == rounds - 1:   # latency in the first and last round
+                    if not policed:
+                        lat.setdefault("loopback", []).extend(tcp_rr(b, b, "127.0.0.1", rr, pin=pin))
+                    lat.setdefault(f"i2i_{tag}", []).extend(tcp_rr(a, b, ip_b, rr, pin=pin))
+                    lat.setdefault(f"h2i_{tag}", []).extend(tcp_rr(host, b, ip_b, rr, pin=pin))
     finally:
         if fw is not None:
             fw.destroy()
@@ -153,14 +251,18 @@ def bench_throughput(seconds: int, rounds: int) -> dict[str, object]:
         links.remove_bridge(net)
         a.close()
         b.close()
-    res: dict[str, object] = {
-        "loopback_gbit": statistics.median(loop), "bridge_gbit": statistics.median(bridge),
-        "bridge_over_loopback": statistics.median(bridge) / statistics.median(loop),
-        "loopback_runs": loop, "bridge_runs": bridge}
-    if policed:
-        res |= {"policed_gbit": statistics.median(policed),
-                "policed_over_bridge": statistics.median(policed) / statistics.median(bridge),
-                "policed_runs": policed}
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    res: dict[str, object] = {"pinned": pin, "runs_gbit": runs, "median_gbit": med,
+                              "bridge_over_loopback": med["i2i_bare"] / med["loopback"],
+                              "host_over_loopback": med["h2i_bare"] / med["loopback"]}
+    if fw is not None:
+        pairs = {p: [r / b_ for r, b_ in zip(runs[f"{p}_rules"], runs[f"{p}_bare"])] for p in ("i2i", "h2i")}
+        res |= {"paired_ratio_runs": pairs,
+                "paired_ratio_median": {p: statistics.median(v) for p, v in pairs.items()},
+                "fwd_over_h2i_bare": med["fwd_rules"] / med["h2i_bare"]}
+    if lat:
+        res["latency_us"] = {k: {"median": statistics.median(v), "p99": _p(v, 0.99), "n": len(v)}
+                             for k, v in lat.items()}
     return res
 
 
@@ -225,8 +327,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--attach", type=int, default=50)
     ap.add_argument("--seconds", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--limit", type=int, default=8000)
+    ap.add_argument("--pin", action="store_true", help="iperf3 and the latency probe: client on cpu 0, server on cpu 1")
+    ap.add_argument("--rr", type=int, default=2000, help="request-response round trips per latency sample (0: none)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: attach,throughput,rates")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -237,7 +341,7 @@ def main() -> None:
     if "attach" not in skip:
         res["attach"] = bench_attach(args.attach)
     if "throughput" not in skip:
-        res["throughput"] = bench_throughput(args.seconds, args.rounds)
+        res["throughput"] = bench_throughput(args.seconds, args.rounds, args.pin, args.rr)
     if "rates" not in skip:
         res["rates"] = bench_rates(args.limit)
     res["leftovers"] = leftovers()
@@ -252,15 +356,30 @@ def main() -> None:
               "for a core")
         print(f"  steps (median ms): {at['steps_median_ms']}")
     if (tp := res.get("throughput")) is not None:
-        print(f"iperf3 TCP, {args.rounds} x {args.seconds}s interleaved, medians:")
-        print(f"  loopback in one netns   {tp['loopback_gbit']:7.2f} Gbit/s  {[round(x, 2) for x in tp['loopback_runs']]}")
-        print(f"  netns -> bridge -> netns {tp['bridge_gbit']:6.2f} Gbit/s  {[round(x, 2) for x in tp['bridge_runs']]}"
-              f"  = {tp['bridge_over_loopback']:.0%} of loopback")
-        if "policed_gbit" in tp:
-            print(f"  same, anti-spoofing on  {tp['policed_gbit']:7.2f} Gbit/s  {[round(x, 2) for x in tp['policed_runs']]}"
-                  f"  = {tp['policed_over_bridge']:.0%} of the bare bridge (goal >= 90%)")
+        med, runs = tp["median_gbit"], tp["runs_gbit"]
+        print(f"iperf3 TCP, {args.rounds} rounds x {args.seconds}s, bare and with the firewall in turns, medians"
+              f"{' (client pinned to cpu 0, server to cpu 1)' if tp['pinned'] else ''}:")
+        rows = [("loopback", "loopback in one netns"), ("i2i_bare", "instance -> instance, bare"),
+                ("i2i_rules", "instance -> instance, firewall"), ("h2i_bare", "host -> instance, bare"),
+                ("h2i_rules", "host -> instance, firewall"), ("fwd_rules", "host 127.0.0.1 -> forward -> inst.")]
+        for key, label in rows:
+            if key in med:
+                print(f"  {label:34s} {med[key]:6.2f} Gbit/s = {med[key] / med['loopback']:4.0%} of loopback  "
+                      f"{[round(x, 2) for x in runs[key]]}")
+        if "paired_ratio_median" in tp:
+            for p, label in (("i2i", "instance -> instance"), ("h2i", "host -> instance")):
+                v = tp["paired_ratio_runs"][p]
+                print(f"  {label}: firewall / bare, paired by round: median {tp['paired_ratio_median'][p]:.0%} "
+                      f"(min {min(v):.0%}, max {max(v):.0%}){'  goal >= 90%' if p == 'i2i' else ''}")
+            print(f"  forward from 127.0.0.1 / host -> instance bare: {tp['fwd_over_h2i_bare']:.0%}")
         else:
-            print("  (jaula.network.firewall missing: no anti-spoofing figure)")
+            print("  (jaula.network.firewall missing: no firewall figures)")
+        if (lt := tp.get("latency_us")) is not None:
+            print("TCP request-response, 1 byte each way (Python both ends), us:")
+            for key, label in rows:
+                if key in lt:
+                    print(f"  {label:34s} median {lt[key]['median']:6.1f}  p99 {lt[key]['p99']:6.1f}  "
+                          f"(n {lt[key]['n']})")
     if (rt := res.get("rates")) is not None:
         print(f"rate limits, {rt['bytes'] / 1e6:.0f} MB with busybox nc through {rt['limit_kbit']} kbit/s each way "
               f"(set_rate {rt['set_rate_ms']:.1f} ms): into the instance {rt['into_kbit']:.0f} kbit/s, "
