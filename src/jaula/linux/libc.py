@@ -80,6 +80,27 @@ def _c_seccomp():
     return getattr(_sys, "seccomp_filter", None)
 
 
+def can_clone3() -> bool:
+    """Whether clone3() below is there: the C module's VERSION 3 (not with ctypes)."""
+    if BACKEND != "c":
+        return False
+    from jaula.linux import _sys
+
+    return hasattr(_sys, "clone3")
+
+
+def clone3(flags: int, cgroup_fd: int = -1) -> int:
+    """A fork through clone3(2) with CLONE_NEW* `flags`, born in the cgroup2 folder `cgroup_fd` when
+    it is >= 0 (CLONE_INTO_CGROUP): the child's pid, 0 in the child (see _sys.c). Only where
+    can_clone3(); a failure raises SyscallError."""
+    from jaula.linux import _sys
+
+    ret = _sys.clone3(flags, cgroup_fd)
+    if ret < 0:
+        raise SyscallError("clone3", -ret, f"flags {flags:#x}, cgroup fd {cgroup_fd}")
+    return ret
+
+
 def ready_for_seccomp() -> None:
     """Load now what seccomp_filter() will need: it runs after pivot_root, where ctypes could no longer be imported."""
     if _c_seccomp() is None:

@@ -12,6 +12,7 @@ from jaula.errors import ConfigError, Exists, JaulaError
 from jaula.oci import config, process, rootfs, state, sync
 from jaula.oci.init import (
     Plan,
+    fork_first,
     fork_init,
     forks_init_directly,
     idmapped_mounts,
@@ -119,16 +120,22 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
                 join_files(cg.paths, mounts, need_unified))
     plan.seccomp_prog = seccomp_prog
     plan.tramp = process.kept_trampoline()
+    plan.cgroup_fd = born_in(plan.cgroup_files)
+    if plan.cgroup_fd >= 0:
+        undo.append(lambda: os.close(plan.cgroup_fd))
     log.reopen()
     direct = forks_init_directly(spec)
     if direct:
         pid = fork_init(plan, parent)
     else:
-        pid = os.fork()
+        pid = fork_first(plan)
         if pid == 0:
             parent.close()
             intermediate(plan)  # never returns
     child.close()
+    if plan.cgroup_fd >= 0:
+        undo.pop()
+        os.close(plan.cgroup_fd)
     ipid = pid if direct else 0
 
     def kill_children() -> None:
@@ -295,6 +302,20 @@ def join_files(paths: dict[str, str], mounts: dict[str, str], need_unified: bool
 
 
 WRITABLE_CGROUPS = "org.jaula.cgroup.writable"
+
+
+def born_in(files: list[str]) -> int:
+    """An fd of the cgroup2 folder among join_files' `files`, which is then taken out of them: the
+    first process is cloned into it (init.fork_first) rather than moved by a write. -1 where there
+    is none, or no clone3 (jaula.linux._sys older than VERSION 3, or JAULA_SYSCALL=ctypes)."""
+    from jaula.linux import libc
+
+    for path in files:
+        if os.path.basename(path) == "cgroup.procs" and libc.can_clone3():
+            fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            files.remove(path)
+            return fd
+    return -1
 
 
 def cgroup_binds(paths: dict[str, str], mounts: dict[str, str]) -> tuple[list[tuple[str, str]], bool]:

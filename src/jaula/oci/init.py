@@ -34,6 +34,18 @@ class Plan:
         self.pid_sent = -1  # read end of a pipe: the intermediate has sent PID when a byte arrives
         self.seccomp_prog: bytes | None = None  # linux.seccomp compiled by the runtime before the fork
         self.tramp: int | None = None  # the exec trampoline's memfd (process.kept_trampoline)
+        self.cgroup_fd = -1  # a cgroup2 folder the first process is born in (fork_first), or -1
+
+
+def fork_first(plan: Plan) -> int:
+    """The runtime's fork of the container's first process: born in its cgroup2 folder when
+    plan.cgroup_fd names one (clone3 CLONE_INTO_CGROUP), instead of moved there by a write to
+    cgroup.procs, which waits for an RCU grace period (~10 ms, see join_cgroup); else os.fork()."""
+    if plan.cgroup_fd >= 0:
+        from jaula.linux import libc
+
+        return libc.clone3(0, plan.cgroup_fd)
+    return os.fork()
 
 
 def forks_init_directly(spec: Spec) -> bool:
@@ -59,7 +71,7 @@ def fork_init(plan: Plan, runtime_end) -> int:
     try:
         if own >= 0:
             nsys.unshare(nsys.CLONE_NEWPID)
-        pid = os.fork()
+        pid = fork_first(plan)
         if pid == 0:
             if own >= 0:
                 os.close(own)  # the host's pid namespace: never into the container
