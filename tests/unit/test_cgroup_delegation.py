@@ -49,7 +49,7 @@ def test_v2_a_system_instance_gets_its_folder_and_the_files_that_move_processes_
     cg = open_cgroup(None, "web1", layout=layout, fs=k)
     cg.create()
     d = cg.paths["unified"]
-    delegated = cgroup_delegation.to_delegate(cg.paths, "system", nesting=False)
+    delegated = cgroup_delegation.to_delegate(cg.paths, "systemd", nesting=False)
     assert delegated == cg.paths  # on v2 the one hierarchy is the init's own
     done = cgroup_delegation.delegate(delegated, UID, UID)
     assert done == chowned
@@ -59,7 +59,7 @@ def test_v2_a_system_instance_gets_its_folder_and_the_files_that_move_processes_
     limits = [f for f in os.listdir(d) if f.startswith(("memory.", "pids.", "cpu.", "io."))]
     assert "memory.max" in limits and "pids.max" in limits
     assert not {os.path.join(d, f) for f in limits} & set(done)  # its limits stay the host root's
-    assert cgroup_delegation.to_delegate(cg.paths, "app", nesting=False) == {}
+    assert cgroup_delegation.to_delegate(cg.paths, "busybox", nesting=False) == {}
 
 
 def test_v2_exec_joins_a_leaf_once_the_init_manages_its_subtree(tmp_path) -> None:
@@ -92,12 +92,12 @@ def test_v1_hybrid_only_the_inits_hierarchies_are_delegated_and_exec_is_unchange
     k, layout = v1_host(str(tmp_path))
     cg = open_cgroup(None, "web1", layout=layout, fs=k)
     cg.create()
-    delegated = cgroup_delegation.to_delegate(cg.paths, "system", nesting=False)
+    delegated = cgroup_delegation.to_delegate(cg.paths, "systemd", nesting=False)
     assert sorted(delegated) == ["name=systemd", "unified"]
     cgroup_delegation.delegate(delegated, UID, UID)
     assert not [p for p in chowned if "/memory/" in p or "/pids/" in p or "/cpu/" in p]
     assert {os.path.basename(p) for p in chowned if "/systemd/" in p} >= {"cgroup.procs", "tasks"}
-    assert sorted(cgroup_delegation.to_delegate(cg.paths, "system", nesting=True)) == sorted(cg.paths)
+    assert sorted(cgroup_delegation.to_delegate(cg.paths, "systemd", nesting=True)) == sorted(cg.paths)
     tasks = os.path.join(cg.paths["memory"], "tasks")
     assert join_file(tasks, fs=k) == tasks
     unified = os.path.join(cg.paths["unified"], "cgroup.procs")

@@ -1,8 +1,8 @@
-"""The cgroup mount a system instance sees, planned against the recording fake (no root):
+"""The cgroup mount a systemd instance sees, planned against the recording fake (no root):
 LXC's cgroup:mixed. Under a read-only /sys/fs/cgroup the controllers' folders are bound read-only
-and the init's own hierarchies (name=systemd and the cgroup2 one) read-write; on a pure v2 host
+and systemd's own hierarchies (name=systemd and the cgroup2 one) read-write; on a pure v2 host
 the instance's cgroup2 (its cgroup namespace's root) is mounted read-write. Which hierarchies:
-jaula.instances.cgroup_delegation, through the runtime annotation org.jaula.cgroup.writable.
+jaula.instances.cgroup_delegation, rendered as the runtime annotation org.jaula.cgroup.writable.
 The real mounts, their writability and the files' owners: tests/integration/test_instances_cgroup_mounts.py.
 """
 
@@ -47,8 +47,8 @@ def plan(options: list[str], writable_keys: list[str], paths: dict[str, str] = P
     return [c for c in sys_.calls[first:] if c[0] == "mount" and not str(c[1]).startswith("/dev/")]
 
 
-def test_a_system_instance_gets_its_init_hierarchies_read_write_the_controllers_read_only() -> None:
-    keys = cgroup_delegation.writable("system")
+def test_a_systemd_instance_gets_its_init_hierarchies_read_write_the_controllers_read_only() -> None:
+    keys = cgroup_delegation.writable("systemd")
     assert keys == ["name=systemd", "unified"]
     calls = plan(["nosuid", "noexec", "nodev", "ro"], keys)
     binds = {c[2]: c[1] for c in calls if c[4] == m.MS_BIND | m.MS_REC}
@@ -62,31 +62,48 @@ def test_a_system_instance_gets_its_init_hierarchies_read_write_the_controllers_
     assert calls[-1] == ("mount", None, f"fd:{CG}", None, m.MS_REMOUNT | m.MS_RDONLY | BASE, "mode=755")
 
 
-def test_an_app_instance_keeps_everything_read_only() -> None:
-    assert cgroup_delegation.writable("app") == []
-    calls = plan(["nosuid", "noexec", "nodev", "ro"], cgroup_delegation.writable("app"))
+def test_other_inits_and_apps_keep_everything_read_only() -> None:
+    assert cgroup_delegation.writable("busybox") == cgroup_delegation.writable("sysvinit") == []
+    assert cgroup_delegation.writable("app") == cgroup_delegation.writable("unknown") == []
+    calls = plan(["nosuid", "noexec", "nodev", "ro"], cgroup_delegation.writable("busybox"))
     assert {c[2] for c in calls if c[4] == RO_BIND} == {f"fd:/{s}" for s in
                                                        ("cpu", "memory", "pids", "systemd", "unified")}
 
 
 def test_nesting_mounts_all_read_write() -> None:
-    calls = plan(["nosuid", "noexec", "nodev", "rw"], cgroup_delegation.writable("system"))
+    calls = plan(["nosuid", "noexec", "nodev", "rw"], cgroup_delegation.writable("systemd"))
     assert not [c for c in calls if c[4] & m.MS_RDONLY]
 
 
-def test_pure_v2_the_cgroup_namespace_root_is_mounted_read_write_for_a_system_instance() -> None:
+def test_pure_v2_the_cgroup_namespace_root_is_mounted_read_write_for_systemd() -> None:
     paths = {"unified": f"{CG}/jaula/web1"}
     mounts = {CG: "cgroup2"}
-    calls = plan(["nosuid", "noexec", "nodev", "ro"], cgroup_delegation.writable("system"), paths, mounts)
+    calls = plan(["nosuid", "noexec", "nodev", "ro"], cgroup_delegation.writable("systemd"), paths, mounts)
     assert calls == [("mount", "cgroup", f"fd:{CG}", "cgroup2", BASE, None)]
-    calls = plan(["nosuid", "noexec", "nodev", "ro"], cgroup_delegation.writable("app"), paths, mounts)
+    calls = plan(["nosuid", "noexec", "nodev", "ro"], cgroup_delegation.writable("busybox"), paths, mounts)
     assert calls == [("mount", "cgroup", f"fd:{CG}", "cgroup2", BASE | m.MS_RDONLY, None)]
 
 
 def test_what_is_delegated_to_an_unprivileged_instance() -> None:
-    assert cgroup_delegation.to_delegate(PATHS, "system", nesting=False) == {
+    assert cgroup_delegation.to_delegate(PATHS, "systemd", nesting=False) == {
         "name=systemd": PATHS["name=systemd"], "unified": PATHS["unified"]}
-    assert cgroup_delegation.to_delegate(PATHS, "system", nesting=True) == PATHS
+    assert cgroup_delegation.to_delegate(PATHS, "systemd", nesting=True) == PATHS
+    assert cgroup_delegation.to_delegate(PATHS, "busybox", nesting=False) == {}
     assert cgroup_delegation.to_delegate(PATHS, "app", nesting=False) == {}
     v2 = {"unified": f"{CG}/jaula/web1"}
-    assert cgroup_delegation.to_delegate(v2, "system", nesting=False) == v2
+    assert cgroup_delegation.to_delegate(v2, "systemd", nesting=False) == v2
+
+
+def test_render_annotates_a_systemd_instance_only(tmp_path) -> None:
+    from test_instances_render import rendered
+
+    from jaula.instances import render
+    from jaula.instances.model import Instance
+
+    inst = Instance.new("web1", "deb12", idmap_base=1_000_000)
+    spec = rendered(tmp_path, inst, init=render.INITS["systemd"])
+    assert spec["annotations"][cgroup_delegation.WRITABLE] == "name=systemd,unified"
+    cg = next(mt for mt in spec["mounts"] if mt["destination"] == CG)
+    assert "ro" in cg["options"]  # the rest stays read-only
+    for init in ("busybox", "sysvinit", "unknown"):
+        assert cgroup_delegation.WRITABLE not in rendered(tmp_path, inst, init=render.INITS[init])["annotations"]

@@ -1,11 +1,14 @@
 """cgroup delegation: which of an instance's cgroups its root may write, and giving them to it.
 
-A system instance's init manages cgroups of its own: systemd makes `init.scope` and one cgroup
-per service in its name=systemd hierarchy (cgroup v1) and in its cgroup2 subtree (the hybrid's
-`unified` mount, or the whole tree on a pure v2 host). So every system instance gets those two
-hierarchies bound read-write under its otherwise read-only /sys/fs/cgroup (LXC's `cgroup:mixed`,
-through the runtime annotation WRITABLE), and, when unprivileged, its folder there given to its
-root. A nesting instance (`security.nesting`) gets every hierarchy, for the runtimes it runs.
+systemd, as a system instance's init, manages cgroups of its own: it makes `init.scope` and one
+cgroup per service in its name=systemd hierarchy (cgroup v1) and in its cgroup2 subtree (the
+hybrid's `unified` mount, or the whole tree on a pure v2 host). So a system instance whose init is
+systemd gets those two hierarchies bound read-write under its otherwise read-only /sys/fs/cgroup
+(LXC's `cgroup:mixed`, through the runtime annotation WRITABLE), and, when unprivileged, its
+folder there given to its root. Other inits (busybox, sysvinit) manage no cgroups: they get
+neither, and their start skips joining the hybrid's cgroup2 (1-13 ms on this host, the kernel's
+threadgroup lock). A nesting instance (`security.nesting`) gets every hierarchy, for the
+runtimes it runs.
 
 What LXC does for an unprivileged container (cgfsng's chown_cgroup_wrapper): the instance's
 folder on every hierarchy, and the files that move processes, are given to the host uid and gid
@@ -30,21 +33,23 @@ FILES = ("cgroup.procs", "tasks", "cgroup.clone_children", "cgroup.threads", "cg
 # The runtime annotation (read by jaula.oci.create): hierarchies, as Cgroup.paths names them
 # ("name=systemd", "unified", a v1 controller), bound read-write under a read-only cgroup mount.
 WRITABLE = "org.jaula.cgroup.writable"
-# What an init needs: systemd's own v1 hierarchy, and the cgroup2 one (hybrid or pure v2).
+# What systemd needs: its own v1 hierarchy, and the cgroup2 one (hybrid or pure v2).
 INIT_HIERARCHIES = ("name=systemd", "unified")
+CGROUP_INITS = ("systemd",)   # jaula.instances.render.INITS names of the inits that manage cgroups
 
 
-def writable(mode: str) -> list[str]:
-    """The hierarchies bound read-write for an instance of `mode` ("system" or "app")."""
-    return list(INIT_HIERARCHIES) if mode == "system" else []
+def writable(init: str) -> list[str]:
+    """The hierarchies bound read-write for an instance whose pid 1 is `init` (an INITS name;
+    "app" for an app instance)."""
+    return list(INIT_HIERARCHIES) if init in CGROUP_INITS else []
 
 
-def to_delegate(cgroup_paths: dict[str, str], mode: str, nesting: bool) -> dict[str, str]:
+def to_delegate(cgroup_paths: dict[str, str], init: str, nesting: bool) -> dict[str, str]:
     """Of `cgroup_paths` (the runtime's state: hierarchy -> host folder), those an unprivileged
-    instance's root gets: all when nesting, the init's own for a system instance, else none."""
+    instance's root gets: all when nesting, systemd's own under systemd, else none."""
     if nesting:
         return dict(cgroup_paths)
-    keep = writable(mode)
+    keep = writable(init)
     return {k: v for k, v in cgroup_paths.items() if k in keep}
 
 

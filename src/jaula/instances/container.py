@@ -226,7 +226,7 @@ class ContainerDriver(StorageVerbs, Driver):
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
                 cgroup_delegation.delegate(cgroup_delegation.to_delegate(
-                    c.data["cgroupPaths"], inst.mode, cfg.get("security.nesting") is True),
+                    c.data["cgroupPaths"], init.name, cfg.get("security.nesting") is True),
                     idmap.uid_base, idmap.gid_base)
             _start_and_wait_exec(c, self._log(name))
             mark(name, "drv.execd")

@@ -339,5 +339,6 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
     if inst.mode == "system":  # its init's own cgroups: read-write (cgroup_delegation)
         from jaula.instances import cgroup_delegation
 
-        spec["annotations"][cgroup_delegation.WRITABLE] = ",".join(cgroup_delegation.writable(inst.mode))
+    if cgroup_delegation.writable(init.name):  # systemd's own cgroups: read-write
+        spec["annotations"][cgroup_delegation.WRITABLE] = ",".join(cgroup_delegation.writable(init.name))
     return spec
