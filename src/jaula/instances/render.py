@@ -336,8 +336,7 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
         ANNOTATION + "instance": inst.name, ANNOTATION + "mode": inst.mode, ANNOTATION + "init": init.name,
         ANNOTATION + "stop-signal": str(init.stop_signal),
     }
-    if inst.mode == "system":  # its init's own cgroups: read-write (cgroup_delegation)
-        from jaula.instances import cgroup_delegation
+    from jaula.instances import cgroup_delegation
 
     if cgroup_delegation.writable(init.name):  # systemd's own cgroups: read-write
         spec["annotations"][cgroup_delegation.WRITABLE] = ",".join(cgroup_delegation.writable(init.name))
