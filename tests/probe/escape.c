@@ -9,6 +9,13 @@
  *   escape fill PATH MIB        write 1 MiB blocks to PATH up to MIB: "fill<TAB>N MiB<TAB>ENAME|ok"
  *   escape inodes DIR MAX       create empty files in DIR up to MAX: "inodes<TAB>N<TAB>ENAME|ok"
  *   escape latency COUNT        COUNT fork+exit+wait rounds: "latency<TAB>median US<TAB>max US"
+ *   escape phased T0 PERIOD SECONDS WORKERS ATTACK [ARG [PATH]]
+ *                               from CLOCK_MONOTONIC ns T0, PERIOD ms phases for SECONDS: in even
+ *                               ones WORKERS run ATTACK (hog MIB, forkbomb, fill MIB PATH, burn)
+ *                               again and again, odd ones are quiet: "phased<TAB>ATTACK<TAB>counts"
+ *   escape latency-phased T0 PERIOD SECONDS GAP_US
+ *                               fork+exit+wait every GAP_US on the same schedule, each sample
+ *                               sorted by phase: "on|off<TAB>median US<TAB>p90 US<TAB>samples"
  *
  * STATUS: "blocked" (the kernel or a filter refused: DETAIL is the errno name), "contained" (it
  * worked on the instance's own objects only, and the helper checked that: DETAIL says how), or
@@ -812,6 +819,116 @@ static int latency(int count) {
     return 0;
 }
 
+/* ---- attacks against a neighbour, interleaved with quiet phases ---------------------------- *
+ * Both sides read the host's CLOCK_MONOTONIC (a time namespace moves only the boot clock) and
+ * the same schedule: from T0, phases of PERIOD ms, even ones "on" (the attacker attacks), odd
+ * ones "off" (it sleeps). The neighbour samples all along and sorts each sample by its phase:
+ * a steady load of the host's other work falls on both sides alike. */
+
+static long long mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void sleep_until_ns(long long t) {
+    struct timespec ts = {.tv_sec = t / 1000000000LL, .tv_nsec = t % 1000000000LL};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {}
+}
+
+/* One attack until `end` (CLOCK_MONOTONIC ns); counts what it did in runs and kills. */
+static void attack_until(const char *what, long arg, const char *path, long long end, long *runs, long *kills) {
+    if (!strcmp(what, "forkbomb")) {
+        pid_t p = fork();
+        if (p == 0) { int devnull = open("/dev/null", O_WRONLY); dup2(devnull, 1); _exit(forkbomb((end - mono_ns()) / 1e9)); }
+        int st = 0;
+        if (p > 0) waitpid(p, &st, 0);
+        (*runs)++;
+        return;
+    }
+    while (mono_ns() < end) {
+        pid_t p = fork();
+        if (p == 0) {
+            int devnull = open("/dev/null", O_WRONLY);
+            dup2(devnull, 1);
+            if (!strcmp(what, "hog")) _exit(hog(arg));
+            if (!strcmp(what, "fill")) { fill(path, arg); unlink(path); _exit(0); }
+            if (!strcmp(what, "burn")) { while (mono_ns() < end) {} _exit(0); }
+            _exit(2);
+        }
+        if (p < 0) { usleep(1000); continue; }
+        int st = 0;
+        waitpid(p, &st, 0);
+        (*runs)++;
+        if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) (*kills)++;
+    }
+}
+
+/* escape phased T0_NS PERIOD_MS SECONDS WORKERS ATTACK [ARG [PATH]] */
+static int phased(long long t0, long period_ms, double seconds, int workers, const char *what, long arg, const char *path) {
+    long long period = period_ms * 1000000LL, stop = t0 + (long long)(seconds * 1e9);
+    long runs = 0, kills = 0, phases = 0;
+    for (long k = 0; t0 + k * period < stop; k += 2) {
+        long long start = t0 + k * period, end = start + period;
+        sleep_until_ns(start);
+        pid_t kids[64];
+        int n = workers < 1 ? 1 : workers > 64 ? 64 : workers;
+        int pipefd[2];
+        if (pipe(pipefd) < 0) return 1;
+        for (int w = 0; w < n; w++) {
+            kids[w] = fork();
+            if (kids[w] == 0) {
+                long r = 0, kl = 0;
+                close(pipefd[0]);
+                attack_until(what, arg, path, end, &r, &kl);
+                long both[2] = {r, kl};
+                write(pipefd[1], both, sizeof both);
+                _exit(0);
+            }
+        }
+        close(pipefd[1]);
+        for (int w = 0; w < n; w++) {
+            long both[2];
+            if (kids[w] > 0) waitpid(kids[w], NULL, 0);
+            if (read(pipefd[0], both, sizeof both) == (ssize_t)sizeof both) { runs += both[0]; kills += both[1]; }
+        }
+        close(pipefd[0]);
+        phases++;
+    }
+    printf("phased\t%s\tphases %ld runs %ld killed %ld\n", what, phases, runs, kills);
+    return 0;
+}
+
+/* escape latency-phased T0_NS PERIOD_MS SECONDS GAP_US: fork+exit+wait samples, one every GAP_US,
+ * sorted by phase; the first quarter of each phase is left out (the attack starting or ending).
+ * Prints "on<TAB>median US<TAB>p90 US<TAB>N" and the same for "off". */
+static int latency_phased(long long t0, long period_ms, double seconds, long gap_us) {
+    long long period = period_ms * 1000000LL, stop = t0 + (long long)(seconds * 1e9);
+    size_t cap = (size_t)(seconds * 1e6 / (gap_us > 0 ? gap_us : 1)) + 16, n[2] = {0, 0};
+    double *t[2] = {calloc(cap, sizeof(double)), calloc(cap, sizeof(double))};
+    sleep_until_ns(t0);
+    for (long long now = mono_ns(); now < stop; now = mono_ns()) {
+        long long k = (now - t0) / period, in = (now - t0) % period;
+        double s0 = now_s();
+        pid_t pid = fork();
+        if (pid == 0) _exit(0);
+        if (pid > 0) waitpid(pid, NULL, 0);
+        double us = (now_s() - s0) * 1e6;
+        int side = (int)(k % 2);  /* 0: on, 1: off */
+        long long end = mono_ns();
+        /* a sample counts when it started and ended in the same phase, past its first quarter */
+        if (in >= period / 4 && (end - t0) / period == k && n[side] < cap) t[side][n[side]++] = us;
+        if (gap_us > 0) usleep((useconds_t)gap_us);
+    }
+    static const char *names[2] = {"on", "off"};
+    for (int side = 0; side < 2; side++) {
+        if (!n[side]) { printf("%s\t0\t0\t0\n", names[side]); continue; }
+        qsort(t[side], n[side], sizeof(double), cmp_double);
+        printf("%s\t%.0f\t%.0f\t%zu\n", names[side], t[side][n[side] / 2], t[side][n[side] * 9 / 10], n[side]);
+    }
+    return 0;
+}
+
 static void parse_keys(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         char *v = strchr(argv[i], '=');
@@ -841,6 +958,11 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "fill") && argc > 3) return fill(argv[2], atol(argv[3]));
     if (!strcmp(argv[1], "inodes") && argc > 3) return inodes(argv[2], atol(argv[3]));
     if (!strcmp(argv[1], "latency") && argc > 2) return latency(atoi(argv[2]));
+    if (!strcmp(argv[1], "phased") && argc > 6)
+        return phased(atoll(argv[2]), atol(argv[3]), atof(argv[4]), atoi(argv[5]), argv[6], argc > 7 ? atol(argv[7]) : 0,
+                      argc > 8 ? argv[8] : "/dev/shm/fill");
+    if (!strcmp(argv[1], "latency-phased") && argc > 5)
+        return latency_phased(atoll(argv[2]), atol(argv[3]), atof(argv[4]), atol(argv[5]));
     if (strcmp(argv[1], "all")) { fprintf(stderr, "escape: unknown command %s\n", argv[1]); return 2; }
     parse_keys(argc, argv);
     if (getuid() != 0) { fprintf(stderr, "escape: run it as root inside the instance\n"); return 2; }

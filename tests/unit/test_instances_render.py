@@ -45,7 +45,8 @@ def test_system_instance(tmp_path: Path) -> None:
     assert p["capabilities"]["bounding"] == CAPS == p["capabilities"]["effective"]
     assert p["noNewPrivileges"] is False and p["terminal"] is False
     assert p["env"] == ["PATH=/bin", "LANG=C", "container=jaula", "TZ=UTC"]
-    assert p["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}]
+    assert p["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096},
+                            {"type": "RLIMIT_NPROC", "soft": 2048, "hard": 2048}]
     assert {n["type"] for n in lx["namespaces"]} == {"pid", "network", "ipc", "uts", "mount", "cgroup", "user", "time"}
     assert lx["uidMappings"] == lx["gidMappings"] == [{"containerID": 0, "hostID": 200000, "size": 65536}]
     assert lx["maskedPaths"] == MASKED_PATHS and lx["readonlyPaths"] == READONLY_PATHS

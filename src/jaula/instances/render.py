@@ -307,6 +307,11 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
              noNewPrivileges=inst.mode == "app")
     # jaulad's own (its LimitNOFILE): a hard limit above it cannot be raised inside a user namespace
     p["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": nofile[0], "hard": nofile[1]}]
+    # RLIMIT_NPROC at the pids limit: the kernel refuses a fork over it early in copy_process,
+    # before the address space is copied and a pid allocated (the pids cgroup refuses last), so
+    # a fork bomb's refused forks cost its neighbours far less (docs/security.md, measured)
+    nproc = cfg.get("limits.processes", settings.DEFAULT_PROCESSES)
+    p["rlimits"].append({"type": "RLIMIT_NPROC", "soft": nproc, "hard": nproc})
     spec["root"] = {"path": rootfs, "readonly": False}
     spec["hostname"] = inst.name
     lx = spec["linux"]
