@@ -28,6 +28,7 @@ import secrets
 import socket
 import sqlite3
 import struct
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,7 @@ class Names:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0,
+            self._conn = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path))}?mode=ro", uri=True, timeout=5.0,
                                          check_same_thread=False)
         return self._conn
 
