@@ -8,6 +8,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jaula.daemon.db import Database
 from jaula.daemon.dns_service import DnsService, Listener, Zone, zone_of
@@ -141,3 +143,27 @@ def test_questions_from_outside_the_network_and_malformed_ones(stored: Database)
     notify = bytearray(w.query(5, (b"web1",), w.A))
     notify[2] |= 4 << 3                                                       # opcode NOTIFY
     assert w.parse(asyncio.run(raw(bytes(notify)))).rcode == w.NOTIMP
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(min_size=1, max_size=20), max_size=4), st.integers(0, 65535), st.integers(0, 65535),
+       st.binary(max_size=30))
+def test_any_question_gets_a_well_formed_answer_or_none(stored: Database, labels: list[bytes], qtype: int,
+                                                         flags: int, tail: bytes) -> None:
+    """Random names, types, header flags and trailing bytes: answer() never raises, and what it
+    sends parses (forwarded ones go to a loopback address where nothing listens: SERVFAIL)."""
+    try:
+        q = w.query(3, tuple(labels), qtype)
+    except w.FormatError:
+        return
+    for data in (q, q[:2] + flags.to_bytes(2, "big") + q[4:], q + tail, tail):
+        async def run(data: bytes = data) -> bytes | None:
+            svc = DnsService(stored.path, asyncio.get_running_loop())
+            try:
+                lst = Listener(Zone("lab", "jb1", ("10.5.5.1/24",), "lab", "127.255.255.254"))
+                return await svc.answer(lst, data, "10.5.5.9", tcp=False)
+            finally:
+                svc.close()
+        out = asyncio.run(run())
+        if out is not None:
+            assert w.parse(out).is_response
