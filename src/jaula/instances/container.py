@@ -293,6 +293,7 @@ class ContainerDriver(StorageVerbs, Driver):
             opts = Options(on_namespaces=hook if on_namespaces is not None else None, console_fd=theirs)
             c = create(self.runtime_root, name, bundle, opts, self._log(name))
             if keeper is not None:
+                mark(name, "drv.oci_created")
                 try:
                     self._hand_console(c, name, mine, out, keeper)
                 except BaseException:
