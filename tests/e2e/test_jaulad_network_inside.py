@@ -104,9 +104,9 @@ def test_instance_root_runs_its_own_nftables_firewall(fwd: Daemon) -> None:
         return d.jaula("exec", NAME, "--", *args)
 
     status = inside("cat", "/proc/self/status")     # what an exec'd process of the instance is
-    assert re.search(r"^Seccomp:\s+2$", status, re.M), "under the instance's seccomp filter"
-    assert re.search(r"^Uid:\s+0\s", status, re.M), "root inside"
-    assert int(re.search(r"^CapEff:\s+(\w+)$", status, re.M).group(1), 16) & (1 << 12), "CAP_NET_ADMIN (its userns)"
+    assert re.search(r"^Seccomp:\s+2$", status, re.MULTILINE), "under the instance's seccomp filter"
+    assert re.search(r"^Uid:\s+0\s", status, re.MULTILINE), "root inside"
+    assert int(re.search(r"^CapEff:\s+(\w+)$", status, re.MULTILINE).group(1), 16) & (1 << 12), "CAP_NET_ADMIN (its userns)"
     inside("/bin/sh", "-c", "mkdir -p /www && echo inside > /www/index.html && "
                             "httpd -p 8080 -h /www && httpd -p 8081 -h /www")
     assert _answers(f"http://{address}:8080/") and _answers(f"http://{address}:8081/"), "control: both answer"
