@@ -23,7 +23,8 @@
  * itself (its hostname, clock, core_pattern, a process of its own...) in the tests.
  *
  * KEYS given by the host: marker=PATH (a host file that must stay unreachable), pid=N (a host
- * process), netns=, pidns=, mntns=, userns= (the host's namespace inodes), abstract=NAME (an
+ * process), other=N (the host pid of another instance's process), netns=, pidns=, mntns=,
+ * userns= (the host's namespace inodes), abstract=NAME (an
  * abstract unix socket the host listens on), ifs=a,b (the host's interface names).
  *
  * Built with `gcc -static -O2` by scripts/build-test-assets. Each attempt that must not change
@@ -72,7 +73,7 @@
 #include <unistd.h>
 
 static const char *marker = "", *abstract_name = "", *host_ifs = "";
-static long host_pid = -1;
+static long host_pid = -1, other_pid = -1;
 static unsigned long host_ns[4];  /* net, pid, mnt, user */
 static const char *ns_names[4] = {"net", "pid", "mnt", "user"};
 
@@ -395,6 +396,7 @@ static void write_current(const char *name, const char *path) {
 
 static void proc_sys_attempts(void) {
     must_not_write("sysrq_trigger", "/proc/sysrq-trigger", "h");  /* h: help, harmless if it went through */
+    write_current("sysctl_kernel_sysrq", "/proc/sys/kernel/sysrq");
     must_not_write("core_pattern", "/proc/sys/kernel/core_pattern", "|/tmp/escape-core %p");
     write_current("sysctl_kernel_modprobe", "/proc/sys/kernel/modprobe");
     write_current("sysctl_kernel_panic", "/proc/sys/kernel/panic");
@@ -613,6 +615,122 @@ static void process_attempts(void) {
         rl.rlim_max += 1;
         FAIL("raise_nofile_hard", setrlimit(RLIMIT_NOFILE, &rl));
     } else rep("raise_nofile_hard", "ESCAPE", "hard limit already infinite");
+}
+
+/* ---- another instance's processes, the working folders (CVE-2024-21626) ------------------- */
+
+/* From the folder open as `dirfd`, climb 64 levels: at the instance's root ".." stays there; a
+ * folder outside it (a leaked host fd, a cwd left on the host) climbs to the host's root, where
+ * the host's marker path resolves. */
+static int climbs_out(int dirfd) {
+    if (dirfd < 0 || !marker[0]) return 0;
+    char up[64 * 3 + 1] = "";
+    for (int i = 0; i < 64; i++) strcat(up, "../");
+    int top = openat(dirfd, up, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (top < 0) return 0;
+    int found = faccessat(top, marker + 1, F_OK, 0) == 0;
+    close(top);
+    return found;
+}
+
+static void folder_inside(const char *name, const char *path) {
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) { rep(name, "blocked", "open %s", en(errno)); return; }
+    char t[512];
+    snprintf(t, sizeof t, "/proc/self/fd/%d", fd);
+    char where[512];
+    ssize_t n = readlink(t, where, sizeof where - 1);
+    where[n > 0 ? n : 0] = 0;
+    if (climbs_out(fd)) rep(name, "ESCAPE", "%s (%s) leads to the host's root", path, where);
+    else rep(name, "contained", "%s is %s, inside the instance's root", path, where);
+    close(fd);
+}
+
+static void other_instance_attempts(void) {
+    folder_inside("cwd_exec_inside", "/proc/self/cwd");
+    folder_inside("cwd_init_inside", "/proc/1/cwd");
+    folder_inside("root_init_inside", "/proc/1/root");
+    if (other_pid <= 0) {
+        rep("kill_other_instance", "ESCAPE", "no other=PID given: not tried");
+        return;
+    }
+    /* another instance's process by its host pid: not in this pid namespace (or another of its own) */
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%ld/ns/pid", other_pid);
+    unsigned long ino = ns_inode(p), own = ns_inode("/proc/self/ns/pid");
+    if (ino && ino != own) { rep("kill_other_instance", "ESCAPE", "pid %ld is in another pid namespace", other_pid); return; }
+    if (ino) {  /* the same number is one of this instance's own: nothing to try on the other's */
+        rep("kill_other_instance", "blocked", "pid %ld is this instance's own", other_pid);
+        rep("ptrace_other_instance", "blocked", "pid %ld is this instance's own", other_pid);
+        rep("pidfd_other_instance", "blocked", "pid %ld is this instance's own", other_pid);
+        return;
+    }
+    FAIL("kill_other_instance", kill((pid_t)other_pid, SIGKILL));
+    FAIL("ptrace_other_instance", ptrace(PTRACE_ATTACH, (pid_t)other_pid, 0, 0));
+    FAIL("pidfd_other_instance", syscall(SYS_pidfd_open, other_pid, 0));
+}
+
+/* ---- lxcfs: a FUSE file system of the host, its files bound over /proc's ------------------- */
+
+static void lxcfs_attempts(void) {
+    /* writes through its files: each is the host's lxcfs process answering */
+    must_not_write("lxcfs_write_meminfo", "/proc/meminfo", "MemTotal: 1 kB\n");
+    must_not_write("lxcfs_write_cpuinfo", "/proc/cpuinfo", "processor : 0\n");
+    must_not_write("lxcfs_write_uptime", "/proc/uptime", "0.00 0.00\n");
+    must_not_write("lxcfs_write_sys_cpu_online", "/sys/devices/system/cpu/online", "0\n");
+    /* the read-only flag of the bind is not locked (made in its own user namespace): cleared,
+     * the write must still be refused (by lxcfs, or the file's owner: the host's root) */
+    if (mount(NULL, "/proc/meminfo", NULL, MS_REMOUNT | MS_BIND, NULL) < 0)
+        rep("lxcfs_remount_rw_write", "blocked", "remount %s", en(errno));
+    else {
+        int fd = open("/proc/meminfo", O_WRONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? write(fd, "x\n", 2) : -1;
+        int err = errno;
+        if (fd >= 0) close(fd);
+        if (n >= 0) rep("lxcfs_remount_rw_write", "ESCAPE", "wrote /proc/meminfo after a read-write remount");
+        else rep("lxcfs_remount_rw_write", "contained", "remounted; %s %s", fd < 0 ? "open" : "write", en(err));
+    }
+    /* mount over it, or take it off: only this instance's own view changes */
+    int fd = open("/tmp/escape-meminfo", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) { write(fd, "MemTotal: 1 kB\n", 15); close(fd); }
+    if (mount("/tmp/escape-meminfo", "/proc/meminfo", NULL, MS_BIND, NULL) < 0)
+        rep("lxcfs_mount_over", "blocked", "%s", en(errno));
+    else {
+        rep("lxcfs_mount_over", "contained", "its own mount namespace's /proc/meminfo (the host checks lxcfs's answers)");
+        umount2("/proc/meminfo", MNT_DETACH);
+    }
+    unlink("/tmp/escape-meminfo");
+    /* fuse itself: no /dev/fuse (the device cgroup and the allowlist), no FUSE mount without it */
+    fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd < 0) rep("lxcfs_fuse_device_open", "blocked", "%s", en(errno));
+    else { rep("lxcfs_fuse_device_open", "ESCAPE", "opened /dev/fuse"); close(fd); }
+    if (mknod("/tmp/escape-fuse", S_IFCHR | 0600, makedev(10, 229)) < 0) rep("lxcfs_fuse_mknod", "blocked", "%s", en(errno));
+    else {
+        fd = open("/tmp/escape-fuse", O_RDWR | O_CLOEXEC);
+        if (fd >= 0) { rep("lxcfs_fuse_mknod", "ESCAPE", "made and opened 10:229"); close(fd); }
+        else rep("lxcfs_fuse_mknod", "contained", "made, open %s", en(errno));
+        unlink("/tmp/escape-fuse");
+    }
+    mkdir("/tmp/escape-fusemnt", 0700);
+    if (mount("escape", "/tmp/escape-fusemnt", "fuse", 0, "fd=0,rootmode=40000,user_id=0,group_id=0") < 0)
+        rep("lxcfs_mount_fuse", "blocked", "%s", en(errno));
+    else { rep("lxcfs_mount_fuse", "ESCAPE", "a FUSE mount on fd 0"); umount2("/tmp/escape-fusemnt", MNT_DETACH); }
+    rmdir("/tmp/escape-fusemnt");
+    /* the host's fuse connections (abort one: every instance's /proc/meminfo dies) */
+    DIR *d = opendir("/sys/fs/fuse/connections");
+    struct dirent *e;
+    int tried = 0, opened = 0, err = ENOENT;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[300];
+        snprintf(path, sizeof path, "/sys/fs/fuse/connections/%s/abort", e->d_name);
+        tried++;
+        int w = open(path, O_WRONLY | O_CLOEXEC);
+        if (w >= 0) { opened++; close(w); } else err = errno;  /* opened, never written */
+    }
+    if (d) closedir(d);
+    if (opened) rep("lxcfs_fuse_abort", "ESCAPE", "%d of the host's FUSE connections could be aborted", opened);
+    else rep("lxcfs_fuse_abort", "blocked", "%d connections seen, %s", tried, tried ? en(err) : "none");
 }
 
 /* ---- a new user namespace, pivot_root and chroot ------------------------------------------ */
@@ -936,6 +1054,7 @@ static void parse_keys(int argc, char **argv) {
         *v++ = 0;
         if (!strcmp(argv[i], "marker")) marker = v;
         else if (!strcmp(argv[i], "pid")) host_pid = atol(v);
+        else if (!strcmp(argv[i], "other")) other_pid = atol(v);
         else if (!strcmp(argv[i], "abstract")) abstract_name = v;
         else if (!strcmp(argv[i], "ifs")) host_ifs = v;
         else for (int k = 0; k < 4; k++) if (!strcmp(argv[i], ns_names[k]) || (!strncmp(argv[i], ns_names[k], strlen(ns_names[k])) && !strcmp(argv[i] + strlen(ns_names[k]), "ns"))) host_ns[k] = strtoul(v, NULL, 10);
@@ -974,6 +1093,8 @@ int main(int argc, char **argv) {
     cgroup_attempts();
     process_attempts();
     net_attempts();
+    other_instance_attempts();
+    lxcfs_attempts();
     tiocsti_attempt();
     in_child(nested_userns);
     in_child(pivot_games);

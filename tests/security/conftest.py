@@ -9,6 +9,7 @@ blocked or contained, a failure an escape. At the end of the session pytest prin
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -45,6 +46,17 @@ def pytest_terminal_summary(terminalreporter) -> None:
     skipped = n - passed - failed
     line = f"security battery: {n} attempts, {passed} blocked, {failed} escapes"
     terminalreporter.write_line(line + (f", {skipped} skipped" if skipped else ""))
+    # the escape helper's attempts per kind of instance (test_escapes.py's battery parameter)
+    kinds: dict[str, list[str]] = {}
+    for nodeid, outcome in _results.items():
+        m = re.search(r"test_escape_attempt\[(\w+)-", nodeid)
+        if m:
+            kinds.setdefault(m[1], []).append(outcome)
+    for kind, outcomes in kinds.items():
+        line = (f"security battery ({kind} instance{', lxcfs on' if kind == 'lxcfs' else ''}): {len(outcomes)} attempts, "
+                f"{outcomes.count('passed')} blocked, {outcomes.count('failed')} escapes")
+        rest = len(outcomes) - outcomes.count("passed") - outcomes.count("failed")
+        terminalreporter.write_line(line + (f", {rest} skipped" if rest else ""))
     for figure in FIGURES:
         terminalreporter.write_line(f"security battery: {figure}")
 

@@ -45,7 +45,7 @@ class Interference(NamedTuple):
 
     @property
     def ratio(self) -> float:
-        return self.on_us / self.off_us
+        return self.on_us / self.off_us if self.samples[0] else float("inf")
 
 
 def interference(attacker_lab: Lab, attacker, lab: Lab, neighbour, attack: str, workers: int = 1) -> Interference:
@@ -63,7 +63,7 @@ def interference(attacker_lab: Lab, attacker, lab: Lab, neighbour, attack: str, 
     assert acode == 0 and aout.startswith("phased"), aout
     on, off = side["on"], side["off"]
     got = Interference(float(on[0]), float(off[0]), float(on[1]), float(off[1]), (int(on[2]), int(off[2])), aout.strip())
-    assert min(got.samples) >= 500, f"too few samples (clocks apart?): {out}"
+    assert got.samples[1] >= 500, f"too few samples in the quiet phases (clocks apart?): {out}"
     return got
 
 
@@ -74,6 +74,10 @@ def report(what: str, got: Interference) -> None:
 
 
 def assert_neighbour_served(what: str, got: Interference) -> None:
+    # paced samples (one per GAP_US): half as many in the attack's phases is a halved service too
+    assert got.samples[0] * MAX_RATIO >= got.samples[1], (
+        f"the neighbour starved during {what}: {got.samples[0]} samples vs {got.samples[1]} in as long quiet; "
+        f"attacker: {got.attacker}")
     assert got.ratio <= MAX_RATIO, (f"the neighbour's latency during {what}: {got.on_us:.0f} us vs {got.off_us:.0f} us "
                                     f"without it ({got.ratio:.2f}x > {MAX_RATIO}x); attacker: {got.attacker}")
 
