@@ -1,6 +1,7 @@
 """Attacks that need more than one call of the escape helper: reboot(2), TIOCSTI on a terminal
-jaula gave, the exec helper's /proc/PID/exe while `exec` enters the instance (CVE-2019-5736's
-class), and symlinks planted on the instance's mount targets before its next start."""
+jaula gave and on a host's terminal, the exec helper's /proc/PID/exe while `exec` enters the
+instance (CVE-2019-5736's class), symlinks planted on the instance's mount targets before its
+next start, and an exec's cwd flipped between a folder and a symlink to the host's tree."""
 
 from __future__ import annotations
 
@@ -57,6 +58,59 @@ def test_tiocsti_on_an_exec_terminal_is_refused(lab: Lab) -> None:
     out = lab.sh(inst, "cat /tmp/t.out")[1]
     assert code == 0 and out.startswith("/dev/pts/"), (out, shown)  # the control: it has a terminal
     assert _lines(out)["tiocsti_own_terminal"] == ("blocked", "EPERM"), out
+    lab.remove(inst)
+
+
+def test_tiocsti_into_a_host_terminal_is_refused(lab: Lab) -> None:
+    """`exec` with a terminal of the host as its stdin (a pty the host opened, as a shell's would
+    be): TIOCSTI on it would push input the host's side reads. Refused by the seccomp profile; the
+    host reads nothing from the terminal's input queue."""
+    inst = lab.new()
+    lab.start(inst)
+    master, slave = os.openpty()
+    try:
+        code, out = lab.run(inst, ["/usr/bin/escape", "tiocsti"], stdin=slave)
+        assert code == 0 and _lines(out)["tiocsti_own_terminal"] == ("blocked", "EPERM"), out
+        os.set_blocking(slave, False)
+        try:
+            pushed = os.read(slave, 64)
+        except BlockingIOError:
+            pushed = b""
+        assert pushed == b"", f"input pushed into the host's terminal: {pushed!r}"
+    finally:
+        os.close(master)
+        os.close(slave)
+        lab.remove(inst)
+
+
+def test_exec_cwd_symlink_race_stays_inside(lab: Lab) -> None:
+    """Root inside flips /tmp/race between a folder and a symlink to a host folder (holding a
+    marker) as fast as it can while the host runs `exec` with cwd /tmp/race: the exec's cwd is
+    resolved inside the instance's root, never on the host's tree (runc's CVE-2024-21626 class)."""
+    inst = lab.new()
+    lab.start(inst)
+    target = lab.top / "race-target"
+    target.mkdir()
+    (target / "host-marker").write_text("the host's")
+    flip = (f"(while [ ! -e /tmp/race-stop ]; do rm -rf /tmp/race; mkdir /tmp/race; rm -rf /tmp/race; "
+            f"ln -s {target} /tmp/race; done > /dev/null 2>&1 &)")
+    assert lab.sh(inst, flip)[0] == 0
+    seen: dict[str, int] = {}
+    try:
+        for _ in range(60):
+            try:
+                code, out = lab.run(inst, ["/bin/sh", "-c", "test -e host-marker && echo ESCAPE || echo inside"],
+                                    cwd="/tmp/race")
+                key = out.strip() if code == 0 else f"exit {code}"
+            except JaulaError as e:
+                key = type(e).__name__
+            seen[key] = seen.get(key, 0) + 1
+    finally:
+        lab.sh(inst, "touch /tmp/race-stop")
+    assert "ESCAPE" not in seen, f"an exec's cwd was the host's folder: {seen}"
+    assert seen.get("inside", 0) > 0, f"no exec ran in /tmp/race (the control): {seen}"
+    assert mounts_under(str(target)) == []
+    print(f"exec cwd race: {seen}")
     lab.remove(inst)
 
 
