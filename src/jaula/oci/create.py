@@ -12,6 +12,8 @@ from jaula.errors import ConfigError, Exists, JaulaError
 from jaula.oci import config, process, rootfs, state, sync
 from jaula.oci.init import (
     Plan,
+    clone_init,
+    clones_init,
     fork_first,
     fork_init,
     forks_init_directly,
@@ -125,8 +127,11 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         undo.append(lambda: os.close(plan.cgroup_fd))
     log.reopen()
     direct = forks_init_directly(spec)
+    cloned = not direct and clones_init(spec)
     if direct:
         pid = fork_init(plan, parent)
+    elif cloned:
+        pid = clone_init(plan, parent)
     else:
         pid = fork_first(plan)
         if pid == 0:
@@ -136,7 +141,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     if plan.cgroup_fd >= 0:
         undo.pop()
         os.close(plan.cgroup_fd)
-    ipid = pid if direct else 0
+    ipid = pid if direct or cloned else 0
 
     def kill_children() -> None:
         for victim in (ipid, pid):
@@ -151,7 +156,12 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
             pass
 
     undo.append(kill_children)
-    if not direct:
+    if cloned:
+        write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
+        if spec.process.oom_score_adj is not None:
+            _write_proc(pid, "oom_score_adj", str(spec.process.oom_score_adj))
+        sync.send(parent, sync.GO_ON)
+    elif not direct:
         if lx.namespace("user") is not None and not lx.namespace("user").path:
             sync.expect(parent, sync.USERNS)
             write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
@@ -246,12 +256,15 @@ def _connect(path: str | None):
 
 def write_id_maps(pid: int, uid_maps: list, gid_maps: list) -> None:
     for name, maps in (("uid_map", uid_maps), ("gid_map", gid_maps)):
-        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
-        try:
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise JaulaError(f"writing /proc/{pid}/{name} ({text.strip()!r}): {e.strerror}") from None
+        _write_proc(pid, name, "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps))
+
+
+def _write_proc(pid: int, name: str, text: str) -> None:
+    try:
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise JaulaError(f"writing /proc/{pid}/{name} ({text.strip()!r}): {e.strerror}") from None
 
 
 def write_pid_file(path: str, pid: int) -> None:

@@ -48,6 +48,67 @@ def fork_first(plan: Plan) -> int:
     return os.fork()
 
 
+def clones_init(spec: Spec) -> bool:
+    """Whether the runtime makes the init with one clone3 into its new namespaces (clone_init),
+    without the intermediate process, its fork and its PID message: with a new user namespace (the
+    kernel makes it first, so it owns the others), none to join by path, and no time namespace (its
+    offsets must be written before any process is in it). Needs the C module's clone3."""
+    lx = spec.linux
+    if lx.namespace("user") is None or lx.namespace("time") is not None or any(ns.path for ns in lx.namespaces):
+        return False
+    from jaula.linux import libc
+
+    return libc.can_clone3()
+
+
+# Made by clone_init's clone3. Not the cgroup namespace: its root is the cgroup its maker is in,
+# and the init joins its v1 cgroups after its birth.
+_AT_BIRTH = ("user", "pid", "mount", "network", "uts", "ipc")
+
+
+def clone_init(plan: Plan, runtime_end) -> int:
+    """Clone the init into new namespaces (see clones_init), born in its cgroup2 folder when
+    plan.cgroup_fd names one; its pid. The runtime then writes its id maps (and oom_score_adj,
+    which a process inside a user namespace cannot lower) and sends GO_ON."""
+    from jaula.linux import libc
+
+    flags = 0
+    for ns in plan.spec.linux.namespaces:
+        if ns.type in _AT_BIRTH:
+            flags |= nsys.NAMESPACES[ns.type][0]
+    pid = libc.clone3(flags, plan.cgroup_fd)
+    if pid == 0:
+        runtime_end.close()
+        _cloned(plan, flags)  # never returns
+    return pid
+
+
+def _cloned(plan: Plan, made: int) -> None:
+    """The cloned init's own steps before container_init: what _enter does, in its order but for
+    the namespaces made at its birth. Never returns."""
+    try:
+        proc.set_dumpable(False)  # first: what runs inside must not reach us
+        sync.expect(plan.sock, sync.GO_ON)  # our id maps are written
+        # Our credentials are still the host root's (kuid 0) until setresuid: the v1 `tasks`
+        # files, owned by it, take our "0" (see join_cgroup).
+        join_cgroup(plan.cgroup_files)
+        try:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError:
+            pass  # root is not mapped: stay who the maps made us
+        rest = 0
+        for ns in plan.spec.linux.namespaces:
+            rest |= nsys.NAMESPACES[ns.type][0]
+        rest &= ~made
+        if rest:
+            nsys.unshare(rest)
+    except BaseException as e:  # noqa: BLE001 - the child must report and exit, whatever happened
+        _report(plan.sock, "namespaces", e)
+        os._exit(1)
+    container_init(plan)
+
+
 def forks_init_directly(spec: Spec) -> bool:
     """Whether the runtime forks the init itself (fork_init), without the intermediate process.
 

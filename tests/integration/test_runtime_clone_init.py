@@ -1,0 +1,94 @@
+"""An init with a new user namespace and no time namespace is cloned by the runtime straight into
+its namespaces (init.clones_init: one clone3, no intermediate process). The container it makes is
+the one the intermediate made: pid 1, its maps, namespaces owned by its user namespace, its v1
+cgroups joined and its cgroup namespace rooted there, non-dumpable, oom_score_adj as configured;
+and a failure leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jaula.linux import libc
+from jaula.linux.ns import available
+from jaula.oci.config import load
+from jaula.oci.init import clones_init, forks_init_directly
+from tests.support.bundle import (
+    USERNS_HOST_ID,
+    USERNS_SIZE,
+    deep_merge,
+    default_config,
+    make_bundle,
+    shift_ownership,
+    userns_overrides,
+)
+from tests.support.containers import PROBE, assert_nothing_left
+from tests.support.runtime import Runtime
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(not available("user"), reason="no user namespaces (CONFIG_USER_NS)")]
+
+Bundle = Callable[..., Path]
+
+
+@pytest.fixture
+def ubundle(rootfs_dir: Path) -> Iterator[Callable[..., Path]]:
+    """Bundles for a user namespace mapping 0.. to USERNS_HOST_ID.., their root shifted to match,
+    in a folder every user may traverse (as test_runtime_config's userns_bundle)."""
+    top = Path(tempfile.mkdtemp(prefix="jaula-clone-"))
+    top.chmod(0o711)
+    made = []
+
+    def make(args: list[str], extra_ns: tuple[str, ...] = ("cgroup",), **overrides: Any) -> Path:
+        merged = deep_merge(userns_overrides(), overrides)
+        merged["linux"]["namespaces"] += [{"type": t} for t in extra_ns]
+        b = make_bundle(top / f"bundle-{len(made) + 1}", args, rootfs=rootfs_dir, **merged)
+        shift_ownership(b / "rootfs", USERNS_HOST_ID)
+        made.append(b)
+        return b
+
+    yield make
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_the_cloned_init_is_the_container_the_intermediate_made(runtime: Runtime, ubundle: Bundle) -> None:
+    if not libc.can_clone3():
+        pytest.skip("jaula.linux._sys without clone3 (VERSION 3): run scripts/build-runtime-fast")
+    b = ubundle([PROBE, "info"], process={"oomScoreAdj": 250})
+    spec = load(str(b))
+    assert clones_init(spec) and not forks_init_directly(spec)
+    cid = runtime.new_id()
+    info = json.loads(runtime.run(b, container_id=cid, check=True).stdout)
+    assert info["pid"] == 1
+    assert [" ".join(x.split()) for x in info["uid_map"]] == [f"0 {USERNS_HOST_ID} {USERNS_SIZE}"]
+    host = {k: os.readlink(f"/proc/self/ns/{k}") for k in ("user", "pid", "mnt", "net", "uts", "ipc", "cgroup")}
+    for kind, mine in host.items():
+        assert info["ns"][kind] != mine, f"the init shares the host's {kind} namespace"
+    assert info["oom_score_adj"] == 250  # written by the runtime (a value below 0 needs CAP_SYS_RESOURCE)
+    # its cgroup namespace was made after it joined its cgroups: every hierarchy reads as its root
+    lines = [ln.split(":", 2) for ln in info["cgroup"]]
+    assert lines and all(path == "/" for _, _, path in lines), info["cgroup"]
+    assert_nothing_left(runtime, cid)
+
+
+def test_a_time_namespace_keeps_the_intermediate(ubundle: Bundle, bundle: Bundle) -> None:
+    assert not clones_init(load(str(ubundle([PROBE, "info"], extra_ns=("time",)))))
+    assert not clones_init(load(str(bundle([PROBE, "info"], **{"linux": {"namespaces": default_config()["linux"]["namespaces"]}}))))
+
+
+def test_a_failure_in_a_cloned_init_leaves_nothing(runtime: Runtime, ubundle: Bundle) -> None:
+    if not libc.can_clone3():
+        pytest.skip("jaula.linux._sys without clone3 (VERSION 3): run scripts/build-runtime-fast")
+    b = ubundle([PROBE, "info"], process={"cwd": "/no/such/dir"})
+    assert clones_init(load(str(b)))
+    cid = runtime.new_id()
+    result = runtime("run", "--bundle", b, cid)
+    assert result.returncode != 0 and "/no/such/dir" in result.stderr
+    assert_nothing_left(runtime, cid)
