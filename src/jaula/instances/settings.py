@@ -150,7 +150,7 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
     Setting("limits.cpu.weight", "int", None, "share of cpu time under contention, 1 to 10000 (default 100)",
             _int_range(1, 10000, "a weight")),
     Setting("limits.cpuset", "cpuset", None, "the cpus the instance may run on, e.g. 0-1,3", parse_cpuset),
-    Setting("limits.processes", "int", DEFAULT_PROCESSES, "most processes and threads at once",
+    Setting("limits.processes", "int", DEFAULT_PROCESSES, "most processes and threads at once (also each uid's RLIMIT_NPROC, set at start)",
             _int_range(16, 4194304, "a number of processes")),
     Setting("limits.disk", "size", None, "disk quota of the root (loop and btrfs pools), e.g. 10GiB",
             _size(32 << 20)),
