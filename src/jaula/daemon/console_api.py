@@ -97,6 +97,9 @@ def mount(app: FastAPI, db: Any, backend: Any) -> None:
     def master_of(name: str) -> int:
         """A dup of the console's master, once the instance is known to run."""
         row = db.get_instance(name)
+        if row.mode != "system":
+            raise BadState(f"Instance {name!r} is an app instance: its console is no terminal (its output: jaula logs "
+                           f"-f {name}; a shell inside: jaula shell {name})")
         if row.status not in ("running", "frozen"):
             raise BadState(f"Instance {name!r} is {row.status}: its console exists while it runs (jaula start "
                            f"{name}; jaula console {name} --show-log prints what it last wrote)")
