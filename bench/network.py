@@ -116,10 +116,13 @@ class Host:
 
 
 def iperf(client: Ns | Host, server: Ns | Host, address: str, seconds: int, port: int | None = None,
-          bind: str | None = None, pin: bool = False) -> float:
+          bind: str | None = None, pin: bool = False) -> tuple[float, float]:
     """Gbit/s received by `server` (listening on `bind`, default `address`) from `client`, which
-    connects to `address` (and `port`: a port forward's; default the server's 5201). `pin`: the
-    client on cpu 0, the server on cpu 1 (iperf3 -A)."""
+    connects to `address` (and `port`: a port forward's; default the server's 5201), and Gbit per
+    CPU-second that client and server used (iperf3's rusage, user + system: the network stack's
+    work on a veth runs mostly in their context), a figure that moves less with the host's load
+    than the throughput, which follows the share of the cores the two get. `pin`: the client on
+    cpu 0, the server on cpu 1 (iperf3 -A)."""
     srv = server.popen(IPERF, "-s", "-1", "-B", bind or address, *(["-A", "1"] if pin else []),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -129,7 +132,10 @@ def iperf(client: Ns | Host, server: Ns | Host, address: str, seconds: int, port
                            *(["-A", "0"] if pin else []), timeout=seconds + 30, check=False)
             out = json.loads(r.stdout or "{}")
             if r.returncode == 0 and "sum_received" in out.get("end", {}):
-                return out["end"]["sum_received"]["bits_per_second"] / 1e9
+                gbit = out["end"]["sum_received"]["bits_per_second"] / 1e9
+                cpu = out["end"].get("cpu_utilization_percent", {})
+                busy = (cpu.get("host_total", 0) + cpu.get("remote_total", 0)) / 100
+                return gbit, (gbit / busy if busy > 0 else float("nan"))
             time.sleep(0.1)  # the server was not listening yet
         raise RuntimeError(f"iperf3: {r.stdout[-500:] if r else ''}")
     finally:
@@ -191,6 +197,12 @@ def _p(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(q * len(v)))]
 
 
+def _frames(ifname: str) -> tuple[int, int]:
+    """Frames and bytes the host end of a veth received (what its instance sent into the bridge)."""
+    base = f"/sys/class/net/{ifname}/statistics"
+    return int(Path(f"{base}/rx_packets").read_text()), int(Path(f"{base}/rx_bytes").read_text())
+
+
 def bench_throughput(seconds: int, rounds: int, pin: bool = False, rr: int = 2000) -> dict[str, object]:
     """Rounds of: the same paths bare (no jaula tables) and with the firewall (network ensured,
     both NICs added, a port forward to b), the two in turns (bare first in even rounds, second in
@@ -208,7 +220,13 @@ def bench_throughput(seconds: int, rounds: int, pin: bool = False, rr: int = 200
     fport = 30000 + os.getpid() % 20000
     fwd = PortForward(instance="b2", proto="tcp", host_port=fport, address=ip_b, port=5201)
     runs: dict[str, list[float]] = {}
+    eff: dict[str, list[float]] = {}
     lat: dict[str, list[float]] = {}
+    frames: dict[str, list[tuple[float, float]]] = {}
+
+    def keep(key: str, got: tuple[float, float]) -> None:
+        runs.setdefault(key, []).append(got[0])
+        eff.setdefault(key, []).append(got[1])
 
     def police(on: bool) -> None:
         if fw is None:
@@ -232,12 +250,15 @@ def bench_throughput(seconds: int, rounds: int, pin: bool = False, rr: int = 200
                 police(policed)
                 tag = "rules" if policed else "bare"
                 if not policed:
-                    runs.setdefault("loopback", []).append(iperf(b, b, "127.0.0.1", seconds, pin=pin))
-                runs.setdefault(f"i2i_{tag}", []).append(iperf(a, b, ip_b, seconds, pin=pin))
-                runs.setdefault(f"h2i_{tag}", []).append(iperf(host, b, ip_b, seconds, pin=pin))
+                    keep("loopback", iperf(b, b, "127.0.0.1", seconds, pin=pin))
+                f0 = _frames(na.host_name)
+                t0 = time.monotonic()
+                keep(f"i2i_{tag}", iperf(a, b, ip_b, seconds, pin=pin))
+                f1, took = _frames(na.host_name), time.monotonic() - t0
+                frames.setdefault(tag, []).append(((f1[0] - f0[0]) / took, (f1[1] - f0[1]) / max(1, f1[0] - f0[0])))
+                keep(f"h2i_{tag}", iperf(host, b, ip_b, seconds, pin=pin))
                 if policed:
-                    runs.setdefault("fwd_rules", []).append(
-                        iperf(host, b, "127.0.0.1", seconds, port=fport, bind=ip_b, pin=pin))
+                    keep("fwd_rules", iperf(host, b, "127.0.0.1", seconds, port=fport, bind=ip_b, pin=pin))
                 if rr and i == 0 or rr and i == rounds - 1:   # latency in the first and last round
                     if not policed:
                         lat.setdefault("loopback", []).extend(tcp_rr(b, b, "127.0.0.1", rr, pin=pin))
@@ -253,13 +274,20 @@ def bench_throughput(seconds: int, rounds: int, pin: bool = False, rr: int = 200
         b.close()
     med = {k: statistics.median(v) for k, v in runs.items()}
     res: dict[str, object] = {"pinned": pin, "runs_gbit": runs, "median_gbit": med,
+                              "runs_gbit_per_cpu_s": eff,
+                              "median_gbit_per_cpu_s": {k: statistics.median(v) for k, v in eff.items()},
                               "bridge_over_loopback": med["i2i_bare"] / med["loopback"],
                               "host_over_loopback": med["h2i_bare"] / med["loopback"]}
     if fw is not None:
         pairs = {p: [r / b_ for r, b_ in zip(runs[f"{p}_rules"], runs[f"{p}_bare"])] for p in ("i2i", "h2i")}
+        epairs = {p: [r / b_ for r, b_ in zip(eff[f"{p}_rules"], eff[f"{p}_bare"])] for p in ("i2i", "h2i")}
         res |= {"paired_ratio_runs": pairs,
                 "paired_ratio_median": {p: statistics.median(v) for p, v in pairs.items()},
+                "paired_cpu_ratio_runs": epairs,
+                "paired_cpu_ratio_median": {p: statistics.median(v) for p, v in epairs.items()},
                 "fwd_over_h2i_bare": med["fwd_rules"] / med["h2i_bare"]}
+    res["i2i_frames"] = {t: {"per_s": statistics.median(x[0] for x in v), "bytes_each": statistics.median(x[1] for x in v)}
+                         for t, v in frames.items()}
     if lat:
         res["latency_us"] = {k: {"median": statistics.median(v), "p99": _p(v, 0.99), "n": len(v)}
                              for k, v in lat.items()}
@@ -362,18 +390,26 @@ def main() -> None:
         rows = [("loopback", "loopback in one netns"), ("i2i_bare", "instance -> instance, bare"),
                 ("i2i_rules", "instance -> instance, firewall"), ("h2i_bare", "host -> instance, bare"),
                 ("h2i_rules", "host -> instance, firewall"), ("fwd_rules", "host 127.0.0.1 -> forward -> inst.")]
+        effm = tp["median_gbit_per_cpu_s"]
         for key, label in rows:
             if key in med:
                 print(f"  {label:34s} {med[key]:6.2f} Gbit/s = {med[key] / med['loopback']:4.0%} of loopback  "
-                      f"{[round(x, 2) for x in runs[key]]}")
+                      f"{[round(x, 2) for x in runs[key]]}; {effm[key]:5.2f} Gbit per CPU-second "
+                      f"= {effm[key] / effm['loopback']:4.0%}")
         if "paired_ratio_median" in tp:
             for p, label in (("i2i", "instance -> instance"), ("h2i", "host -> instance")):
-                v = tp["paired_ratio_runs"][p]
-                print(f"  {label}: firewall / bare, paired by round: median {tp['paired_ratio_median'][p]:.0%} "
-                      f"(min {min(v):.0%}, max {max(v):.0%}){'  goal >= 90%' if p == 'i2i' else ''}")
+                v, e = tp["paired_ratio_runs"][p], tp["paired_cpu_ratio_runs"][p]
+                print(f"  {label}: firewall / bare, paired by round: throughput median "
+                      f"{tp['paired_ratio_median'][p]:.0%} (min {min(v):.0%}, max {max(v):.0%}); per CPU-second "
+                      f"{tp['paired_cpu_ratio_median'][p]:.0%} (min {min(e):.0%}, max {max(e):.0%})"
+                      f"{'  goal >= 90%' if p == 'i2i' else ''}")
             print(f"  forward from 127.0.0.1 / host -> instance bare: {tp['fwd_over_h2i_bare']:.0%}")
         else:
             print("  (jaula.network.firewall missing: no firewall figures)")
+        for t, v in tp["i2i_frames"].items():
+            print(f"  instance -> instance {t}: {v['per_s']:,.0f} frames/s into the bridge (each through the "
+                  f"anti-spoofing lookups when policed), {v['bytes_each']:,.0f} bytes each (GSO: the rules see "
+                  f"one frame per segment batch)")
         if (lt := tp.get("latency_us")) is not None:
             print("TCP request-response, 1 byte each way (Python both ends), us:")
             for key, label in rows:
