@@ -41,11 +41,9 @@ class Term:
         self.master, slave = os.openpty()
         self.resize(rows, cols, signal_it=False)
 
-        def ctty() -> None:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = subprocess.Popen([*JAULA, "--socket", str(d.socket), "console", name], stdin=slave,
-                                     stdout=slave, stderr=slave, start_new_session=True, preexec_fn=ctty)
+        # its own session with this pty as its controlling terminal (resizes signal it)
+        self.proc = subprocess.Popen(["setsid", "--ctty", "--wait", *JAULA, "--socket", str(d.socket), "console", name],
+                                     stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         self.seen = b""
 

@@ -46,7 +46,7 @@ HUP_PAUSE_S = 0.5             # a master with no slave open (no TIOCGPTPEER) is 
 
 
 class _Held:
-    __slots__ = ("name", "master", "slave", "log", "pidfd", "paused_until")
+    __slots__ = ("log", "master", "name", "paused_until", "pidfd", "slave")
 
     def __init__(self, name: str, master: int, slave: int, log_fd: int, pidfd: int) -> None:
         self.name, self.master, self.slave, self.log, self.pidfd = name, master, slave, log_fd, pidfd
@@ -237,7 +237,7 @@ class Keeper:
             return
         try:
             reply = self._answer(fd, verb, arg, fds)
-        except Exception as e:  # noqa: BLE001 - one bad request never ends the keeper
+        except Exception as e:  # one bad request never ends the keeper
             log.exception("request %s %s", verb, arg)
             reply = ("ERROR", f"the console keeper: {e}", [])
         if reply is not None:
@@ -263,9 +263,9 @@ class Keeper:
         if verb == "GET":
             h = self.held.get(arg)
             if h is None:
-                return ("ERROR", f"Instance {arg!r} has no console held by the console keeper: it is not running, "
-                                 "it is an app instance (its output: jaula logs), or it was started while no keeper "
-                                 "ran (restart it)", [])
+                why = (f"Instance {arg!r} has no console held by the console keeper: it is not running, it is an "
+                       "app instance (its output: jaula logs), or it was started while no keeper ran (restart it)")
+                return ("ERROR", why, [])
             return ("MASTER", "", [os.dup(h.master)])
         if verb == "LIST":
             return ("HELD", " ".join(sorted(self.held)), [])
