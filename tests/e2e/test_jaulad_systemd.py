@@ -129,7 +129,7 @@ def test_podman_runs_a_container_inside_a_nesting_instance(daemon: Daemon, rootf
     build_template(daemon)
     daemon.jaula("launch", "deb12", "pod", "-c", "security.nesting=true")
     daemon.note("pod")
-    state, failed = booted(daemon, "pod")
+    state, _ = booted(daemon, "pod")
     assert state in ("running", "degraded"), state
     image = tmp_path / "busybox.tar"  # an image without a registry: a root tarball for `podman import`
     with tarfile.open(image, "w") as tar:

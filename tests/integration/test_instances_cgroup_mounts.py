@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +125,6 @@ def test_busybox_init_and_app_cgroups_stay_read_only_and_the_host_roots(host: Ho
         assert {os.stat(p).st_uid for p in paths.values()} == {0}
         # no limit of the hybrid's cgroup2 here: the init did not join it (a 1-13 ms write saved)
         if "unified" in paths:
-            assert open(os.path.join(paths["unified"], "cgroup.procs")).read() == ""
+            assert Path(paths["unified"], "cgroup.procs").read_text() == ""
     finally:
         host.driver.stop(inst, timeout=10)

@@ -141,7 +141,8 @@ def _cgroup_files(c: Container) -> list[str]:
             init_in_v2 = any(line.startswith("0::") and line.strip() != "0::/" for line in f)
     except OSError:
         init_in_v2 = True
-    from jaula.cgroups.delegation import join_file  # a v2 subtree its init manages: a leaf below
+    # a v2 subtree its init manages (controllers enabled below): a leaf below it
+    from jaula.cgroups.delegation import join_file
 
     return [join_file(f) for f in files if not f.endswith("cgroup.procs") or init_in_v2]
 
