@@ -19,6 +19,16 @@ Measured on 2026-11-26 (vm, Linux 6.18, 2 cpus shared with other engineers' test
   socket that never uses TLS (~30 ms). What `list` still pays: click (~25 ms), httpx and httpcore
   (~45 ms), rich's console and table (~20 ms).
 
+Then (H7, 2026-11-26, load 6.8 on the 2 cpus): the plain JSON calls over the UNIX socket go
+through jaula.client.uds_http (socket, json and urllib.parse of the standard library; one
+request per connection), and httpx is imported only for streams, uploads, downloads and
+remotes. Split of a `jaula list` before that, in one process: click ~45 ms, httpx + httpcore + h11
+imports ~60-90 ms, httpx.Client() ~15-35 ms (httpcore imported on first use), the request itself
+3-8 ms, rich ~16-35 ms, rendering 3-8 ms. Interleaved, 40 pairs, the same jaulad:
+    jaula list   before (HEAD 823eeb0)  min 177.6 ms, median 408.0 ms
+                 after                  min  94.0 ms, median 200.7 ms   paired median -190 ms
+  What `list` still pays: click and rich (the table); the request is a few ms.
+
 Run as root: `.venv/bin/python bench/cli_startup.py [-n 30] [--baseline DIR]`. It starts its own
 jaulad in a temporary folder and removes it at the end.
 """

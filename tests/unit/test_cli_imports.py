@@ -39,7 +39,13 @@ def test_help_imports_no_http_client_rich_yaml_or_server_side() -> None:
 
 
 def test_the_client_imports_httpx_without_its_command_line_tool() -> None:
-    mods = _modules_after("from jaula.client import Client; Client('/nonexistent.sock').close()")
+    # a socket client's JSON calls need no httpx (jaula.client.uds_http)
+    mods = _modules_after("from jaula.client import Client; c = Client('/nonexistent.sock'); "
+                          "exec('try: c.list()\\nexcept Exception as e: assert \"Cannot reach\" in str(e), e'); c.close()")
+    assert "jaula.client.rest" in mods and "jaula.client.uds_http" in mods
+    assert _under(mods, ("httpx", "httpcore", "h11")) == []
+    # a stream, an upload, a download or a remote imports it, still without its tool
+    mods = _modules_after("from jaula.client import Client; c = Client('/nonexistent.sock'); c._http; c.close()")
     assert "httpx" in mods and "jaula.client.rest" in mods
     assert _under(mods, ("httpx._main", "pygments", "rich", "click")) == []
     assert _under(mods, SERVER_SIDE) == []

@@ -8,11 +8,11 @@ the API's message, and a failed operation raises the same way once waited on.
 from __future__ import annotations
 
 import contextlib
+import json as _json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jaula.client.httpx_core import httpx  # httpx without its CLI's imports
 from jaula.client.networks import NetworkMethods
 from jaula.errors import (
     BadState,
@@ -25,13 +25,25 @@ from jaula.errors import (
     NotFound,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 DEFAULT_SOCKET = "/run/jaula/jaula.sock"
+_DEFAULT: Any = object()  # the client's own timeout
 _BY_EXIT = {ExitCode.INVALID_CONFIG: ConfigError, ExitCode.NOT_FOUND: NotFound, ExitCode.EXISTS: Exists,
             ExitCode.BAD_STATE: BadState, ExitCode.LOCKED: Locked, ExitCode.KERNEL: KernelMissing}
 
 
 class Unreachable(JaulaError):
     """No jaulad answers on the socket."""
+
+
+def _httpx() -> Any:
+    """httpx (without its CLI's imports), imported when a stream, an upload, a download or a
+    remote first needs it: plain JSON calls over the socket use jaula.client.uds_http."""
+    from jaula.client.httpx_core import httpx
+
+    return httpx
 
 
 def default_socket() -> str:
@@ -57,20 +69,31 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
                  remote: str | None = None, token: str | None = None) -> None:
         """Over the UNIX socket, or over TCP with `remote` ("http://127.0.0.1:8443") and its
         `token` (jaulad --show-token)."""
+        self.timeout = timeout
+        self._client: httpx.Client | None = None
+        self._uds: str | None = None  # the socket of plain JSON calls without httpx (uds_http)
         if remote:
             from jaula.client.remote import http_client
 
             self.socket_path = remote  # named in messages: where jaulad was looked for
-            self._http = http_client(remote, token, timeout)
+            self._client = http_client(remote, token, timeout)
         else:
-            self.socket_path = socket_path or default_socket()
+            self.socket_path = self._uds = socket_path or default_socket()
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The httpx client, made on first use (streams, uploads, downloads, remotes)."""
+        if self._client is None:
+            httpx = _httpx()
             # verify=False: plain HTTP on a UNIX socket never uses TLS, and the default (verify=True)
             # loads the system's CA bundle into an SSL context at once: ~30 ms of every `jaula` call
-            self._http = httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path, verify=False),
-                                      base_url="http://jaulad", timeout=timeout)
+            self._client = httpx.Client(transport=httpx.HTTPTransport(uds=self.socket_path, verify=False),
+                                        base_url="http://jaulad", timeout=self.timeout)
+        return self._client
 
     def close(self) -> None:
-        self._http.close()
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> Client:
         return self
@@ -80,21 +103,40 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
 
     # -- plumbing ----------------------------------------------------------------------------
     def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                timeout: float | None | object = httpx.USE_CLIENT_DEFAULT) -> dict[str, Any]:
-        """The whole envelope of a successful response; raises the error of any other."""
+                timeout: float | None = _DEFAULT) -> dict[str, Any]:
+        """The whole envelope of a successful response; raises the error of any other.
+        `timeout`: seconds of silence allowed (None: no limit; default: the client's)."""
+        unreachable = (f"Cannot reach jaulad at {self.socket_path!r} ({{}}): is it running? "
+                       "Start it, or give its socket with --socket or JAULA_SOCKET")
+        late = f"jaulad at {self.socket_path!r} did not answer {method} {path} in time"
+        if self._uds is not None:
+            from jaula.client import uds_http
+
+            try:
+                status, raw = uds_http.request(self._uds, method, path, params=params, json=json,
+                                               timeout=self.timeout if timeout is _DEFAULT else timeout)
+            except TimeoutError:
+                raise JaulaError(late) from None
+            except OSError as exc:
+                raise Unreachable(unreachable.format(exc)) from None
+        else:
+            httpx = _httpx()
+            try:
+                resp = self._http.request(method, path, json=json, params=params,
+                                          timeout=httpx.USE_CLIENT_DEFAULT if timeout is _DEFAULT else timeout)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
+                raise Unreachable(unreachable.format(exc)) from None
+            except httpx.TimeoutException:
+                raise JaulaError(late) from None
+            status, raw = resp.status_code, resp.content
         try:
-            resp = self._http.request(method, path, json=json, params=params, timeout=timeout)  # type: ignore[arg-type]
-        except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
-            raise Unreachable(f"Cannot reach jaulad at {self.socket_path!r} ({exc}): is it running? "
-                              "Start it, or give its socket with --socket or JAULA_SOCKET") from None
-        except httpx.TimeoutException:
-            raise JaulaError(f"jaulad at {self.socket_path!r} did not answer {method} {path} in time") from None
-        try:
-            body = resp.json()
+            body = _json.loads(raw)
         except ValueError:
-            raise JaulaError(f"jaulad answered {method} {path} with {resp.status_code} and no JSON") from None
-        if body.get("type") == "error" or resp.status_code >= 400:
-            raise error_from(body, resp.status_code)
+            raise JaulaError(f"jaulad answered {method} {path} with {status} and no JSON") from None
+        if not isinstance(body, dict):
+            raise JaulaError(f"jaulad answered {method} {path} with {status} and JSON that is not an envelope")
+        if body.get("type") == "error" or status >= 400:
+            raise error_from(body, status)
         return body
 
     def _sync(self, method: str, path: str, **kw: Any) -> Any:
@@ -155,8 +197,7 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
     @contextlib.contextmanager
     def open_events(self, types: str | None = None) -> Iterator[Iterator[dict[str, Any]]]:
         """`with c.open_events("lifecycle") as events:` subscribed on entry; iterate `events`."""
-        import json as _json
-
+        httpx = _httpx()
         params = {"type": types} if types else None
         try:
             with self._http.stream("GET", "/1.0/events", params=params, timeout=httpx.Timeout(30, read=None)) as resp:
@@ -315,6 +356,7 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         op = self._async("POST", f"/1.0/instances/{name}/export", True,
                          json={"compression": compression, "snapshots": snapshots})
         partial = f"{file}.partial-{os.getpid()}"
+        httpx = _httpx()
         try:
             with self._http.stream("GET", op["metadata"]["download"], timeout=httpx.Timeout(30, read=None)) as resp:
                 if resp.status_code >= 400:
@@ -330,6 +372,7 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
 
     def import_from(self, file: str, name: str | None = None, *, wait: bool = True) -> dict[str, Any]:
         """Upload local backup `file` and import it as a new instance (`name`, or the one in the file)."""
+        httpx = _httpx()
         with open(file, "rb") as f:
             try:
                 resp = self._http.post("/1.0/import/upload", params={"name": name} if name else None, content=f,
@@ -355,7 +398,7 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
     def _stream(self, path: str, secret: str = "") -> Any:
         from jaula.client.stream import Stream
 
-        auth = self._http.headers.get("authorization")
+        auth = None if self._uds is not None else self._http.headers.get("authorization")
         return Stream(self.socket_path, path, secret, {"Authorization": auth} if auth else None)
 
     def attach(self, op: dict[str, Any]) -> Any:
@@ -370,6 +413,7 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
                             + ("&attach=true" if attach else ""))
 
     def _raw(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        httpx = _httpx()
         try:
             resp = self._http.request(method, path, **kw)
         except (httpx.ConnectError, httpx.RemoteProtocolError, FileNotFoundError) as exc:
