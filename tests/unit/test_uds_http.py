@@ -68,7 +68,7 @@ def test_content_length_and_the_request_sent(canned: Canned) -> None:
     lines = head.split("\r\n")
     assert lines[0] == "POST /1.0/profiles/a%20b?force=true&x= HTTP/1.1"
     assert "Host: jaulad" in lines and "Connection: close" in lines and "Content-Type: application/json" in lines
-    assert sent == '{"name": "\\u00e9"}'.encode()
+    assert sent == b'{"name": "\\u00e9"}'
 
 
 def test_chunked_and_read_to_the_end(canned: Canned) -> None:
