@@ -301,7 +301,7 @@ class ContainerDriver(StorageVerbs, Driver):
                     raise
             return c
         finally:
-            for sock in (mine, theirs):
+            for sock in (mine, theirs, keeper):  # the keeper's connection too: one start, one message
                 if sock is not None:
                     sock.close()
             for fd, copy in enumerate(saved):
