@@ -60,6 +60,11 @@ def test_edit_from_stdin_copy_rename_delete_add_remove(api) -> None:
     assert ok(api, "profile", "remove", "web1", "small") == "Profile small removed from web1\n"
     r = jaula(api, "profile", "remove", "web1", "small")
     assert r.exit_code != 0 and "has no profile small (its profiles: small2)" in r.output
+    assert ok(api, "profile", "assign", "web1", "small2,small") == "Instance web1: profiles small2, small\n"
+    assert api.client.get("web1")["profiles"] == ["small2", "small"]
+    r = jaula(api, "profile", "assign", "web1", "small,nope")
+    assert r.exit_code == ExitCode.INVALID_CONFIG and "nope" in r.output
+    assert ok(api, "profile", "assign", "web1", "small2") == "Instance web1: profiles small2\n"
     assert ok(api, "profile", "rename", "small", "tiny") == "Profile small renamed to tiny\n"
     assert ok(api, "profile", "delete", "tiny") == "Profile tiny deleted\n"
     r = jaula(api, "profile", "delete", "tiny")

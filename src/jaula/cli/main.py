@@ -346,7 +346,7 @@ def _register_modules() -> bool:
 
     _snapshots.register(cli, _client, _Group)
 
-    # profile list|show|create|set|unset|edit|copy|rename|delete|add|remove
+    # profile list|show|create|set|unset|edit|copy|rename|delete|add|remove|assign
     from jaula.cli import profiles as _profiles
 
     _profiles.register(cli, _client, _Group, _pairs)

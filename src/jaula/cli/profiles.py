@@ -1,10 +1,10 @@
-"""`jaula profile list|show|create|set|unset|edit|copy|rename|delete|add|remove`, registered on
+"""`jaula profile list|show|create|set|unset|edit|copy|rename|delete|add|remove|assign`, registered on
 the CLI's group by `register` (main.py).
 
 Instances keep a link to their profiles: a change to a profile reaches every instance using it
 (checked for all of them first; running ones take the live settings at once, the others at
-their next start, and the command says which). `add` and `remove` change one instance's list,
-as `jaula config edit` would.
+their next start, and the command says which). `add`, `remove` and `assign` change one
+instance's list, as `jaula config edit` would.
 """
 
 from __future__ import annotations
@@ -214,6 +214,18 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
                                        f"(its profiles: {', '.join(current) or 'none'})")
         c.update(instance, profiles=[p for p in current if p != name])
         click.echo(f"Profile {name} removed from {instance}")
+
+
+    @profile.command("assign")
+    @click.argument("instance")
+    @click.argument("names", metavar="PROFILES")
+    @click.pass_context
+    def profile_assign(ctx: click.Context, instance: str, names: str) -> None:
+        """Give INSTANCE exactly these profiles, in order: PROFILES is a comma-separated list
+        ("" for none), as `incus profile assign` (the same rules as add)."""
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        client(ctx).update(instance, profiles=wanted)
+        click.echo(f"Instance {instance}: profiles {', '.join(wanted) or 'none'}")
 
 
 def _failure(exc: JaulaError) -> str:
