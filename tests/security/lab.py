@@ -64,7 +64,10 @@ class Lab:
         c = self.driver._container(inst.name)
         self.cgroups |= set(c.data["cgroupPaths"].values())
         self.pids.add(st.pid)
-        wait_until("busybox init to boot", lambda: "sleep" in self.sh(inst, "ps -o comm")[1], timeout=15)
+        # booted: the console script runs (its sleep; a login shell when the console is a pty)
+        wait_until("busybox init to boot", lambda: any(
+            a.strip().startswith(("sleep", "/bin/sleep", "/bin/sh -l")) for a in self.sh(inst, "ps -o args")[1].splitlines()),
+            timeout=15)
         return st.pid
 
     def run(self, inst: Instance, args: list[str], **kw: object) -> tuple[int, str]:

@@ -119,12 +119,28 @@ def lxcfs_service(lab: Lab) -> Iterator[object]:
     assert not lxcfs_view.mounted(svc.mnt), "lxcfs's mount left behind"
 
 
-@pytest.fixture(scope="module", params=["system", "app", "nesting", "lxcfs"])
+@pytest.fixture(scope="module")
+def console_keeper(lab: Lab) -> Iterator[str]:
+    """jaulad's console keeper (jaula.daemon.console_keeper) for the lab's driver: its socket."""
+    from jaula.daemon.console_keeper_service import KeeperService
+
+    root = Path(lab.top) / "keeper"
+    root.mkdir(exist_ok=True)
+    svc = KeeperService(root)
+    assert svc.start(watch=False), f"the console keeper did not start: {_read(str(svc.logfile))}"
+    try:
+        yield svc.path
+    finally:
+        svc.close()
+
+
+@pytest.fixture(scope="module", params=["system", "app", "nesting", "lxcfs", "console"])
 def battery(lab: Lab, other: Other, request: pytest.FixtureRequest) -> Iterator[Battery]:
     """The battery in a default system instance (root with every capability of its user
     namespace), in a default app instance (docker's reduced set, no_new_privs), in a system
     instance with security.nesting=true (its cgroups and /proc/sys writable: for containers inside),
-    and in a default system instance started while jaulad's lxcfs runs (its files over /proc's)."""
+    in a default system instance started while jaulad's lxcfs runs (its files over /proc's), and
+    in one whose console is a pty held by jaulad's console keeper (as jaulad starts them)."""
     svc = request.getfixturevalue("lxcfs_service") if request.param == "lxcfs" else None
     if request.param == "app":
         inst = lab.new(mode="app", command=["/bin/sleep", "3600"])
@@ -132,7 +148,15 @@ def battery(lab: Lab, other: Other, request: pytest.FixtureRequest) -> Iterator[
         inst = lab.new(config={"security.nesting": "true"})
     else:
         inst = lab.new()
-    lab.start(inst)
+    if request.param == "console":
+        lab.driver.console_keeper = request.getfixturevalue("console_keeper")
+    try:
+        pid = lab.start(inst)
+    finally:
+        lab.driver.console_keeper = None
+    if request.param == "console":  # the control: the init's stdio is its own pty, nothing else is open
+        targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        assert targets and all(t.startswith("/dev/pts/") or t == "/dev/console" for t in targets), targets
     if svc is not None:  # the control: lxcfs's files are there
         code, out = lab.sh(inst, "grep -c fuse.lxcfs /proc/self/mountinfo")
         assert code == 0 and int(out) >= 7, f"the instance has no lxcfs files: {out}"
