@@ -93,7 +93,7 @@ def register(cli: click.Group, client_of: Callable[[click.Context], Any], group_
         stdin, stdout, stderr = main_fds()
         stream = client.console(name, attach=True)
         if os.isatty(stdin):
-            click.echo(f"Attached to {name}'s console; ctrl-a q detaches", err=True)
+            click.echo(f"Attached to {name}'s console (Enter for a prompt); ctrl-a q detaches", err=True)
             width, height = terminal_size(stdin)
             if width and height:
                 stream.resize(width, height)
