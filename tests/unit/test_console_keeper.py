@@ -136,3 +136,28 @@ def test_keeper_lives_while_jaulad_or_a_console_holds_it(keeper: Keeper, tmp_pat
     child.wait(10)
     _wait("the keeper to exit", lambda: keeper.proc.poll() is not None)  # nothing held, no jaulad
     assert keeper.proc.returncode == 0
+
+
+def test_the_keeper_caps_the_log_it_writes(keeper: Keeper, tmp_path: Path) -> None:
+    """A chatty console stays bounded on disk without jaulad (which caps only every 5 s, and not at all while down)."""
+    from jaula.daemon import console_log
+
+    master, slave = os.openpty()
+    child = _child_on(slave, "i=0; while [ $i -lt 24000 ]; do echo \"line $i $(printf '%080d' 0)\"; i=$((i+1)); done; "
+                             "echo all-done; sleep 30")
+    os.close(slave)
+    log_path = tmp_path / "chatty.log"
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    pidfd = os.pidfd_open(child.pid)
+    keeper.hold("chatty", master, log, pidfd)
+    for fd in (master, log, pidfd):
+        os.close(fd)
+    try:
+        _wait("the burst in the log", lambda: b"all-done" in console_log.tail(log_path), timeout=60)
+        st = os.stat(log_path)
+        assert st.st_size > 2 * 1024 * 1024, st  # ~2.2 MiB written
+        assert st.st_blocks * 512 <= console_log.KEEPER_CAP_BYTES + console_log.KEEP + 16 * st.st_blksize, st
+        assert b"line 23999" in console_log.tail(log_path)
+    finally:
+        child.kill()
+        child.wait(10)

@@ -10,7 +10,8 @@ output printed meanwhile. One process for all instances, not one per instance: t
 
 What it holds per instance: the master, a slave fd of the same pty (TIOCGPTPEER: with a slave
 always open the master never reads EIO or hangs up while a getty on the console respawns), the
-log fd it appends to (O_APPEND; jaulad caps the file to its last 128 KiB, console_log.py), and a
+log fd it appends to (O_APPEND; capped to its last 128 KiB every 512 KiB written, as jaulad caps
+it every 5 s: console_log.py), and a
 pidfd of the init: when the init ends, what is left is drained and everything is closed.
 The protocol is in jaula.instances.console_pty. The socket is <ROOT>/console-keeper.sock, 0600.
 
@@ -32,6 +33,7 @@ import socket
 import sys
 import time
 
+from jaula.daemon import console_log
 from jaula.instances.console_pty import SOCKET_NAME
 from jaula.oci import sync
 
@@ -46,11 +48,12 @@ HUP_PAUSE_S = 0.5             # a master with no slave open (no TIOCGPTPEER) is 
 
 
 class _Held:
-    __slots__ = ("log", "master", "name", "paused_until", "pidfd", "slave")
+    __slots__ = ("log", "master", "name", "paused_until", "pidfd", "slave", "written")
 
     def __init__(self, name: str, master: int, slave: int, log_fd: int, pidfd: int) -> None:
         self.name, self.master, self.slave, self.log, self.pidfd = name, master, slave, log_fd, pidfd
         self.paused_until = 0.0
+        self.written = 0         # bytes appended since the log was last capped
 
     def fds(self) -> list[int]:
         return [fd for fd in (self.master, self.slave, self.log, self.pidfd) if fd >= 0]
@@ -163,6 +166,13 @@ class Keeper:
             except OSError as e:  # a full disk: the output is lost, the init goes on
                 log.warning("console of %s: write to its log: %s (%d bytes lost)", h.name, e, len(view))
                 return
+        h.written += len(data)
+        if h.written >= console_log.KEEPER_CAP_BYTES:  # bounded on disk even while jaulad is down
+            h.written = 0
+            try:
+                console_log.cap_fd(h.log)
+            except OSError as e:
+                log.warning("console of %s: capping its log: %s", h.name, e)
 
     def hold(self, name: str, master: int, log_fd: int, pidfd: int) -> None:
         old = self.held.get(name)
