@@ -40,6 +40,7 @@ log = logging.getLogger("jaula.console")
 
 FOLLOW_INTERVAL_S = 0.2   # how often a follower looks at the log
 ATTACH_INTERVAL_S = 0.03  # the same while attached (typed keys echo within this)
+INPUT_TIMEOUT_S = 5.0     # typed input the console does not take within this is dropped
 _TEXT: dict[int | str, dict[str, Any]] = {200: {"description": "the last 128 KiB of the instance's console output",
                                                 "content": {"text/plain": {}}}}
 
@@ -206,7 +207,10 @@ async def _input(master: int, got: dict[str, Any]) -> None:
         raw = got["bytes"] if got.get("bytes") is not None else got.get("text", "")
         channel, payload = frames.decode(raw)
         if channel == frames.STDIN and payload:
-            await fdstream.write_all(master, payload)
+            try:  # a console nobody reads (its input queue full) drops the keys, never hangs the stream
+                await asyncio.wait_for(fdstream.write_all(master, payload), INPUT_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("console stream: the console reads no input; %d bytes dropped", len(payload))
         elif channel == frames.CONTROL:
             ctl = frames.parse_control(payload)
             if ctl["type"] == "resize":
