@@ -1,5 +1,6 @@
-"""An init with a new user namespace and no time namespace is cloned by the runtime straight into
-its namespaces (init.clones_init: one clone3, no intermediate process). The container it makes is
+"""An init with a new user namespace (and none joined by path) is cloned by the runtime straight
+into its namespaces (init.clones_init: one clone3, no intermediate process; a time namespace is
+unshared, given its offsets and entered by the init itself). The container it makes is
 the one the intermediate made: pid 1, its maps, namespaces owned by its user namespace, its v1
 cgroups joined and its cgroup namespace rooted there, non-dumpable, oom_score_adj as configured;
 and a failure leaves nothing."""
@@ -78,9 +79,30 @@ def test_the_cloned_init_is_the_container_the_intermediate_made(runtime: Runtime
     assert_nothing_left(runtime, cid)
 
 
-def test_a_time_namespace_keeps_the_intermediate(ubundle: Bundle, bundle: Bundle) -> None:
-    assert not clones_init(load(str(ubundle([PROBE, "info"], extra_ns=("time",)))))
-    assert not clones_init(load(str(bundle([PROBE, "info"], **{"linux": {"namespaces": default_config()["linux"]["namespaces"]}}))))
+@pytest.mark.skipif(not available("time"), reason="no time namespaces (CONFIG_TIME_NS)")
+def test_a_time_namespace_is_unshared_offset_and_entered_by_the_cloned_init(runtime: Runtime, ubundle: Bundle) -> None:
+    if not libc.can_clone3():
+        pytest.skip("jaula.linux._sys without clone3 (VERSION 3): run scripts/build-runtime-fast")
+    with open("/proc/uptime") as f:
+        host_up = float(f.read().split()[0])
+    b = ubundle([PROBE, "info"], extra_ns=("cgroup", "time"),
+                linux={"timeOffsets": {"boottime": {"secs": -int(host_up) + 5, "nanosecs": 0}}})
+    assert clones_init(load(str(b)))
+    cid = runtime.new_id()
+    info = json.loads(runtime.run(b, container_id=cid, check=True).stdout)
+    assert info["ns"]["time"] != os.readlink("/proc/self/ns/time")
+    assert info["ns"]["time"] == info["ns"]["time_for_children"]  # the init itself is in it
+    assert_nothing_left(runtime, cid)
+    out = runtime.run(ubundle(["/bin/cat", "/proc/uptime"], extra_ns=("cgroup", "time"),
+                              linux={"timeOffsets": {"boottime": {"secs": -int(host_up) + 5, "nanosecs": 0}}}),
+                      container_id=runtime.new_id(), check=True).stdout
+    assert float(out.split()[0]) < 60, out  # its boot clock starts near 5 s, not at the host's
+
+
+def test_a_namespace_joined_by_path_keeps_the_intermediate(bundle: Bundle) -> None:
+    assert not clones_init(load(str(bundle([PROBE, "info"], linux={"namespaces": default_config()["linux"]["namespaces"]}))))
+    ns = default_config()["linux"]["namespaces"] + [{"type": "user", "path": "/proc/1/ns/user"}]
+    assert not clones_init(load(str(bundle([PROBE, "info"], linux={"namespaces": ns}))))
 
 
 def test_a_failure_in_a_cloned_init_leaves_nothing(runtime: Runtime, ubundle: Bundle) -> None:

@@ -51,10 +51,10 @@ def fork_first(plan: Plan) -> int:
 def clones_init(spec: Spec) -> bool:
     """Whether the runtime makes the init with one clone3 into its new namespaces (clone_init),
     without the intermediate process, its fork and its PID message: with a new user namespace (the
-    kernel makes it first, so it owns the others), none to join by path, and no time namespace (its
-    offsets must be written before any process is in it). Needs the C module's clone3."""
+    kernel makes it first, so it owns the others) and none to join by path. Needs the C module's
+    clone3."""
     lx = spec.linux
-    if lx.namespace("user") is None or lx.namespace("time") is not None or any(ns.path for ns in lx.namespaces):
+    if lx.namespace("user") is None or any(ns.path for ns in lx.namespaces):
         return False
     from jaula.linux import libc
 
@@ -62,7 +62,8 @@ def clones_init(spec: Spec) -> bool:
 
 
 # Made by clone_init's clone3. Not the cgroup namespace: its root is the cgroup its maker is in,
-# and the init joins its v1 cgroups after its birth.
+# and the init joins its v1 cgroups after its birth. Not the time namespace: its offsets must be
+# written before any process is in it (the init unshares it, writes them, then enters it).
 _AT_BIRTH = ("user", "pid", "mount", "network", "uts", "ipc")
 
 
@@ -86,8 +87,12 @@ def clone_init(plan: Plan, runtime_end) -> int:
 def _cloned(plan: Plan, made: int) -> None:
     """The cloned init's own steps before container_init: what _enter does, in its order but for
     the namespaces made at its birth. Never returns."""
+    offsets = -1
     try:
-        proc.set_dumpable(False)  # first: what runs inside must not reach us
+        # Opened while our credentials are the host root's, who owns our /proc files (see
+        # _open_time_offsets); nothing else is in our user namespace yet.
+        offsets = _open_time_offsets(plan.spec.linux.time_offsets)
+        proc.set_dumpable(False)  # what runs inside must not reach us
         sync.expect(plan.sock, sync.GO_ON)  # our id maps are written
         # Our credentials are still the host root's (kuid 0) until setresuid: the v1 `tasks`
         # files, owned by it, take our "0" (see join_cgroup).
@@ -103,9 +108,18 @@ def _cloned(plan: Plan, made: int) -> None:
         rest &= ~made
         if rest:
             nsys.unshare(rest)
+        if rest & nsys.CLONE_NEWTIME:
+            # unshare made it for our children only: its offsets, then we enter it ourselves
+            # (setns takes a time namespace from a single-threaded process: timens_install).
+            if offsets >= 0:
+                _write_time_offsets(offsets, plan.spec.linux.time_offsets)
+            nsys.setns_path("/proc/self/ns/time_for_children", nsys.CLONE_NEWTIME)
     except BaseException as e:  # noqa: BLE001 - the child must report and exit, whatever happened
         _report(plan.sock, "namespaces", e)
         os._exit(1)
+    finally:
+        if offsets >= 0:
+            os.close(offsets)  # never into the container
     container_init(plan)
 
 
