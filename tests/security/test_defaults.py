@@ -91,6 +91,28 @@ def test_render_gives_every_instance_the_profile() -> None:
         assert spec["linux"]["seccomp"] == default_profile(), (mode, cfg)
 
 
+def test_render_sets_rlimit_nproc_at_the_pids_limit() -> None:
+    """A fork over RLIMIT_NPROC is refused before the kernel copies the address space and
+    allocates a pid (the pids cgroup refuses last): a fork bomb costs its neighbours less
+    (docs/security.md, "Exhaustion and the neighbour's latency")."""
+    from types import SimpleNamespace
+
+    from jaula.instances import render, settings
+    from jaula.instances.model import Instance
+
+    tpl = SimpleNamespace(command=["/bin/sh"], env=[], workdir="/", user="", rootfs="/nonexistent")
+    for mode, cfg, want in (("system", {}, settings.DEFAULT_PROCESSES), ("app", {"limits.processes": "100"}, 100),
+                            ("system", {"limits.processes": "300", "security.privileged": "true"}, 300)):
+        inst = Instance.new("x", "t", mode=mode, config=cfg, idmap_base=None if "security.privileged" in cfg else 65536 * 10,
+                            command=["/bin/true"] if mode == "app" else None)
+        spec = render.render(inst, settings.effective(inst.config), tpl, "/r", render.INITS["busybox"],
+                             known_caps=["CAP_CHOWN"], nofile=(1024, 1024))
+        rl = {r["type"]: (r["soft"], r["hard"]) for r in spec["process"]["rlimits"]}
+        assert rl["RLIMIT_NPROC"] == (want, want), (mode, cfg, rl)
+        assert spec["linux"]["resources"]["pids"]["limit"] == want
+        assert rl["RLIMIT_NOFILE"] == (1024, 1024)
+
+
 def test_docs_give_every_choice() -> None:
     text = DOC.read_text()
     missing = [n for n in DENIED if f"`{n}`" not in text]
