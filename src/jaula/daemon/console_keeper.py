@@ -85,7 +85,7 @@ class Keeper:
         finally:
             os.umask(old)
         os.chmod(tmp, 0o600)
-        s.listen(64)
+        s.listen(1024)
         os.rename(tmp, self.path)  # in place at once: a client never sees no socket there
         self.poll.register(s.fileno(), select.POLLIN)
         return s

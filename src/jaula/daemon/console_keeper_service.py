@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -80,7 +81,7 @@ class KeeperService:
         if verb != "KEEPER" or not payload.isdigit():
             conn.close()
             return False
-        conn.settimeout(None)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bytes(16))  # the watch waits for good
         self._conn, self.pid = conn, int(payload)
         return True
 

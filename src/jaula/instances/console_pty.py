@@ -28,11 +28,18 @@ SOCKET_NAME = "console-keeper.sock"
 TIMEOUT_S = 5.0
 
 
-def connect(path: str, timeout: float | None = TIMEOUT_S) -> _socket.socket:
-    """A connection to the keeper at `path` (OSError when none listens)."""
+def connect(path: str, timeout: float = TIMEOUT_S) -> _socket.socket:
+    """A connection to the keeper at `path` (OSError when none listens, or it answers nothing
+    within `timeout`). A blocking socket with SO_SNDTIMEO/SO_RCVTIMEO, not Python's timeout: a
+    UNIX connect in non-blocking mode fails with EAGAIN at once when the listen backlog is full,
+    a blocking one waits for the keeper's accept (at most SO_SNDTIMEO)."""
+    import struct
+
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC, 0)
     try:
-        s.settimeout(timeout)
+        tv = struct.pack("ll", int(timeout), int(timeout % 1 * 1e6))
+        s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, tv)
+        s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, tv)
         s.connect(path)
     except OSError:
         s.close()
