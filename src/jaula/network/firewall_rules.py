@@ -131,8 +131,13 @@ def bridge_table(table: str) -> list[dict]:
         [match(iif, "@isolated"), match(meta("oifname"), "@isolated"), DROP]])
     cmds += _rules(b, table, "spoof", [
         [match(concat(iif, field("ether", "saddr")), "@macs", "!="), DROP],
-        # only IPv4, IPv6 and ARP: a VLAN tag or another protocol would hide addresses from the checks
-        [match(etype, {"set": ["ip", "ip6", "arp"]}, "!="), DROP],
+        # IPv4 first, done in three more rules (most frames are IPv4): accept ends this table's
+        # prerouting as its policy would, without the ARP and IPv6 rules below
+        [match(etype, "ip"), match(concat(iif, field("ip", "saddr")), "@addr4", "!="), DROP],
+        [match(etype, "ip"), match(field("udp", "sport"), 67), match(field("udp", "dport"), 68), DROP],
+        [match(etype, "ip"), ACCEPT],
+        # then only IPv6 and ARP: a VLAN tag or another protocol would hide addresses from the checks
+        [match(etype, {"set": ["ip6", "arp"]}, "!="), DROP],
         # arp: Ethernet/IPv4 only (other lengths move the address fields the checks below read)
         [match(etype, "arp"), match(field("arp", "htype"), 1, "!="), DROP],
         [match(etype, "arp"), match(field("arp", "ptype"), "ip", "!="), DROP],
@@ -140,8 +145,6 @@ def bridge_table(table: str) -> list[dict]:
         [match(etype, "arp"), match(field("arp", "plen"), 4, "!="), DROP],
         [match(etype, "arp"), match(concat(iif, field("arp", "saddr ether")), "@macs", "!="), DROP],
         [match(etype, "arp"), match(concat(iif, field("arp", "saddr ip")), "@addr4", "!="), DROP],
-        [match(etype, "ip"), match(concat(iif, field("ip", "saddr")), "@addr4", "!="), DROP],
-        [match(etype, "ip"), match(field("udp", "sport"), 67), match(field("udp", "dport"), 68), DROP],
         # neighbour discovery: no extension headers (they would move the target); an advertisement,
         # or a solicitation from :: (duplicate address detection), only for the port's own addresses
         [match(etype, "ip6"), match(icmp6, {"set": ND_TYPES}),
@@ -178,9 +181,9 @@ def inet_table(table: str) -> list[dict]:
     # before conntrack and NAT: nothing from a bridge to or from 127.0.0.0/8. The kernel drops such
     # martians itself, but not on a bridge with route_localnet, which a forward reached from the
     # host's loopback needs (firewall.py); replies to those are still the bridge's address here.
-    cmds += _rules(f, table, "guard", [
-        [v4, match(iif, "@bridges"), match(field("ip", "daddr"), lo4), DROP],
-        [v4, match(iif, "@bridges"), match(field("ip", "saddr"), lo4), DROP],
+    cmds += _rules(f, table, "guard", [     # (every packet of the host passes here: the compares first)
+        [v4, match(field("ip", "daddr"), lo4), match(iif, "@bridges"), DROP],
+        [v4, match(field("ip", "saddr"), lo4), match(iif, "@bridges"), DROP],
     ])
     dns = [match(l4, {"set": ["tcp", "udp"]}), match(field("th", "dport"), 53)]
     cmds += _rules(f, table, "input", [
