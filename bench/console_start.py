@@ -52,7 +52,8 @@ def main() -> int:
             except OSError:
                 assert time.monotonic() < deadline and keeper.poll() is None, "the keeper did not start"
                 time.sleep(0.01)
-        drv = ContainerDriver(str(top / "run"), open_pool("dir", str(top / "pool")), store, cgroup_parent="jaula-cbench")
+        drv = ContainerDriver(str(top / "run"), open_pool("dir", str(top / "pool")), store, cgroup_parent="jaula-cbench",
+                              console_keeper=sock)  # as jaulad's spawner builds it (its imports made once)
         inst = Instance.new("cbench", "bb", idmap_base=1 << 22, config={"nic.eth0.type": "none"})
         drv.create(inst)
         times: dict[bool, list[float]] = {True: [], False: []}
