@@ -67,7 +67,7 @@ def mount(app: FastAPI, db: Any, backend: Any) -> None:
         return kept(name)
 
     @app.get("/1.0/instances/{name}/logs", tags=["instances"], responses=_TEXT, response_class=Response,
-             summary="The instance's output log: its init's stdout and stderr (the last 128 KiB)")
+             summary="The instance's output log: its console's output (an app's stdout and stderr), the last 128 KiB")
     def get_logs(name: str) -> Response:
         return kept(name)
 
