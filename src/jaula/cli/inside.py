@@ -109,7 +109,7 @@ def register(cli: click.Group, client_of: Callable[[click.Context], Any], group_
     @click.option("-f", "--follow", is_flag=True, help="then print new output as it comes (ctrl-c stops)")
     @click.pass_context
     def logs(ctx: click.Context, name: str, follow: bool) -> None:
-        """Print instance NAME's output log: its init's stdout and stderr (the last 128 KiB)."""
+        """Print instance NAME's output log: its console's output (the last 128 KiB)."""
         client = client_of(ctx)
         if not follow:
             sys.stdout.buffer.write(client.logs(name))
