@@ -61,10 +61,14 @@ def clones_init(spec: Spec) -> bool:
     return libc.can_clone3()
 
 
-# Made by clone_init's clone3. Not the cgroup namespace: its root is the cgroup its maker is in,
-# and the init joins its v1 cgroups after its birth. Not the time namespace: its offsets must be
-# written before any process is in it (the init unshares it, writes them, then enters it).
-_AT_BIRTH = ("user", "pid", "mount", "network", "uts", "ipc")
+# Made by clone_init's clone3: the user namespace, and the pid namespace (which only children
+# enter), small. The others the init unshares itself once it is in its cgroups: the kernel charges
+# a namespace's memory to the cgroup of the process making it, and a network namespace or a copy
+# of the host's mount table is a good part of an idle instance's kernel memory (made at birth,
+# the spawner's cgroup held it: bench/daemon.py's uncharged kernel memory rose by ~345 KiB an
+# instance). The cgroup namespace's root is where its maker is, and the time namespace's offsets
+# must be written before any process is in it (the init unshares it, writes them, then enters it).
+_AT_BIRTH = ("user", "pid")
 
 
 def clone_init(plan: Plan, runtime_end) -> int:
