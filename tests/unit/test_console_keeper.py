@@ -140,8 +140,9 @@ def test_keeper_lives_while_jaulad_or_a_console_holds_it(keeper: Keeper, tmp_pat
 
 def test_the_keeper_caps_the_log_it_writes(keeper: Keeper, tmp_path: Path) -> None:
     """A chatty console stays bounded on disk without jaulad (which caps only every 5 s, and not at all while down)."""
-    from jaula.daemon import console_log
+    from jaula.daemon import console_keeper, console_log
 
+    assert console_keeper.KEEPER_CAP_BYTES == console_log.KEEPER_CAP_BYTES  # the keeper's own copy (no import)
     master, slave = os.openpty()
     child = _child_on(slave, "i=0; while [ $i -lt 24000 ]; do echo \"line $i $(printf '%080d' 0)\"; i=$((i+1)); done; "
                              "echo all-done; sleep 30")

@@ -22,22 +22,45 @@ the last instance stopped, it exits. It also exits when its socket file is remov
 
 from __future__ import annotations
 
-import argparse
+import _socket
 import errno
 import fcntl
-import logging
 import os
 import select
 import signal
-import socket
 import sys
 import time
 
-from jaula.daemon import console_log
 from jaula.instances.console_pty import SOCKET_NAME
 from jaula.oci import sync
 
-log = logging.getLogger("jaula.console_keeper")
+# Small on purpose (~9.5 MiB RSS; logging, argparse and socket would add ~2.5 MiB): _socket, not
+# socket; a line on stderr (its log file), not logging.
+KEEPER_CAP_BYTES = 4 * 128 * 1024   # console_log.KEEPER_CAP_BYTES (that module is imported when needed)
+
+
+class _Log:
+    @staticmethod
+    def _say(level: str, msg: str, args: tuple) -> None:
+        try:
+            sys.stderr.write(f"console-keeper: {level} {msg % args if args else msg}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError, TypeError):
+            pass
+
+    def info(self, msg: str, *args: object) -> None:
+        self._say("INFO", msg, args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._say("WARNING", msg, args)
+
+    def exception(self, msg: str, *args: object) -> None:
+        import traceback
+
+        self._say("ERROR", msg + "\n" + traceback.format_exc().rstrip(), args)
+
+
+log = _Log()
 
 TIOCGPTPEER = 0x5441          # _IO('T', 0x41), Linux 4.13: an fd of the slave from the master
 CHUNK = 65536
@@ -64,7 +87,7 @@ class Keeper:
         self.path = path
         self.held: dict[str, _Held] = {}
         self.by_fd: dict[int, _Held] = {}          # master and pidfd -> its entry
-        self.clients: dict[int, socket.socket] = {}
+        self.clients: dict[int, _socket.socket] = {}
         self.owner: int | None = None
         self.had_owner = False
         self.orphan_deadline = time.monotonic() + OWNER_WAIT_S   # no jaulad ever came: exit
@@ -72,8 +95,8 @@ class Keeper:
         self.listener = self._listen()
         self.ino = os.stat(path).st_ino
 
-    def _listen(self) -> socket.socket:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, 0)
+    def _listen(self) -> _socket.socket:
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK, 0)
         tmp = f"{self.path}.{os.getpid()}"
         old = os.umask(0o177)
         try:
@@ -109,7 +132,12 @@ class Keeper:
             except InterruptedError:
                 continue
             for fd, ev in events:
-                self._event(fd, ev)
+                try:
+                    self._event(fd, ev)
+                except Exception:  # a bug on one fd never ends the keeper (it would hang up every console)
+                    log.exception("event %s on fd %d", ev, fd)
+                    if fd in self.clients:
+                        self._close_client(fd)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_SOCKET_S
                 if not self._socket_is_mine():
@@ -167,8 +195,10 @@ class Keeper:
                 log.warning("console of %s: write to its log: %s (%d bytes lost)", h.name, e, len(view))
                 return
         h.written += len(data)
-        if h.written >= console_log.KEEPER_CAP_BYTES:  # bounded on disk even while jaulad is down
+        if h.written >= KEEPER_CAP_BYTES:  # bounded on disk even while jaulad is down
             h.written = 0
+            from jaula.daemon import console_log
+
             try:
                 console_log.cap_fd(h.log)
             except OSError as e:
@@ -211,12 +241,13 @@ class Keeper:
     def _accept(self) -> None:
         while True:
             try:
-                conn, _ = self.listener.accept()
+                fd, _ = self.listener._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 log.warning("accept: %s", e)
                 return
+            conn = _socket.socket(fileno=fd)  # close-on-exec already (accept4 SOCK_CLOEXEC)
             if len(self.clients) >= MAX_CLIENTS:
                 conn.close()
                 continue
@@ -287,13 +318,15 @@ class Keeper:
         return ("ERROR", f"unknown request {verb!r}", [])
 
 
+USAGE = "usage: python -m jaula.daemon.console_keeper --root ROOT  (jaulad starts it: one per root)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaula.daemon.console_keeper",
-                                description="hold system instances' console ptys for jaulad (one per root)")
-    p.add_argument("--root", required=True, help="jaulad's root: the socket is ROOT/" + SOCKET_NAME)
-    ns = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="console-keeper: %(levelname)s %(message)s")
-    path = os.path.join(os.path.abspath(ns.root), SOCKET_NAME)
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "--root" or not args[1]:
+        print(USAGE, file=sys.stderr)
+        return 2
+    path = os.path.join(os.path.abspath(args[1]), SOCKET_NAME)
     os.chdir("/")  # holds no folder of the root (or a mount) busy
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
