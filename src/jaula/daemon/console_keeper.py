@@ -34,7 +34,7 @@ import time
 from jaula.instances.console_pty import SOCKET_NAME
 from jaula.oci import sync
 
-# Small on purpose (~9.5 MiB RSS; logging, argparse and socket would add ~2.5 MiB): _socket, not
+# Small on purpose (11.0 MiB RSS idle; logging, argparse and socket made it 12.8): _socket, not
 # socket; a line on stderr (its log file), not logging.
 KEEPER_CAP_BYTES = 4 * 128 * 1024   # console_log.KEEPER_CAP_BYTES (that module is imported when needed)
 
