@@ -210,6 +210,7 @@ def test_instances_on_networks_talk_forward_and_leave_nothing(netd: Daemon) -> N
     assert _addresses(d) == addr
     assert _ping("nsenter", "-t", str(pids["a2"]), "-n", address=addr[("a1", "eth0")])
     assert _get(f"http://{_host_address()}:{port}/") == "hello-from-a1\n"
+    assert _get(f"http://127.0.0.1:{port}/") == "hello-from-a1\n", "from loopback after jaulad's restart"
 
     # a used network cannot go; once its instances went, nothing is left: links, rules, rows
     r = subprocess.run([*JAULA, "--socket", str(d.socket),
