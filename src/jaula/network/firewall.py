@@ -14,6 +14,7 @@ refuses a batch naming an absent table or set) and re-made once per Firewall by
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from jaula.errors import Exists
 from jaula.network import localnet, nft
@@ -46,6 +47,8 @@ from jaula.network.plan import (
     NicPlan,
     PortForward,
 )
+
+log = logging.getLogger("jaula.network")
 
 Wanted = dict[tuple[str, str], dict[object, tuple[object, str | None]]]   # (family, set) -> key -> (data, comment)
 
@@ -206,6 +209,13 @@ def localnet_bridges(state: State) -> dict[str, bool]:
     return out
 
 
+def _set_localnet(bridge: str, on: bool) -> None:
+    try:
+        localnet.set_(bridge, on)
+    except OSError as e:    # a read-only /proc/sys: forwards do not answer on loopback, the rest works
+        log.warning("route_localnet of %s: %s", bridge, e)
+
+
 def _missing(e: nft.NftError) -> bool:
     """The kernel's answer to a batch naming a table or set that is not there."""
     return "No such file or directory" in str(e)
@@ -258,7 +268,7 @@ class Firewall:
         for port in ports_of(state, net.bridge):
             cmds += element_commands(self.table, state, owned_by_port(state, port), {})
         nft.run(cmds)
-        localnet.set_(net.bridge, False)    # its guard elements went: no loopback through it either
+        _set_localnet(net.bridge, False)    # its guard elements went: no loopback through it either
 
     # -- NICs
     def add_nic(self, net: NetworkPlan, nic: NicPlan) -> None:
@@ -342,7 +352,7 @@ class Firewall:
             state.elements.setdefault((INET, "bridges"), {})[only] = None
         for bridge, on in localnet_bridges(state).items():
             if only is None or bridge == only:
-                localnet.set_(bridge, on)
+                _set_localnet(bridge, on)
 
     # -- whole tables
     def destroy(self) -> None:
@@ -350,7 +360,7 @@ class Firewall:
         route_localnet from their bridges first (the guard chain goes with the table)."""
         self._made.clear()
         for bridge in read_state(self.table, (INET,)).elements.get((INET, "bridges"), {}):
-            localnet.set_(bridge, False)
+            _set_localnet(bridge, False)
         nft.run([{verb: {"table": {"family": f, "name": self.table}}}
                  for f in (INET, BRIDGE) for verb in ("add", "delete")])
 
