@@ -317,7 +317,7 @@ class ContainerDriver(StorageVerbs, Driver):
 
     def _hand_console(self, c: Any, name: str, mine: Any, out: int, keeper: Any) -> None:
         """The master the init sent during create (already queued: no wait), the log and a pidfd of
-        the init, to the keeper; on a failure the caller's undo ends the container."""
+        the init, to the keeper; on a failure `_create` ends the container (it is not the caller's yet)."""
         from jaula.instances import console_pty
         from jaula.oci import sync
 
