@@ -25,6 +25,13 @@ Again on 2026-11-26 later (NIC-less instances, see --nic; other engineers' tests
 `-n 15..20 --instances 0 --compare-src` five runs: jaula start app 35-53 ms, system 38-55 ms, crun run 19-27 ms,
 runc run 32-42 ms: app 1.56-2.13x crun run, system 1.51-2.09x (NOT met); the steps (--timing) in docs/jaulad.md.
 
+After the start's cuts (seccomp compiled once, user namespaces kept per id range, no fsync of
+mount.json, the trampoline once, the init cloned into its cgroup2 folder and user namespace
+without the intermediate: docs/jaulad.md), three runs of `-n 20 --instances 0` at load 1.2-1.5:
+jaula start app 25.8-29.6 ms, system 26.9-28.0 ms, crun run 20.4-22.2 ms, runc run 34.6-39.3 ms:
+app 1.24-1.33x crun run, system 1.26-1.37x (still NOT met; 0.71-0.81x runc run). `-m 200`: 769 KiB
+outside the instances per idle instance (met).
+
 What is measured (run as root: `.venv/bin/python bench/daemon.py [-n 20] [--instances 50] [--json]`,
 `--nic` to give the jaula instances eth0 on the default network (default: none, as the runtimes'
 bundles), `--timing FILE` for each step's median along the start, `--compare-src DIR` for a second

@@ -36,14 +36,19 @@ def folder():
     os.rmdir(path)
 
 
+def _cgroup2_line() -> str:
+    """This process's line of /proc/self/cgroup for the cgroup2 hierarchy ("0::/path")."""
+    with open("/proc/self/cgroup") as f:
+        return next(ln for ln in f if ln.startswith("0::"))
+
+
 def _child_cgroup2(cgroup_fd: int) -> str:
     r, w = os.pipe()
     pid = libc.clone3(0, cgroup_fd)
     if pid == 0:
         try:
             os.close(r)
-            line = next(ln for ln in open("/proc/self/cgroup") if ln.startswith("0::"))
-            os.write(w, line.strip()[3:].encode())
+            os.write(w, _cgroup2_line().strip()[3:].encode())
         finally:
             os._exit(0)
     os.close(w)
@@ -55,14 +60,14 @@ def _child_cgroup2(cgroup_fd: int) -> str:
 
 
 def test_the_child_is_born_in_the_folder_and_the_parent_stays(folder):
-    before = next(ln for ln in open("/proc/self/cgroup") if ln.startswith("0::"))
+    before = _cgroup2_line()
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         rel = "/" + os.path.relpath(folder, _cgroup2_root())
         assert _child_cgroup2(fd) == rel
     finally:
         os.close(fd)
-    assert next(ln for ln in open("/proc/self/cgroup") if ln.startswith("0::")) == before
+    assert _cgroup2_line() == before
     with open(os.path.join(folder, "cgroup.procs")) as f:
         assert f.read() == ""  # the child is gone, nothing else got in
 

@@ -34,7 +34,8 @@ def _maps(fd: int) -> tuple[str, str]:
         try:
             os.close(r)
             nsys.setns(fd, nsys.CLONE_NEWUSER)
-            text = open("/proc/self/uid_map").read() + "|" + open("/proc/self/gid_map").read()
+            with open("/proc/self/uid_map") as u, open("/proc/self/gid_map") as g:
+                text = u.read() + "|" + g.read()
             os.write(w, text.encode())
         finally:
             os._exit(0)
