@@ -354,3 +354,12 @@ def test_forward_on_ipv6_loopback_refused_with_why() -> None:
     with pytest.raises(ConfigError, match="IPv6's loopback cannot reach an instance"):
         Firewall("jaula").add_forward(PortForward(instance="x", proto="tcp", host_port=1, address="fd00::2", port=2,
                                                   host_address="::1"))
+
+
+def test_localnet_refuses_a_path_for_a_name_and_misses_quietly() -> None:
+    from jaula.network import localnet
+    for bad in ("", "..", "a/b", "x" * 16):
+        with pytest.raises(ConfigError, match="interface name"):
+            localnet.get(bad)
+    assert localnet.get("jnosuchif0") is None
+    assert localnet.set_("jnosuchif0", True) is False     # nothing to write: no error
