@@ -2,7 +2,7 @@
 
 Pure (no kernel call) so that every choice is unit-tested: namespaces (a user namespace mapping
 0..65535 to the instance's range unless security.privileged), capabilities (the full set for a
-system instance, root of its own server; docker's reduced set for an app), no_new_privs for
+system instance, root of its own server, less SYSTEM_DROP; docker's reduced set for an app), no_new_privs for
 apps, masked and read-only paths from jaula.oci.spec, a pids limit always, and the limits.
 """
 
@@ -28,9 +28,12 @@ APP_CAPS = [
     "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ]
-# Without a user namespace the full set would be the host's: drop what reaches its global state
-# (Incus/LXC's lxc.cap.drop for privileged containers).
-PRIVILEGED_DROP = {"CAP_SYS_MODULE", "CAP_SYS_TIME", "CAP_SYS_RAWIO", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE"}
+# Dropped from a system instance's full set (Incus/LXC's lxc.cap.drop): without a user namespace
+# they would reach the host's global state; inside one they grant nothing (the kernel checks them
+# against the host's namespace) but make an init try what must fail (systemd mounts debugfs and
+# tracefs when it holds CAP_SYS_RAWIO, loads modules with CAP_SYS_MODULE, sets the clock with
+# CAP_SYS_TIME: failed units, a "degraded" system).
+SYSTEM_DROP = {"CAP_SYS_MODULE", "CAP_SYS_TIME", "CAP_SYS_RAWIO", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE"}
 
 
 class InitKind(Record, frozen=True):
@@ -123,11 +126,11 @@ def all_caps() -> list[str]:
     return NAMES[: last_cap() + 1]
 
 
-def capabilities(mode: str, privileged: bool, known: list[str] | None = None) -> list[str]:
+def capabilities(mode: str, known: list[str] | None = None) -> list[str]:
     if mode == "app":
         return list(APP_CAPS)
     caps = known if known is not None else all_caps()
-    return [c for c in caps if not (privileged and c in PRIVILEGED_DROP)]
+    return [c for c in caps if c not in SYSTEM_DROP]
 
 
 # The kernel lets a user namespace mount proc or sysfs only where one of them is already fully
@@ -300,7 +303,7 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
         raise ConfigError(f"instance {inst.name!r} has no id range (idmap_base): allocate one, "
                           "or set security.privileged=true")
     spec = default_spec(args=args)
-    caps = capabilities(inst.mode, privileged, known_caps)
+    caps = capabilities(inst.mode, known_caps)
     p = spec["process"]
     p.update(terminal=False, cwd=cwd, env=process_env(template.env, cfg, inst.mode), user={"uid": uid, "gid": gid},
              capabilities={k: list(caps) for k in ("bounding", "effective", "permitted")},
