@@ -114,3 +114,42 @@ def test_a_failure_in_a_cloned_init_leaves_nothing(runtime: Runtime, ubundle: Bu
     result = runtime("run", "--bundle", b, cid)
     assert result.returncode != 0 and "/no/such/dir" in result.stderr
     assert_nothing_left(runtime, cid)
+
+
+_HOOK_SCRIPT = """
+import json, os, sys
+from jaula.oci import lifecycle
+from jaula.oci.create import Options, create
+from jaula.oci.log import Log
+
+seen = {}
+
+def hook(pid):  # what jaulad's NIC plug needs: the init's own network namespace, made already
+    seen["net"] = os.readlink(f"/proc/{pid}/ns/net")
+    seen["uts"] = os.readlink(f"/proc/{pid}/ns/uts")
+
+log = Log()
+c = create(sys.argv[1], sys.argv[2], sys.argv[3], Options(on_namespaces=hook), log)
+lifecycle.delete(c, True, log)
+print(json.dumps(seen))
+"""
+
+
+def test_on_namespaces_sees_the_cloned_inits_own_namespaces(ubundle: Bundle, tmp_path: Path) -> None:
+    """jaula.oci create's on_namespaces hook (jaulad plugs NICs there) runs once the cloned init
+    has made its network namespace itself (NAMESPACES), not while it is still in the host's."""
+    if not libc.can_clone3():
+        pytest.skip("jaula.linux._sys without clone3 (VERSION 3): run scripts/build-runtime-fast")
+    import subprocess
+    import sys
+
+    b = ubundle([PROBE, "info"])
+    assert clones_init(load(str(b)))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    for _ in range(5):  # it was a race: the init unshares right after GO_ON
+        out = subprocess.run([sys.executable, "-c", _HOOK_SCRIPT, str(tmp_path / "root"), f"ns{_}", str(b)],
+                             capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=src))
+        assert out.returncode == 0, out.stderr
+        seen = json.loads(out.stdout)
+        assert seen["net"] != os.readlink("/proc/self/ns/net")
+        assert seen["uts"] != os.readlink("/proc/self/ns/uts")

@@ -123,6 +123,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     plan.seccomp_prog = seccomp_prog
     plan.tramp = process.kept_trampoline()
     plan.cgroup_fd = born_in(plan.cgroup_files)
+    plan.tell_namespaces = opts.on_namespaces is not None
     if plan.cgroup_fd >= 0:
         undo.append(lambda: os.close(plan.cgroup_fd))
     log.reopen()
@@ -161,6 +162,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         if spec.process.oom_score_adj is not None:
             _write_proc(pid, "oom_score_adj", str(spec.process.oom_score_adj))
         sync.send(parent, sync.GO_ON)
+        if plan.tell_namespaces:  # the init makes all but its user and pid namespaces itself
+            sync.expect(parent, sync.NAMESPACES)
     elif not direct:
         if lx.namespace("user") is not None and not lx.namespace("user").path:
             sync.expect(parent, sync.USERNS)

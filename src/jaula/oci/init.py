@@ -35,6 +35,7 @@ class Plan:
         self.seccomp_prog: bytes | None = None  # linux.seccomp compiled by the runtime before the fork
         self.tramp: int | None = None  # the exec trampoline's memfd (process.kept_trampoline)
         self.cgroup_fd = -1  # a cgroup2 folder the first process is born in (fork_first), or -1
+        self.tell_namespaces = False  # a cloned init says NAMESPACES once they exist (for on_namespaces)
 
 
 def fork_first(plan: Plan) -> int:
@@ -118,6 +119,8 @@ def _cloned(plan: Plan, made: int) -> None:
             if offsets >= 0:
                 _write_time_offsets(offsets, plan.spec.linux.time_offsets)
             nsys.setns_path("/proc/self/ns/time_for_children", nsys.CLONE_NEWTIME)
+        if plan.tell_namespaces:  # the runtime waits for them to plug NICs into our netns
+            sync.send(plan.sock, sync.NAMESPACES)
     except BaseException as e:  # noqa: BLE001 - the child must report and exit, whatever happened
         _report(plan.sock, "namespaces", e)
         os._exit(1)

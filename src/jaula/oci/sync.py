@@ -16,6 +16,7 @@ from jaula.errors import JaulaError
 # init (or the intermediate) -> runtime
 USERNS = "USERNS"                # a new user namespace exists: write the id maps
 PID = "PID"                      # payload: host pid of the container's init
+NAMESPACES = "NAMESPACES"        # a cloned init's namespaces all exist (only when the runtime asks: Plan.tell_namespaces)
 CREATE_RUNTIME = "CREATE_RUNTIME"  # namespaces exist, before pivot_root: run prestart/createRuntime hooks
 READY = "READY"                  # init waits for start; create may return
 SECCOMP = "SECCOMP"              # fds: the seccomp notify listener, for linux.seccomp.listenerPath
