@@ -84,6 +84,7 @@ class NetworkService(ForwardActions):
         others = [n for n in self.db.list_networks() if n.name != (exclude or name)]
         taken = [str(ipaddress.ip_interface(v).network) for n in others
                  for k, v in n.config.items() if k in ("ipv4.address", "ipv6.address") and "/" in v]
+        old = next((n.config for n in self.db.list_networks() if n.name == exclude), {}) if exclude else {}
         for key, family in (("ipv4.address", 4), ("ipv6.address", 6)):
             value = cfg.get(key, netconfig.AUTO)
             if value == netconfig.AUTO:
@@ -95,6 +96,15 @@ class NetworkService(ForwardActions):
                 if clash:
                     raise ConfigError(f"Network {name!r}: {key} {value} overlaps another network's subnet "
                                       f"{clash[0]}: pick another, or auto")
+                # a subnet the host already routes (its uplink's, another bridge's) would take its
+                # traffic: refused before the bridge exists (the network's own, unchanged, is its route)
+                if self.enabled and value != old.get(key):
+                    mine = {str(ipaddress.ip_interface(v).network) for k, v in old.items()
+                            if k in ("ipv4.address", "ipv6.address") and "/" in v}
+                    used = [r for r in self.plumbing.host_routes() if r not in mine and ipam.overlaps(r, value)]
+                    if used:
+                        raise ConfigError(f"Network {name!r}: {key} {value} overlaps the host's route or "
+                                          f"address {used[0]}: pick another, or auto")
         cfg.setdefault("bridge", ipam.default_bridge(self.tag, name))
         return cfg
 
