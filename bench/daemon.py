@@ -27,9 +27,9 @@ runc run 32-42 ms: app 1.56-2.13x crun run, system 1.51-2.09x (NOT met); the ste
 
 After the start's cuts (seccomp compiled once, user namespaces kept per id range, no fsync of
 mount.json, the trampoline once, the init cloned into its cgroup2 folder and user namespace
-without the intermediate: docs/jaulad.md), three runs of `-n 20 --instances 0` at load 1.2-1.5:
-jaula start app 25.8-29.6 ms, system 26.9-28.0 ms, crun run 20.4-22.2 ms, runc run 34.6-39.3 ms:
-app 1.24-1.33x crun run, system 1.26-1.37x (still NOT met; 0.71-0.81x runc run). `-m 200`: 769 KiB
+without the intermediate: docs/jaulad.md), three runs of `-n 20 --instances 0` at load 1.6-2.1:
+jaula start app 20.3-25.4 ms, system 20.8-26.1 ms, crun run 16.0-24.1 ms, runc run 26.8-33.2 ms:
+app 1.06-1.27x crun run, system 1.08-1.30x (still NOT met; 0.73-0.79x runc run). `-m 200`: 769 KiB
 outside the instances per idle instance (met).
 
 What is measured (run as root: `.venv/bin/python bench/daemon.py [-n 20] [--instances 50] [--json]`,
