@@ -249,6 +249,11 @@ class _Service:
             for key in settings.changed_keys(inst.config, expanded):
                 if not settings.is_live(key):
                     raise BadState(f"{key} cannot change while {name!r} runs: stop it, then set it")
+            if self.host is not None:  # raised limits must stay within the overcommit ratios, as a start
+                after = row.replace(config=_canonical(own_norm), profiles=list(profiles))
+                (mem0, cpu0), (mem1, cpu1) = self.host.limits_of(row), self.host.limits_of(after)
+                if (mem1 or 0) > (mem0 or 0) or (cpu1 or 0) > (cpu0 or 0):
+                    self.host.check_start(after, doing="this change to")
             self.backend.update(inst, expanded)
         with self.db.transaction() as db:
             db.replace_config(name, _canonical(own_norm))

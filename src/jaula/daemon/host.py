@@ -184,9 +184,10 @@ class Host:
             with self._starting_lock:
                 self._starting.pop(row.name, None)
 
-    def check_start(self, row: Any) -> None:
+    def check_start(self, row: Any, doing: str = "starting") -> None:
         """Refuse (BadState) a start of `row` that would commit more than physical x ratio
-        (counting the starts in flight)."""
+        (counting the starts in flight); `doing` words the refusal ("this change to": a running
+        instance's limits raised live)."""
         mem, cpu = self.limits_of(row)
         if mem is None and cpu is None:
             return
@@ -200,7 +201,7 @@ class Host:
             total = others["memory"] + mem
             if total > allowed:
                 problems.append(
-                    f"starting {row.name} would commit {gib(total)} of memory against {gib(found['memory'])} "
+                    f"{doing} {row.name} would commit {gib(total)} of memory against {gib(found['memory'])} "
                     f"physical (ratio {ratio:g}): {gib(total - allowed)} over; lower limits.memory or raise "
                     f"the ratio with `jaula host set overcommit.memory=...`")
         if cpu is not None:
@@ -209,7 +210,7 @@ class Host:
             total = others["cpu"] + cpu
             if total > allowed + 1e-9:
                 problems.append(
-                    f"starting {row.name} would commit {cpus_str(round(total, 3))} cpus against "
+                    f"{doing} {row.name} would commit {cpus_str(round(total, 3))} cpus against "
                     f"{cpus_str(found['cpu'])} physical (ratio {ratio:g}): {cpus_str(round(total - allowed, 3))} "
                     f"over; lower limits.cpu or raise the ratio with `jaula host set overcommit.cpu=...`")
         if problems:
