@@ -200,23 +200,27 @@ class _Service:
         if problems:
             raise ConfigError(problems)
         expanded = self.expanded(body.profiles, own)
-        if self.networks is not None:  # eth0 on the default network unless a NIC is named
-            own = self.networks.prepare(own, expanded)
-            expanded = self.expanded(body.profiles, own)
-        privileged = expanded.get("security.privileged") is True
-        with self.db.transaction():  # the row and its addresses together
-            row = self.db.create_instance(InstanceRow(
-                name=body.name, kind=body.kind, mode=body.mode, template=body.template,
-                description=body.description, autostart=bool(expanded.get("boot.autostart")),
-                idmap_size=0 if privileged else 65536, config=_canonical(own), profiles=list(body.profiles)))
-            if self.networks is not None:
-                self.networks.allocate(row.name)
+        # a default network made for it goes again when the create fails (networks.first_use)
+        with self.networks.first_use() if self.networks is not None else contextlib.nullcontext():
+            if self.networks is not None:  # eth0 on the default network unless a NIC is named
+                own = self.networks.prepare(own, expanded)
+                expanded = self.expanded(body.profiles, own)
+            privileged = expanded.get("security.privileged") is True
+            with self.db.transaction():  # the row and its addresses together
+                row = self.db.create_instance(InstanceRow(
+                    name=body.name, kind=body.kind, mode=body.mode, template=body.template,
+                    description=body.description, autostart=bool(expanded.get("boot.autostart")),
+                    idmap_size=0 if privileged else 65536, config=_canonical(own), profiles=list(body.profiles)))
+                if self.networks is not None:
+                    self.networks.allocate(row.name)
 
         def action() -> dict:
             try:
                 self.backend.create(self.instance(row))
             except BaseException:
                 self.db.delete_instance(row.name)  # revert: no half-made instance stays listed
+                if self.networks is not None:
+                    self.networks.collect()
                 raise
             self.events.lifecycle("instance-created", {"name": row.name})
             return {}
@@ -242,29 +246,31 @@ class _Service:
             raise ConfigError(problems)
         own_norm = _validated(own, f"Instance {name!r}")
         expanded = self.expanded(profiles, own_norm)
-        if self.networks is not None:
-            self.networks.check_networks(expanded)
-        if row.status in ("running", "frozen"):
-            inst = self.instance(row)
-            for key in settings.changed_keys(inst.config, expanded):
-                if not settings.is_live(key):
-                    raise BadState(f"{key} cannot change while {name!r} runs: stop it, then set it")
-            if self.host is not None:  # raised limits must stay within the overcommit ratios, as a start
-                after = row.replace(config=_canonical(own_norm), profiles=list(profiles))
-                (mem0, cpu0), (mem1, cpu1) = self.host.limits_of(row), self.host.limits_of(after)
-                if (mem1 or 0) > (mem0 or 0) or (cpu1 or 0) > (cpu0 or 0):
-                    self.host.check_start(after, doing="this change to")
-            self.backend.update(inst, expanded)
-        with self.db.transaction() as db:
-            db.replace_config(name, _canonical(own_norm))
-            if body.profiles is not None:
-                db.set_instance_profiles(name, body.profiles)
-            changes: dict[str, Any] = {"autostart": bool(expanded.get("boot.autostart"))}
-            if body.description is not None:
-                changes["description"] = body.description
-            db.update_instance(name, **changes)
-            if self.networks is not None:  # addresses follow the NICs, in the same transaction
-                self.networks.allocate(name)
+        # a default network made for the change goes again when it fails (networks.first_use)
+        with self.networks.first_use() if self.networks is not None else contextlib.nullcontext():
+            if self.networks is not None:
+                self.networks.check_networks(expanded)
+            if row.status in ("running", "frozen"):
+                inst = self.instance(row)
+                for key in settings.changed_keys(inst.config, expanded):
+                    if not settings.is_live(key):
+                        raise BadState(f"{key} cannot change while {name!r} runs: stop it, then set it")
+                if self.host is not None:  # raised limits must stay within the overcommit ratios, as a start
+                    after = row.replace(config=_canonical(own_norm), profiles=list(profiles))
+                    (mem0, cpu0), (mem1, cpu1) = self.host.limits_of(row), self.host.limits_of(after)
+                    if (mem1 or 0) > (mem0 or 0) or (cpu1 or 0) > (cpu0 or 0):
+                        self.host.check_start(after, doing="this change to")
+                self.backend.update(inst, expanded)
+            with self.db.transaction() as db:
+                db.replace_config(name, _canonical(own_norm))
+                if body.profiles is not None:
+                    db.set_instance_profiles(name, body.profiles)
+                changes: dict[str, Any] = {"autostart": bool(expanded.get("boot.autostart"))}
+                if body.description is not None:
+                    changes["description"] = body.description
+                db.update_instance(name, **changes)
+                if self.networks is not None:  # addresses follow the NICs, in the same transaction
+                    self.networks.allocate(name)
         self.events.lifecycle("instance-updated", {"name": name})
         return self.db.get_instance(name)
 

@@ -16,9 +16,11 @@ are still stored, but instances get no default NIC and nothing is applied.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from jaula.daemon.network_forwards import ForwardActions
@@ -167,6 +169,19 @@ class NetworkService(ForwardActions):
                 self.delete(row.name)
             except (BadState, NotFound):
                 pass  # taken by a new instance meanwhile
+
+    @contextlib.contextmanager
+    def first_use(self) -> Iterator[None]:
+        """Around a change that may make the default network (check_networks, allocate): when the
+        change then fails (a static address outside its subnet...), the network goes with it."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.collect()
+            except Exception as exc:  # noqa: BLE001 - the change's own error is the one to report
+                log.error("removing the default network made for a failed change: %s", exc)
+            raise
 
     def users(self, name: str) -> list[str]:
         """Instances with an address on the network or a NIC naming it."""
@@ -368,7 +383,7 @@ class NetworkService(ForwardActions):
     def set_nic(self, name: str, nic: str, fields: dict[str, str] | None) -> None:
         """Add or change NIC `nic` of the instance (`fields`: its nic.<nic>.* keys without the
         prefix), or remove it (None); a running instance's NICs follow at once."""
-        from jaula.daemon.api import _canonical, _validated
+        from jaula.daemon.api import _validated
 
         row = self.db.get_instance(name)
         prefix = f"nic.{nic}."
@@ -382,6 +397,14 @@ class NetworkService(ForwardActions):
             own.update({prefix + k: v for k, v in fields.items()})
         own_norm = _validated(own, f"Instance {name!r}")
         expanded = self.svc.expanded(row.profiles, own_norm)
+        with self.first_use():
+            self._set_nic(name, nic, fields, row, own_norm, expanded)
+        self._event("instance-updated", {"name": name, "nic": nic})
+
+    def _set_nic(self, name: str, nic: str, fields: dict[str, str] | None, row: Any, own_norm: dict[str, Any],
+                 expanded: dict[str, Any]) -> None:
+        from jaula.daemon.api import _canonical
+
         self.check_networks(expanded)
         running = row.status in ("running", "frozen")
         with self.db.transaction():
@@ -396,7 +419,6 @@ class NetworkService(ForwardActions):
             if running:
                 inst = self.svc.instance(self.db.get_instance(name))
                 self.svc.backend.update(inst, inst.config)
-        self._event("instance-updated", {"name": name, "nic": nic})
 
     def nics_of(self, name: str) -> list[dict[str, Any]]:
         """The instance's NICs as configured, with their addresses, MAC and host interface."""
