@@ -4,7 +4,10 @@
 instance, see it running, run a command in its shell (xterm.js over the exec websocket) and one on
 its console (xterm.js attached to its /dev/console over the console websocket), change
 its memory limit and see the counter's limit change, stop it, delete it. Screenshots of the
-dashboard (desktop and phone sized) are kept in build/artifacts/. Nothing is left behind."""
+dashboard (desktop and phone sized) are kept in build/artifacts/ (web-dashboard.png,
+web-dashboard-phone.png, web-instance.png; the test checks they are written). Every request the
+browser makes (pages, assets, fetches, websockets) is recorded: none may leave the loopback
+address (no CDN, works with no internet). Nothing is left behind."""
 
 from __future__ import annotations
 
@@ -14,8 +17,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,8 +47,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+LOOPBACK = {"127.0.0.1", "localhost"}
+
+
+@dataclass
+class Chromium:
+    """The browser's context and every URL it asked for (requests and websockets)."""
+    ctx: Any
+    urls: list[str] = field(default_factory=list)
+
+    def new_page(self) -> Any:
+        return self.ctx.new_page()
+
+    def left_loopback(self) -> list[str]:
+        """The URLs that went anywhere but this host (a CDN, the internet)."""
+        return [u for u in self.urls if urlsplit(u).scheme not in ("data", "blob", "about")
+                and urlsplit(u).hostname not in LOOPBACK]
+
+
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Chromium]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras (pip)")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is missing: Debian's chromium package (scripts/setup installs it)")
@@ -47,8 +74,11 @@ def browser() -> Iterator[object]:
     with sync_api.sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=ARGS, headless=True,
                                                     viewport={"width": 1280, "height": 900})
+        seen = Chromium(ctx)
+        ctx.on("request", lambda r: seen.urls.append(r.url))
+        ctx.on("page", lambda p: p.on("websocket", lambda ws: seen.urls.append(ws.url)))
         try:
-            yield ctx
+            yield seen
         finally:
             ctx.close()
             shutil.rmtree(profile, ignore_errors=True)
@@ -63,14 +93,16 @@ def start_with_web(d: Daemon, port: int, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @pytest.mark.timeout(600)
-def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: object,  # noqa: F811
+def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: Chromium,  # noqa: F811
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import expect
 
     port = free_port()
     start_with_web(daemon, port, monkeypatch)
+    daemon.jaula("profile", "create", "webp", "-c", "limits.processes=300")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page()  # type: ignore[attr-defined]
+    began = time.time()
+    page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_default_timeout(30_000)
@@ -87,10 +119,16 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     page.keyboard.press("Enter")
     expect(page.locator("#nav")).to_be_visible()
     expect(page.locator("h1")).to_have_text("Dashboard")
+    # the host's capacity and what is committed (nothing runs yet)
+    expect(page.locator('[data-host="memory-physical"]')).to_contain_text("GiB")
+    expect(page.locator('[data-host="cpu-physical"]')).to_contain_text(f"{os.cpu_count()} cpus")
+    expect(page.locator('[data-host="memory-committed"]')).to_contain_text(re.compile(r"^0 B of \S+ \S+ allowed$"))
 
-    # create and start an instance
+    # create and start an instance: a template, a profile besides default, limits, a network
     page.click("text=Create instance")
     page.fill("#c-name", NAME)
+    expect(page.locator("#c-template option").first).to_have_attribute("value", "busybox")
+    page.check('input[name="profile"][value="webp"]')
     page.fill("#c-memory", "128MiB")
     page.select_option("#c-network", "default")
     page.click("#create-form button[type=submit]")
@@ -98,9 +136,36 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     expect(page.locator("h1 .state")).to_have_text("running", timeout=60_000)
     daemon.note(NAME)
     expect(page.locator('[data-counter="memory-limit"]')).to_have_text("128.0 MiB")
+    expect(page.locator("main")).to_contain_text("profiles webp")
+    expect(page.locator('[data-config="limits.processes"]')).to_have_text("300")  # from the profile
     # its NIC on the default network (made on first use), with an address
     expect(page.locator("#nics tbody tr").first).to_contain_text("eth0")
     expect(page.locator("#nics tbody tr").first).to_contain_text(re.compile(r"\d+\.\d+\.\d+\.\d+"))
+    # a NIC added (plugged at once, with an address) and removed (confirmed)
+    page.fill("#nic-name", "eth1")
+    page.select_option("#nic-network", "default")
+    page.click("text=Add NIC")
+    eth1 = page.locator('#nics tr[data-nic="eth1"]')
+    expect(eth1).to_contain_text(re.compile(r"\d+\.\d+\.\d+\.\d+"))
+    assert "eth1" in daemon.jaula("nic", "list", NAME)
+    eth1.locator("button").click()
+    page.click("dialog button.danger")
+    expect(eth1).to_have_count(0)
+    assert "eth1" not in daemon.jaula("nic", "list", NAME)
+    # a port forward from the host added, listed by the API, removed
+    host_port = free_port()
+    page.select_option("#fwd-nic", "eth0")
+    page.fill("#fwd-host-port", str(host_port))
+    page.fill("#fwd-port", "80")
+    page.click("text=Add forward")
+    fwd = page.locator(f'#forwards tr[data-forward="tcp/{host_port}"]')
+    expect(fwd).to_contain_text("eth0:80")
+    listed = page.request.get(f"http://127.0.0.1:{port}/1.0/networks/default/forwards").json()["metadata"]
+    assert [(f["instance"], f["host_port"], f["port"]) for f in listed] == [(NAME, host_port, 80)], listed
+    fwd.locator("button").click()
+    expect(page.locator("#forwards")).to_have_count(0)
+    expect(page.locator("main")).to_contain_text("No port forward.")
+    assert page.request.get(f"http://127.0.0.1:{port}/1.0/networks/default/forwards").json()["metadata"] == []
 
     # a command in the browser's terminal
     page.click("#open-shell")
@@ -125,6 +190,10 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     nics = page.request.get(f"http://127.0.0.1:{port}/ui/netstats/{NAME}").json()["nics"]
     assert nics[0]["name"] == "eth0" and nics[0]["tx_packets"] >= 2 and nics[0]["rx_packets"] >= 2, nics
     expect(page.locator('[data-graph="Network in"] figcaption')).to_contain_text("/s")
+    expect(page.locator('[data-graph="Network out"] figcaption')).to_contain_text("/s")
+    expect(page.locator('[data-graph="Disk I/O"] figcaption')).to_contain_text("/s")
+    expect(page.locator('[data-graph="CPU"] figcaption')).to_contain_text("%")
+    expect(page.locator('[data-graph="Memory"] figcaption')).to_contain_text("(limit 128.0 MiB)")
     page.screenshot(path=str(ARTIFACTS / "web-instance.png"), full_page=True)
 
     # the memory limit, live: the counter's limit follows
@@ -155,13 +224,23 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     row = page.locator(f'tr[data-instance="{NAME}"]')
     expect(row.locator(".state")).to_have_text("running")
     expect(page.locator("#events li").first).to_contain_text(f"instance-restarted {NAME}")  # the stored ones
-    # live (operations are not stored: only the stream brings them): an action from the CLI shows
-    # up, and the row follows
+    expect(page.locator('[data-host="memory-committed"]')).to_contain_text(re.compile(r"^96\.0 MiB of "))
+    # live (operations are not stored: only the stream brings them): a stop and a start from the
+    # CLI show up while the page stays open (no reload), and the row follows
+    page.evaluate("window.jaulaNoReload = 1")  # gone if the page reloaded
+    daemon.jaula("stop", NAME)
+    expect(page.locator("#events li", has_text=f"Stopping instance {NAME}: success")).to_have_count(1)
+    expect(row.locator(".state")).to_have_text("stopped")
+    daemon.jaula("start", NAME)
+    expect(page.locator("#events li", has_text=f"Starting instance {NAME}: success")).to_have_count(1)
+    expect(page.locator("#events li", has_text=f"instance-started {NAME}").first).to_be_visible()
+    expect(row.locator(".state")).to_have_text("running")
+    assert page.evaluate("window.jaulaNoReload") == 1
+    daemon.note(NAME)
     daemon.jaula("freeze", NAME)
     expect(page.locator("#events li", has_text=f"Freezing instance {NAME}: success")).to_have_count(1)
     expect(row.locator(".state")).to_have_text("frozen")
     daemon.jaula("unfreeze", NAME)
-    expect(page.locator("#events li", has_text=f"Unfreezing instance {NAME}: success")).to_have_count(1)
     expect(row.locator(".state")).to_have_text("running")
     # a sparkline of three samples or more (the page's CSP forbids eval: no wait_for_function)
     expect(row.locator("polyline").first).to_have_attribute("points", re.compile(r"^\S+ \S+ \S+"), timeout=20_000)
@@ -169,6 +248,9 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page overflows a phone's width"
     page.screenshot(path=str(ARTIFACTS / "web-dashboard-phone.png"), full_page=True)
+    for shot in ("web-dashboard.png", "web-dashboard-phone.png", "web-instance.png"):  # kept, fresh, PNGs
+        kept = ARTIFACTS / shot
+        assert kept.stat().st_mtime >= began and kept.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", kept
     page.set_viewport_size({"width": 1280, "height": 900})
 
     # by keyboard to the instance: the focused link keeps its focus while the table refreshes
@@ -195,19 +277,42 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: obje
     expect(page.locator(f'tr[data-instance="{NAME}"]')).to_have_count(0)
     assert NAME not in daemon.instances()
     assert errors == [], errors
+    assert browser.left_loopback() == [], browser.left_loopback()
+    assert any(u.startswith("ws://127.0.0.1") for u in browser.urls), "the terminals' websockets were not seen"
 
     daemon.kill(15)
     assert daemon.leaks() == []
 
 
+class Attacker(BaseHTTPRequestHandler):
+    """Another site's page: a form that posts itself to the control center (the classic CSRF)."""
+    target = ""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = (f'<form id="f" method="post" action="{self.target}" enctype="text/plain">'
+                '<input name=\'{"name": "evil", "x": "\' value=\'"}\'></form>'
+                '<script>document.getElementById("f").submit()</script>').encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.mark.timeout(300)
-def test_a_template_is_built_with_progress_and_networks_listed(daemon: Daemon, browser: object,  # noqa: F811
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_templates_networks_and_csrf_in_the_browser(daemon: Daemon, browser: Chromium,  # noqa: F811
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Log in by token; build a template with its progress, import one, list the networks; a
+    state-changing request without the CSRF token is refused, from the page itself and from
+    another site's form, and nothing is made."""
     from playwright.sync_api import expect
 
     port = free_port()
     start_with_web(daemon, port, monkeypatch)
-    page = browser.new_page()  # type: ignore[attr-defined]
+    page = browser.new_page()
     page.set_default_timeout(30_000)
     page.goto(f"http://127.0.0.1:{port}/ui/")
     page.select_option("#l-kind", "token")
@@ -222,13 +327,59 @@ def test_a_template_is_built_with_progress_and_networks_listed(daemon: Daemon, b
     expect(page.locator("#t-progress")).to_be_visible()
     expect(page.locator("#templates tbody")).to_contain_text("bb2")
     assert "bb2" in daemon.jaula("template", "list")
+    # import: a root tree tarball on the host (made from the one just built)
+    rootfs = daemon.root / "templates" / "bb2" / "rootfs"
+    assert (rootfs / "bin").is_dir(), sorted(p.name for p in rootfs.parent.iterdir())
+    archive = daemon.top / "bb.tar.gz"
+    subprocess.run(["tar", "-C", str(rootfs), "-czf", str(archive), "."], check=True, timeout=60)
+    page.fill("#i-name", "bb3")
+    page.fill("#i-path", str(archive))
+    page.select_option("#i-format", "tarball")
+    page.click("#import-form button[type=submit]")
+    expect(page.locator("#status .msg")).to_contain_text("template bb3 imported", timeout=120_000)
+    expect(page.locator("#templates tbody")).to_contain_text("bb3")
+    assert "bb3" in daemon.jaula("template", "list")
+
+    # the networks: none yet, then one made from the CLI is listed with its subnet and bridge
     page.click("nav >> text=Networks")
     expect(page.locator("h1")).to_have_text("Networks")
     expect(page.locator("main")).to_contain_text("No network yet")
+    daemon.jaula("network", "create", "webnet", "-c", "ipv4.address=auto", "-c", "ipv6.address=none")
+    page.reload()
+    row = page.locator("#networks tbody tr", has_text="webnet")
+    expect(row).to_contain_text(re.compile(r"\d+\.\d+\.\d+\.\d+/\d+"))
+    daemon.jaula("network", "delete", "webnet")
+
     # a bad build is refused with the API's reasons, shown on the page
     page.click("nav >> text=Templates")
     page.fill("#t-name", "../x")
     page.click("#build-form button[type=submit]")
     expect(page.locator("#status .msg.error")).to_be_visible()
+
+    # CSRF: the page's own fetch without the token, or with a wrong one, is refused (403)
+    status = page.evaluate("""async () => {
+        const post = (hdrs) => fetch('/1.0/networks', {method: 'POST', credentials: 'same-origin',
+          headers: {'Content-Type': 'application/json', ...hdrs}, body: JSON.stringify({name: 'evil'})});
+        const a = await post({}), b = await post({'X-Jaula-CSRF': 'forged'});
+        return [a.status, (await a.json()).error, b.status];
+    }""")
+    assert status[0] == 403 and status[0] == status[2] and "CSRF" in status[1], status
+    # another origin's form (same site: the cookie goes; no token: 403), another site's (the
+    # SameSite=Strict cookie stays home: 401)
+    Attacker.target = f"http://127.0.0.1:{port}/1.0/networks"
+    evil = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        for host, refused in (("127.0.0.1", "Missing or wrong CSRF token"), ("localhost", "Not logged in")):
+            other = browser.new_page()
+            other.goto(f"http://{host}:{evil.server_address[1]}/")
+            other.wait_for_url(Attacker.target)
+            expect(other.locator("body")).to_contain_text(refused)
+            other.close()
+    finally:
+        evil.shutdown()
+        evil.server_close()
+    assert "evil" not in daemon.jaula("network", "list")
+    assert browser.left_loopback() == [], browser.left_loopback()
     daemon.kill(15)
     assert daemon.leaks() == []

@@ -169,17 +169,69 @@ export function instancePage(main, name) {
       : h('p', { class: 'muted' }, 'No snapshot.'), form);
   };
 
+  // NICs (add: plugged at once into a running instance; remove: confirmed) and the port forwards
+  // from the host to this instance (add on a NIC's network, remove).
   const renderNetwork = async () => {
-    const nics = await get(`${path}/nics`).catch(() => []);
+    const [nics, networks] = await Promise.all([get(`${path}/nics`).catch(() => []), get('/1.0/networks').catch(() => [])]);
     const nets = [...new Set(nics.map((n) => n.network).filter(Boolean))];
     const forwards = (await Promise.all(nets.map((n) => get(`/1.0/networks/${encodeURIComponent(n)}/forwards`).catch(() => [])))).flat().filter((f) => f.instance === name);
+    const nicRow = (n) => {
+      const del = h('button', { type: 'button', class: 'danger', 'aria-label': `Remove NIC ${n.name}` }, 'Remove');
+      del.addEventListener('click', () => busy(del, async () => {
+        if (!(await confirmAction(`Remove NIC ${n.name} from ${name}? Its addresses and port forwards go too.`, 'Remove'))) return;
+        await send('DELETE', `${path}/nics/${encodeURIComponent(n.name)}`);
+        say(`NIC ${n.name} removed from ${name}`); await renderNetwork();
+      }));
+      return h('tr', { 'data-nic': n.name }, h('td', {}, n.name), h('td', {}, n.network || n.type), h('td', {}, n.ipv4 || '—'), h('td', {}, n.ipv6 || '—'),
+        h('td', {}, n.mac), h('td', {}, n.host_name || '—'), h('td', {}, del));
+    };
+    const nicName = h('input', { id: 'nic-name', name: 'nic', required: true, placeholder: 'eth1', autocomplete: 'off' });
+    const nicNet = h('select', { id: 'nic-network', name: 'network' }, [h('option', { value: 'default' }, 'default'),
+      ...networks.filter((n) => n.name !== 'default').map((n) => h('option', { value: n.name }, n.name))]);
+    const nicForm = h('form', { class: 'inline', id: 'nic-form' }, h('label', { for: 'nic-name' }, 'New NIC', nicName),
+      h('label', { for: 'nic-network' }, 'On network', nicNet), h('button', { type: 'submit' }, 'Add NIC'));
+    nicForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      busy(nicForm.querySelector('button'), async () => {
+        await send('POST', `${path}/nics`, { name: nicName.value, config: { network: nicNet.value } });
+        say(`NIC ${nicName.value} added to ${name}`); await renderNetwork();
+      });
+    });
+    const fwdRow = (f) => {
+      const del = h('button', { type: 'button', class: 'danger', 'aria-label': `Remove forward ${f.proto} ${f.host_port}` }, 'Remove');
+      del.addEventListener('click', () => busy(del, async () => {
+        await send('DELETE', `/1.0/networks/${encodeURIComponent(f.network)}/forwards/${f.proto}/${f.host_port}?host_address=${encodeURIComponent(f.host_address)}`);
+        say(`forward ${f.proto} ${f.host_port} removed`); await renderNetwork();
+      }));
+      return h('tr', { 'data-forward': `${f.proto}/${f.host_port}` }, h('td', {}, f.proto), h('td', {}, `${f.host_address || '*'}:${f.host_port}`),
+        h('td', {}, `${f.nic}:${f.port}`), h('td', {}, f.network), h('td', {}, del));
+    };
+    const routed = nics.filter((n) => n.network);
+    const fNic = h('select', { id: 'fwd-nic', name: 'nic' }, routed.map((n) => h('option', { value: n.name }, `${n.name} (${n.network})`)));
+    const fProto = h('select', { id: 'fwd-proto', name: 'proto' }, h('option', { value: 'tcp' }, 'tcp'), h('option', { value: 'udp' }, 'udp'));
+    const fHost = h('input', { id: 'fwd-host-port', name: 'host_port', type: 'number', min: 1, max: 65535, required: true, inputmode: 'numeric' });
+    const fPort = h('input', { id: 'fwd-port', name: 'port', type: 'number', min: 1, max: 65535, required: true, inputmode: 'numeric' });
+    const fwdForm = h('form', { class: 'inline', id: 'forward-form' }, h('label', { for: 'fwd-nic' }, 'NIC', fNic), h('label', { for: 'fwd-proto' }, 'Protocol', fProto),
+      h('label', { for: 'fwd-host-port' }, 'Host port', fHost), h('label', { for: 'fwd-port' }, 'Instance port', fPort), h('button', { type: 'submit' }, 'Add forward'));
+    fwdForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      busy(fwdForm.querySelector('button'), async () => {
+        const nic = routed.find((n) => n.name === fNic.value);
+        await send('POST', `/1.0/networks/${encodeURIComponent(nic.network)}/forwards`,
+          { instance: name, nic: nic.name, proto: fProto.value, host_port: Number(fHost.value), port: Number(fPort.value) });
+        say(`forward ${fProto.value} ${fHost.value} → ${nic.name}:${fPort.value} added`); await renderNetwork();
+      });
+    });
     netBox.replaceChildren(
-      nics.length ? h('div', { class: 'scroll' }, h('table', { id: 'nics' }, h('thead', {}, h('tr', {}, ...['NIC', 'Network', 'IPv4', 'IPv6', 'MAC', 'Host side'].map((t) => h('th', {}, t)))),
-        h('tbody', {}, nics.map((n) => h('tr', {}, h('td', {}, n.name), h('td', {}, n.network || n.type), h('td', {}, n.ipv4 || '—'), h('td', {}, n.ipv6 || '—'), h('td', {}, n.mac), h('td', {}, n.host_name || '—'))))))
+      nics.length ? h('div', { class: 'scroll' }, h('table', { id: 'nics' }, h('thead', {}, h('tr', {}, ...['NIC', 'Network', 'IPv4', 'IPv6', 'MAC', 'Host side', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, nics.map(nicRow))))
         : h('p', { class: 'muted' }, 'No NIC.'),
+      nicForm,
       h('h3', {}, 'Port forwards'),
-      forwards.length ? h('ul', {}, forwards.map((f) => h('li', {}, `${f.proto} ${f.host_address || '*'}:${f.host_port} → ${f.nic}:${f.port} (${f.network})`)))
-        : h('p', { class: 'muted' }, 'No port forward.'));
+      forwards.length ? h('div', { class: 'scroll' }, h('table', { id: 'forwards' }, h('thead', {}, h('tr', {}, ...['Proto', 'Host', 'To', 'Network', ''].map((t) => h('th', {}, t)))),
+        h('tbody', {}, forwards.map(fwdRow))))
+        : h('p', { class: 'muted' }, 'No port forward.'),
+      routed.length ? fwdForm : h('p', { class: 'muted' }, 'A forward needs a NIC on a network.'));
   };
 
   const loadConsole = async () => {
