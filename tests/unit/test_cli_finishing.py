@@ -199,3 +199,21 @@ def test_every_documented_exit_code_comes_back_from_an_api_error() -> None:
         if code in (ExitCode.OK, ExitCode.USAGE):
             continue  # not errors of the API
         assert error_from({"error": "x", "exit_code": code}).exit_code == code, code
+
+
+def test_stats_watch_into_a_pipe_prints_each_refresh_as_it_comes(api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal (`jaula stats --watch | tee log`): every refresh printed, stamped, and
+    flushed before the next wait; rich's Live would print nothing until Ctrl-C."""
+    from jaula.cli import stats
+
+    assert jaula(api, "launch", "bb", "web1").exit_code == 0
+    sleeps: list[float] = []
+
+    def fake_sleep(s: float) -> None:  # the third wait is "Ctrl-C"
+        sleeps.append(s)
+        if len(sleeps) == 3:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(stats.time, "sleep", fake_sleep)
+    r = jaula(api, "stats", "web1", "--watch", "--interval", "0.5")
+    assert r.exit_code == 0, r.output
+    assert r.output.count("every 0.5 s, Ctrl-C to stop") == 3 and r.output.count("web1:") == 3, r.output

@@ -1,8 +1,10 @@
 """`jaula stats [NAME...] [--watch] [--interval S]`: instances' counters as /proc/user_beancounters
-showed them, once, or refreshed in place (rich Live) until Ctrl-C."""
+showed them, once, or refreshed in place (rich Live) until Ctrl-C; into a pipe or file each
+refresh is printed after the last, stamped, as it comes (a Live there shows nothing until the end)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +41,15 @@ def register(cli: click.Group, client: Callable[[click.Context], Any]) -> None:
         if not watch:
             click.echo(table(c, names), nl=False)
             return
+        if not sys.stdout.isatty():  # piped or logged: each refresh printed after the last, at once
+            try:
+                while True:
+                    click.echo(f"{time.strftime('%H:%M:%S')}  every {interval:g} s, Ctrl-C to stop\n"
+                               + table(c, names), nl=False)
+                    sys.stdout.flush()
+                    time.sleep(interval)
+            except KeyboardInterrupt:
+                return
         from rich.live import Live
         from rich.text import Text
 
