@@ -18,6 +18,12 @@ The protocol is in jaula.instances.console_pty. The socket is <ROOT>/console-kee
 It lives while jaulad's OWNER connection is open or while it holds a console: a killed jaulad
 leaves it to the running instances, and the next jaulad reconnects to it; once jaulad is gone and
 the last instance stopped, it exits. It also exits when its socket file is removed or replaced.
+
+It is also the seccomp agent of `security.syscalls.intercept.sysinfo` (jaula.daemon.sysinfo_notify):
+jaula.oci hands it each instance process's seccomp listener on <ROOT>/seccomp-agent.sock (OCI
+listenerPath: one stream connection per listener, the state JSON with the fd), and it answers
+sysinfo(2) for them from the instance's cgroup. A listener is closed when the kernel hangs it up
+(no process uses its filter any more); the keeper lives while it holds one.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import signal
 import sys
 import time
 
-from jaula.instances.console_pty import SOCKET_NAME
+from jaula.instances.console_pty import AGENT_SOCKET, SOCKET_NAME
 from jaula.oci import sync
 
 # Small on purpose (11.0 MiB RSS idle; logging, argparse and socket made it 12.8): _socket, not
@@ -82,8 +88,18 @@ class _Held:
         return [fd for fd in (self.master, self.slave, self.log, self.pidfd) if fd >= 0]
 
 
+class _Listener:
+    __slots__ = ("cgroup", "id", "pid")
+
+    def __init__(self, cid: str, pid: int, cgroup: object) -> None:
+        self.id, self.pid, self.cgroup = cid, pid, cgroup
+
+
+AGENT_MSG_MAX = 1 << 20       # the OCI state of one listener hand-off (annotations included)
+
+
 class Keeper:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, agent_path: str | None = None) -> None:
         self.path = path
         self.held: dict[str, _Held] = {}
         self.by_fd: dict[int, _Held] = {}          # master and pidfd -> its entry
@@ -94,10 +110,23 @@ class Keeper:
         self.poll = select.poll()
         self.listener = self._listen()
         self.ino = os.stat(path).st_ino
+        # the seccomp agent: its socket, hand-offs being read (fd -> (conn, data, fds)), listeners held
+        self.agent_path = agent_path
+        self.agent: _socket.socket | None = None
+        self.handoffs: dict[int, tuple[_socket.socket, bytearray, list[int]]] = {}
+        self.listeners: dict[int, _Listener] = {}
+        self.tops: dict[str, object] = {}         # container id -> its instance's cgroup (from its init at create)
+        self.answers = None
+        if agent_path:
+            from jaula.daemon.sysinfo_notify import Agent
 
-    def _listen(self) -> _socket.socket:
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK, 0)
-        tmp = f"{self.path}.{os.getpid()}"
+            self.answers = Agent()
+            self.agent = self._listen(agent_path, _socket.SOCK_STREAM)
+
+    def _listen(self, path: str | None = None, kind: int = _socket.SOCK_SEQPACKET) -> _socket.socket:
+        path = path or self.path
+        s = _socket.socket(_socket.AF_UNIX, kind | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK, 0)
+        tmp = f"{path}.{os.getpid()}"
         old = os.umask(0o177)
         try:
             try:
@@ -109,7 +138,7 @@ class Keeper:
             os.umask(old)
         os.chmod(tmp, 0o600)
         s.listen(1024)
-        os.rename(tmp, self.path)  # in place at once: a client never sees no socket there
+        os.rename(tmp, path)  # in place at once: a client never sees no socket there
         self.poll.register(s.fileno(), select.POLLIN)
         return s
 
@@ -118,8 +147,9 @@ class Keeper:
         next_check = time.monotonic() + CHECK_SOCKET_S
         while True:
             now = time.monotonic()
-            if self.owner is None and not self.held and (self.had_owner or now > self.orphan_deadline):
-                log.info("jaulad is gone and no console is held: exiting")
+            if (self.owner is None and not self.held and not self.listeners
+                    and (self.had_owner or now > self.orphan_deadline)):
+                log.info("jaulad is gone and no console or seccomp listener is held: exiting")
                 return 0
             paused = [h for h in self.held.values() if h.paused_until and h.paused_until <= now]
             for h in paused:
@@ -138,6 +168,10 @@ class Keeper:
                     log.exception("event %s on fd %d", ev, fd)
                     if fd in self.clients:
                         self._close_client(fd)
+                    elif fd in self.handoffs:
+                        self._end_handoff(fd)
+                    elif fd in self.listeners:
+                        self._drop_listener(fd)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CHECK_SOCKET_S
                 if not self._socket_is_mine():
@@ -155,6 +189,12 @@ class Keeper:
             self._accept()
         elif fd in self.clients:
             self._client(fd)
+        elif fd in self.listeners:
+            self._notified(fd, ev)
+        elif self.agent is not None and fd == self.agent.fileno():
+            self._accept_handoff()
+        elif fd in self.handoffs:
+            self._handoff(fd)
         elif (h := self.by_fd.get(fd)) is not None:
             if fd == h.pidfd:
                 self.drop(h)
@@ -237,6 +277,96 @@ class Keeper:
             del self.held[h.name]
         log.info("dropped the console of %s", h.name)
 
+    # --- the seccomp agent (sysinfo) ---------------------------------------------------------------------
+    def _notified(self, fd: int, ev: int) -> None:
+        """A listener is readable (a sysinfo waits) or hung up (no process uses its filter any more)."""
+        if ev & select.POLLIN:
+            try:
+                self.answers.answer(fd, self.listeners[fd].cgroup)
+            except OSError as e:
+                log.warning("seccomp listener of %s: %s: dropped", self.listeners[fd].id, e)
+                self._drop_listener(fd)
+                return
+        if ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) and not ev & select.POLLIN:
+            self._drop_listener(fd)
+
+    def _drop_listener(self, fd: int) -> None:
+        entry = self.listeners.pop(fd)
+        try:
+            self.poll.unregister(fd)
+        except KeyError:
+            pass
+        os.close(fd)
+        if not any(x.id == entry.id for x in self.listeners.values()):
+            self.tops.pop(entry.id, None)
+
+    def _accept_handoff(self) -> None:
+        while True:
+            try:
+                fd, _ = self.agent._accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept on %s: %s", self.agent_path, e)
+                return
+            conn = _socket.socket(fileno=fd)
+            if len(self.handoffs) >= MAX_CLIENTS:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self.handoffs[fd] = (conn, bytearray(), [])
+            self.poll.register(fd, select.POLLIN)
+
+    def _end_handoff(self, fd: int) -> tuple[bytearray, list[int]]:
+        conn, data, fds = self.handoffs.pop(fd)
+        self.poll.unregister(fd)
+        conn.close()
+        return data, fds
+
+    def _handoff(self, fd: int) -> None:
+        """Read a listener hand-off (jaula.oci.seccomp.send_to_listener) to its end, then hold the fd."""
+        conn, data, fds = self.handoffs[fd]
+        while True:
+            try:
+                chunk, anc, _flags, _addr = conn.recvmsg(CHUNK, _socket.CMSG_SPACE(4 * 4))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                chunk, anc = b"", []
+            for level, kind, raw in anc:
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                    fds.extend(int.from_bytes(raw[i:i + 4], sys.byteorder, signed=True) for i in range(0, len(raw) - 3, 4))
+            if not chunk or len(data) + len(chunk) > AGENT_MSG_MAX:
+                break
+            data += chunk
+        data, fds = self._end_handoff(fd)
+        import json
+
+        try:
+            msg = json.loads(bytes(data))
+            state = msg["state"]
+            cid, pid, status = str(state["id"]), int(state["pid"]), state.get("status")
+        except (ValueError, KeyError, TypeError) as e:
+            for f in fds:
+                os.close(f)
+            log.warning("a seccomp listener hand-off without its OCI state (%s): refused", e)
+            return
+        if len(fds) != 1:
+            for f in fds:
+                os.close(f)
+            log.warning("a seccomp listener hand-off for %s with %d fds: refused", cid, len(fds))
+            return
+        # the instance's cgroup is its init's while it is created (a systemd moves itself to init.scope later)
+        top = self.tops.get(cid) if status != "creating" else None
+        if top is None:
+            top = self.answers.instance_cgroup(pid)
+            if status == "creating" and top is not None:
+                self.tops[cid] = top
+        lfd = fds[0]
+        os.set_blocking(lfd, False)
+        self.listeners[lfd] = _Listener(cid, pid, top)
+        self.poll.register(lfd, select.POLLIN)
+
     # --- clients -------------------------------------------------------------------------------------
     def _accept(self) -> None:
         while True:
@@ -310,6 +440,10 @@ class Keeper:
             return ("MASTER", "", [os.dup(h.master)])
         if verb == "LIST":
             return ("HELD", " ".join(sorted(self.held)), [])
+        if verb == "AGENT":   # the seccomp agent's figures: listeners held, answers, kernel's answers, EFAULTs
+            a = self.answers
+            counts = (len(self.listeners), a.answered, a.continued, a.faulted) if a else (0, 0, 0, 0)
+            return ("AGENT", " ".join(map(str, counts)), [])
         if verb == "OWNER":
             if self.owner is not None and self.owner != fd:
                 log.warning("a second OWNER connection: it replaces the first")
@@ -318,19 +452,23 @@ class Keeper:
         return ("ERROR", f"unknown request {verb!r}", [])
 
 
-USAGE = "usage: python -m jaula.daemon.console_keeper --root ROOT  (jaulad starts it: one per root)"
+USAGE = ("usage: python -m jaula.daemon.console_keeper --root ROOT [--no-agent]  (jaulad starts it: one per root;"
+         " --no-agent: no seccomp agent socket)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    agent = "--no-agent" not in args
+    args = [a for a in args if a != "--no-agent"]
     if len(args) != 2 or args[0] != "--root" or not args[1]:
         print(USAGE, file=sys.stderr)
         return 2
     path = os.path.join(os.path.abspath(args[1]), SOCKET_NAME)
+    agent_path = os.path.join(os.path.abspath(args[1]), AGENT_SOCKET) if agent else None
     os.chdir("/")  # holds no folder of the root (or a mount) busy
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    keeper = Keeper(path)
+    keeper = Keeper(path, agent_path)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("pid %d serving %s", os.getpid(), keeper.path)
     return keeper.run()

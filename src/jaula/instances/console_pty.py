@@ -13,6 +13,8 @@ Protocol: SOCK_SEQPACKET on <jaulad root>/console-keeper.sock (0600), one messag
                    (no reply: the start path does not wait for a round trip)
   GET <name>       -> "MASTER" with fds [a dup of the master], or "ERROR <text>"
   LIST             -> "HELD <name> <name>..."
+  AGENT            -> "AGENT <listeners> <answered> <left to the kernel> <EFAULTs>" (the
+                   seccomp agent on <root>/seccomp-agent.sock: jaula.daemon.sysinfo_notify)
   OWNER            jaulad's connection: the keeper lives while it is open or while it holds a
                    master (-> "KEEPER <pid>")
 """
@@ -25,6 +27,7 @@ import os
 from jaula.errors import BadState, JaulaError
 
 SOCKET_NAME = "console-keeper.sock"
+AGENT_SOCKET = "seccomp-agent.sock"   # the keeper's seccomp agent (sysinfo): linux.seccomp.listenerPath
 TIMEOUT_S = 5.0
 
 
