@@ -43,7 +43,7 @@ class RecordingPlumbing:
         self._rec("plug", nic)
         undo.callback(self.unplug, nic)
 
-    def unplug(self, nic: Any) -> None:
+    def unplug(self, nic: Any, pid: int | None = None) -> None:
         self._rec("unplug", nic)
 
     def destroy(self) -> None:

@@ -170,7 +170,7 @@ def update(bundle: str, network: dict[str, Any], config: dict[str, Any], pid: in
     for nic in plugged:
         if nic.name not in want_names or nic != next(w for w in want if w.name == nic.name).replace(
                 ingress_kbit=nic.ingress_kbit, egress_kbit=nic.egress_kbit):
-            fw.unplug(nic)  # removed, or changed other than its rates: plugged again below
+            fw.unplug(nic, pid)  # removed, or changed other than its rates: plugged again below
         else:
             keep.append(nic)
     _save(bundle, table, nets, keep)

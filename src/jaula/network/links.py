@@ -314,6 +314,18 @@ def _delete_inside(nsfd: int, ifname: str) -> None:
         _delete_quietly(ipr, ifname)
 
 
+def _delete_inside_of(pid: int, ifname: str) -> None:
+    try:
+        nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # the instance is gone, and its links with its namespace
+    try:
+        if not _same_netns(nsfd):  # never the host's own interface of that name
+            _delete_inside(nsfd, ifname)
+    finally:
+        os.close(nsfd)
+
+
 def ifb_name(host_name: str) -> str:
     """The name of the ifb device that shapes what a BRIDGED NIC sends (`jaula.network.tc`)."""
     if len(host_name) <= IFNAMSIZ - 2:
@@ -321,10 +333,13 @@ def ifb_name(host_name: str) -> str:
     return "je" + hashlib.sha256(host_name.encode()).hexdigest()[:IFNAMSIZ - 2]
 
 
-def detach(nic: NicPlan) -> None:
+def detach(nic: NicPlan, pid: int | None = None) -> None:
     """Remove the host side of `nic` if present (its veth, the ifb of its egress limit; a
     macvlan still under its temporary host name): idempotent. The peer in the instance dies
-    with its namespace."""
+    with its namespace. With `pid` (the init of a running instance: a NIC removed or changed
+    live) a macvlan, which has no host side, is deleted inside its namespace."""
+    if pid is not None and nic.type == MACVLAN:
+        _delete_inside_of(pid, nic.name)
     present = [n for n in (nic.host_name, ifb_name(nic.host_name)) if _nametoindex(n) is not None]
     if not present:
         return  # the usual case at a stop: the veth went with the instance's namespace, no ifb

@@ -96,15 +96,16 @@ class Plumbing:
             tc.set_rate(nic)
             mark("rate")
 
-    def unplug(self, nic: NicPlan) -> None:
-        """Remove what `plug` made; what is already gone (the netns died with the instance) is fine."""
+    def unplug(self, nic: NicPlan, pid: int | None = None) -> None:
+        """Remove what `plug` made; what is already gone (the netns died with the instance) is fine.
+        `pid`: the init of a running instance that keeps running (a live removal: a macvlan inside goes)."""
         from jaula.network import links
 
         mark = self.timing or _no_timing
         if nic.type == BRIDGED:
             self._quietly("firewall remove_nic", self.firewall().remove_nic, nic)
             mark("firewall")
-        self._quietly("detach", links.detach, nic)
+        self._quietly("detach", links.detach, nic, pid)
         mark("detach")
 
     def remove_strays(self, host_names: list[str]) -> list[str]:
