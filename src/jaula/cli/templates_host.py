@@ -28,7 +28,9 @@ def _size(n: float | None) -> str:
 
 
 def follow(client: Any, op: dict[str, Any], what: str) -> dict[str, Any]:
-    """Poll operation `op` until it ends, drawing its progress; its error raised on failure."""
+    """Poll operation `op` until it ends, drawing its progress; its error raised on failure.
+    Ctrl-C cancels it when jaulad can (`may_cancel`: a build), and waits for it to stop; else
+    it leaves it running, saying so."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -42,13 +44,25 @@ def follow(client: Any, op: dict[str, Any], what: str) -> dict[str, Any]:
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task(what, total=None)
+        cancelling = False
         while op["status"] not in FINISHED:
             meta = op.get("metadata") or {}
             if "stage" in meta:
                 bar.update(task, description=f"{what}: {meta['stage']}", completed=meta.get("done") or 0,
                            total=meta.get("total"))
-            time.sleep(POLL)
-            op = client.operation(op["id"])
+            try:
+                time.sleep(POLL)
+                op = client.operation(op["id"])
+            except KeyboardInterrupt:
+                if cancelling:
+                    raise
+                if not op.get("may_cancel"):
+                    click.echo(f"Interrupted: operation {op['id']} goes on in jaulad ({what.lower()})", err=True)
+                    raise
+                click.echo(f"Cancelling {what.lower()} (operation {op['id']})...", err=True)
+                cancelling = True
+                client.cancel_operation(op["id"])
+                op = client.operation(op["id"])
     if op["status"] != "success":
         from jaula.client.rest import error_from
         raise error_from(op)

@@ -25,7 +25,7 @@ from jaula.daemon.backend import Backend
 from jaula.daemon.db import Database
 from jaula.daemon.events import EventBus
 from jaula.daemon.models import InstanceRow, OperationRow
-from jaula.daemon.operations import Operations
+from jaula.daemon.operations import Operations, may_cancel
 from jaula.errors import (
     BadState,
     ConfigError,
@@ -376,7 +376,7 @@ def _async(op: OperationRow) -> dict:
 def _op_out(op: OperationRow) -> s.Operation:
     return s.Operation(id=op.id, **{"class": op.op_class}, description=op.description,  # type: ignore[arg-type]
                        status=op.status, created=op.created, updated=op.updated, err=op.error,  # type: ignore[arg-type]
-                       resources=op.resources, metadata=op.metadata, may_cancel=op.status == "pending")
+                       resources=op.resources, metadata=op.metadata, may_cancel=may_cancel(op))
 
 
 def error_body(status: int, message: str, problems: list[str] | None = None,

@@ -5,7 +5,10 @@ Callers get the operation at once and poll it or wait on it (`wait` from a threa
 in the event loop: the API's long poll, woken by the worker itself); the row outlives the
 thread, so a client that reconnects still sees how it ended. Actions on one instance run one
 at a time (a lock per instance), in the order they were asked. An operation still pending (queued
-behind another on its instance) can be cancelled; one already running cannot.
+behind another on its instance) can be cancelled; one already running only when its action
+stops at a request (`submit(stoppable=True)`: a template build, whose progress callback calls
+`stop_point` and so raises Cancelled; the builder then ends its processes and removes what it made):
+the DELETE asks, the operation ends `cancelled` once the action has stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +28,25 @@ from jaula.instances.start_timing import mark
 
 log = logging.getLogger("jaula.operations")
 
+#: running operations whose action stops at a request, each with its request (`stop_point`)
+_stoppable: dict[str, threading.Event] = {}
+
+
+class Cancelled(JaulaError):
+    """Raised in a stoppable action at the stop point after its operation's cancel."""
+
+
+def may_cancel(op: OperationRow) -> bool:
+    """Whether DELETE /1.0/operations/{id} cancels `op` now."""
+    return op.status == "pending" or (op.status == "running" and op.id in _stoppable)
+
+
+def stop_point(op_id: str) -> None:
+    """In a stoppable action: raise Cancelled when its operation's cancel was asked."""
+    asked = _stoppable.get(op_id)
+    if asked is not None and asked.is_set():
+        raise Cancelled("Cancelled by request")
+
 #: an action: returns the operation's metadata (or None)
 Action = Callable[[], "dict[str, Any] | None"]
 
@@ -43,24 +65,33 @@ class Operations:
 
     def submit(self, description: str, action: Action, *, instance: str | None = None,
                resources: dict[str, list[str]] | None = None,
-               on_cancel: Callable[[], None] | None = None) -> OperationRow:
+               on_cancel: Callable[[], None] | None = None, stoppable: bool = False) -> OperationRow:
         """Record a pending operation and run `action` in a worker; returns the new row.
-        `on_cancel` undoes what the request did before the action (a cancelled create's row)."""
+        `on_cancel` undoes what the request did before the action (a cancelled create's row);
+        `stoppable`: the action calls `stop_point(id)` often, so a running one can be cancelled."""
         if instance is not None:
             resources = {**(resources or {}), "instances": [instance]}
         op = self.db.create_operation("task", description, resources=resources)
         self._told(op)
         if on_cancel is not None:
             self._on_cancel[op.id] = on_cancel
+        if stoppable:
+            _stoppable[op.id] = threading.Event()
         self._pool.submit(self._run, op.id, action, instance)
         return op
 
     def cancel(self, op_id: str) -> OperationRow:
-        """Cancel a pending operation (BadState once it runs or has ended)."""
+        """Cancel a pending operation, or ask a running stoppable one to stop (it then ends
+        `cancelled`; returned as it is, still running); BadState for the others."""
         with self.db.transaction() as db:
             op = db.get_operation(op_id)
+            asked = _stoppable.get(op_id)
+            if op.status == "running" and asked is not None:
+                asked.set()
+                return op
             if op.status != "pending":
-                raise BadState(f"Operation {op_id} is {op.status}: only a pending operation can be cancelled")
+                raise BadState(f"Operation {op_id} is {op.status}: only a pending operation, or a running "
+                               "template build, can be cancelled")
             op = db.update_operation(op_id, status="cancelled", error="Cancelled by request")
             undo = self._on_cancel.pop(op_id, None)
             if undo is not None:
@@ -91,6 +122,8 @@ class Operations:
                 mark(str(instance), "op.claimed")
                 try:
                     metadata = action()
+                except Cancelled as exc:
+                    self._set(op_id, status="cancelled", error=str(exc))
                 except JaulaError as exc:  # the exit code lets a client raise the same error
                     self._set(op_id, status="failure", error=str(exc), metadata={"exit_code": exc.exit_code})
                 except Exception as exc:  # a bug: keep the daemon up, tell the caller what broke
@@ -101,6 +134,7 @@ class Operations:
                     self._set(op_id, status="success", metadata=metadata)
                 mark(str(instance), "op.done")
         finally:
+            _stoppable.pop(op_id, None)
             with self._changed:
                 self._changed.notify_all()
 

@@ -59,7 +59,7 @@ class Operation(BaseModel):
     err: str = Field(description="why it failed; empty unless status is failure")
     resources: dict[str, list[str]]
     metadata: dict
-    may_cancel: bool = Field(default=False, description="pending: DELETE cancels it")
+    may_cancel: bool = Field(default=False, description="DELETE cancels it: pending, or a running template build")
 
 
 class Event(BaseModel):

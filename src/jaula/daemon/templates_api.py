@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jaula.daemon import schemas as s
 from jaula.daemon.host import Host
 from jaula.daemon.models import TemplateRow
+from jaula.daemon.operations import stop_point
 from jaula.errors import BadState, ConfigError, JaulaError, NotFound
 
 PROGRESS_INTERVAL = 0.2
@@ -153,6 +154,8 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
         last = [0.0]
 
         def progress(stage: str, done: int, total: int | None) -> None:
+            if "id" in box:
+                stop_point(box["id"])  # a cancelled build stops here: the builder undoes its work
             now = time.monotonic()
             if now - last[0] < PROGRESS_INTERVAL and not (total is not None and done >= total):
                 return
@@ -182,7 +185,7 @@ def mount(app: FastAPI, db: Any, backend: Any, ops: Any,
             app.state.events.lifecycle("template-built", {"name": name})  # stored and pushed
             return {"stage": "done", "done": t.size, "total": t.size, "template": out(t).model_dump()}
         try:
-            op = ops.submit(f"{what} template {name}", action, resources={"templates": [name]})
+            op = ops.submit(f"{what} template {name}", action, resources={"templates": [name]}, stoppable=True)
         except BaseException:
             with building_lock:
                 building.discard(name)
