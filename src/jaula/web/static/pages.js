@@ -28,6 +28,7 @@ export function createPage(main) {
     if (!templates.length) template.append(h('option', { value: 'busybox' }, 'busybox (built on first use)'));
     network.append(...nets.filter((n) => n.name !== 'default').map((n) => h('option', { value: n.name }, n.name)), h('option', { value: '' }, 'none'));
     profiles.append(...profs.map((p) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'profile', value: p.name, checked: p.name === 'default' }), p.name)));
+    if (!profs.length) profiles.append(h('p', { class: 'muted', id: 'c-no-profile' }, 'No profile yet (jaula profile create).'));
   })().catch((e) => say(e.message, 'error'));
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
