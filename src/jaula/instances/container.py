@@ -213,11 +213,13 @@ class ContainerDriver(StorageVerbs, Driver):
             nics.write_etc(rootfs, inst.network, idmap)  # resolv.conf and hosts of its network
             # A privileged instance's capabilities are the host's: only what our bounding set holds.
             known = _bounding_caps() if idmap is None else None
-            spec = render.render(inst, cfg, template, rootfs, init, cgroups_path, known_caps=known,
-                                 lxcfs=lxcfs_view.for_instance(self.root, name, cfg))
             keeper = self._console_keeper(inst)
             if keeper is not None:
                 undo.callback(keeper.close)
+            spec = render.render(inst, cfg, template, rootfs, init, cgroups_path, known_caps=known,
+                                 lxcfs=lxcfs_view.for_instance(self.root, name, cfg),
+                                 sysinfo_agent=self._sysinfo_agent(keeper, cfg))
+            if keeper is not None:
                 spec["process"]["terminal"] = True  # a pty as its console: the keeper holds the master
             mark(name, "drv.rendered")
             _write_config(bundle, spec)
@@ -239,6 +241,22 @@ class ContainerDriver(StorageVerbs, Driver):
         # goes back, so the caller watches it (the spawner's zombie until reaped) and records the
         # exit and its status, instead of "running" with nothing to watch.
         return st if st.pid else st.replace(pid=c.pid)
+
+    def _sysinfo_agent(self, keeper: Any, cfg: dict[str, Any]) -> str | None:
+        """The console keeper's seccomp agent socket for security.syscalls.intercept.sysinfo, when
+        a keeper answers (a system instance's connection to it, or a probe for an app): None when
+        not, the instance then starts without it (the kernel's sysinfo)."""
+        if not self.console_keeper or cfg.get("security.syscalls.intercept.sysinfo") is False:
+            return None
+        from jaula.instances import console_pty
+
+        path = os.path.join(os.path.dirname(self.console_keeper), console_pty.AGENT_SOCKET)
+        if keeper is None:
+            try:
+                console_pty.connect(self.console_keeper).close()
+            except OSError:
+                return None
+        return path if os.path.exists(path) else None
 
     def _console_keeper(self, inst: Instance) -> Any:
         """A connection to the console keeper for a system instance's pty console; None for an app

@@ -273,13 +273,15 @@ def process_env(template_env: list[str], cfg: dict[str, Any], mode: str) -> list
 def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init: InitKind,
            cgroups_path: str | None = None, known_caps: list[str] | None = None,
            nofile: tuple[int, int] | None = None, lxcfs: str | None = None,
-           boottime_ns: int | None = None) -> dict[str, Any]:
+           boottime_ns: int | None = None, sysinfo_agent: str | None = None) -> dict[str, Any]:
     """The config.json of `inst` (effective config `cfg`) on its mounted root `rootfs`.
 
     `template`: its Template (command, env, workdir, user); `init`: what runs as pid 1;
     `nofile`: RLIMIT_NOFILE (soft, hard), by default the caller's; `lxcfs`: a live lxcfs mount
     whose files go over /proc's and /sys's (jaula.instances.lxcfs_view), None for none;
-    `boottime_ns`: the host's CLOCK_BOOTTIME now, by default read (see time_namespace).
+    `boottime_ns`: the host's CLOCK_BOOTTIME now, by default read (see time_namespace);
+    `sysinfo_agent`: the seccomp agent's socket (the console keeper's, jaula.daemon.sysinfo_notify)
+    that answers sysinfo(2) when security.syscalls.intercept.sysinfo is on, None for none.
     """
     if nofile is None:
         import resource
@@ -338,6 +340,10 @@ def render(inst: Instance, cfg: dict[str, Any], template: Any, rootfs: str, init
         lx["namespaces"].append({"type": "time"})
         lx["timeOffsets"] = boot_clock_from_zero(boottime_ns)
     lx["resources"].update(resources(cfg))
+    if sysinfo_agent and cfg.get("security.syscalls.intercept.sysinfo") is not False and lx.get("seccomp"):
+        from jaula.oci.seccomp_profile import notify_sysinfo
+
+        notify_sysinfo(lx["seccomp"], sysinfo_agent, inst.name)
     if cgroups_path:
         lx["cgroupsPath"] = cgroups_path
     spec["annotations"] = {

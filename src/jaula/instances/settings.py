@@ -168,6 +168,11 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
             "system instances: a time namespace whose boot clock starts at 0 at each start, so uptime "
             "(sysinfo, /proc/uptime) is the instance's; the monotonic clock stays the host's",
             parse_bool, live=False),
+    Setting("security.syscalls.intercept.sysinfo", "bool", True,
+            "sysinfo(2) answered by jaulad's console keeper from the instance's cgroup (memory and swap "
+            "limits, usage, tasks) and time namespace, so busybox free and uptime show the instance's "
+            "figures (docs/honest-proc.md); without a keeper running the instance starts without it",
+            parse_bool, live=False),
     Setting("boot.autostart", "bool", False, "start the instance when jaulad starts", parse_bool),
     # networks (jaula.network.config): the instance's own network namespace, or the host's
     Setting("network.mode", "string", "private",

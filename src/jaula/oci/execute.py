@@ -59,7 +59,10 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
     try:
         epid = int(sync.expect(parent, sync.PID))
         os.waitpid(pid, 0)
-        name, payload, _ = sync.recv(parent)
+        name, payload, fds = sync.recv(parent, with_fds=True)
+        if name == sync.SECCOMP:  # its seccomp listener, for linux.seccomp.listenerPath (as the init's)
+            _forward_listener(c, spec, fds, log)
+            name, payload, _ = sync.recv(parent)
         if name == sync.ERROR:
             raise JaulaError(payload)
     except BaseException:
@@ -184,6 +187,35 @@ def _child(c: Container, spec: Spec, p: Process, sock, ns_fds: dict[str, int], c
         os._exit(code)
 
 
+def _install_seccomp(sc, sock) -> None:
+    """Load the filter; with a listenerPath, its listener goes to the parent (which hands it on:
+    _forward_listener) before the execve, as runc does for an exec'd process."""
+    from jaula.oci import seccomp
+
+    fd = seccomp.install(sc, listener=bool(sc.listener_path))
+    if fd >= 0:
+        try:
+            sync.send(sock, sync.SECCOMP, fds=[fd])
+        finally:
+            os.close(fd)
+
+
+def _forward_listener(c: Container, spec: Spec, fds: list[int], log) -> None:
+    """Hand an exec'd process's listener to the seccomp agent; a failure is logged, not fatal: the
+    process runs already, and with no listener its notified calls fail with ENOSYS (none hangs)."""
+    from jaula.oci import seccomp
+
+    sc = spec.linux.seccomp
+    try:
+        for fd in fds[:1]:
+            seccomp.send_to_listener(sc.listener_path, fd, c.oci_state(), sc.listener_metadata)
+    except OSError as e:
+        log.warning(f"exec: the seccomp listener not handed to {sc.listener_path!r}: {e}")
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int, log, tramp: int | None) -> None:
     step = "process"
     try:
@@ -206,9 +238,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
         from jaula.oci.init import _setgroups_allowed
 
         if sc is not None and not p.no_new_privileges:
-            from jaula.oci import seccomp
-
-            seccomp.install(sc, listener=False)
+            _install_seccomp(sc, sock)
         procsec.drop_bounding(p)
         procsec.set_user(p, setgroups_allowed=_setgroups_allowed())
         procsec.set_caps(p)
@@ -219,9 +249,7 @@ def _exec_process(spec: Spec, p: Process, sock, console_sock, preserve_fds: int,
         procsec.enter_cwd(p)
         env = dict(e.split("=", 1) for e in p.env)
         if sc is not None and p.no_new_privileges:
-            from jaula.oci import seccomp
-
-            seccomp.install(sc, listener=False)
+            _install_seccomp(sc, sock)
         procsec.exec_program(tramp, exe, p.args, env)
     except BaseException as e:  # noqa: BLE001
         try:

@@ -108,3 +108,12 @@ def default_profile(native: str | None = None) -> dict[str, Any]:
                       "args": [{"index": index, "value": 0xFFFFFFFF, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}]})
     rules.append({"names": allowed_names(arches), "action": "SCMP_ACT_ALLOW"})
     return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": ENOSYS, "architectures": arches, "syscalls": rules}
+
+
+def notify_sysinfo(profile: dict[str, Any], listener_path: str, metadata: str | None = None) -> None:
+    """Send sysinfo(2) to the seccomp agent at `listener_path` (SCMP_ACT_NOTIFY, OCI listenerPath):
+    the rule goes first, before the rule that allows it (the first matching rule wins)."""
+    profile["syscalls"].insert(0, {"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"})
+    profile["listenerPath"] = listener_path
+    if metadata:
+        profile["listenerMetadata"] = metadata
