@@ -32,9 +32,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if "attempt" not in report.keywords:
         return
-    # the call's outcome, unless a setup or teardown failed or skipped
-    if report.outcome != "passed" or (report.when == "call" and report.nodeid not in _results):
-        _results[report.nodeid] = report.outcome
+    # the call's outcome, unless a setup or teardown failed or skipped; a setup or teardown that
+    # failed is an error of the battery (its instance did not start...), not an escape
+    outcome = "error" if report.outcome == "failed" and report.when != "call" else report.outcome
+    if outcome != "passed" and _results.get(report.nodeid) not in ("failed", "error") \
+            or (report.when == "call" and report.nodeid not in _results):
+        _results[report.nodeid] = outcome
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -45,8 +48,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
     n = len(_results)
     passed = sum(1 for v in _results.values() if v == "passed")
     failed = sum(1 for v in _results.values() if v == "failed")
-    skipped = n - passed - failed
+    errors = sum(1 for v in _results.values() if v == "error")
+    skipped = n - passed - failed - errors
     line = f"security battery: {n} attempts, {passed} blocked, {failed} escapes"
+    line += f", {errors} not run (errors in their setup)" if errors else ""
     terminalreporter.write_line(line + (f", {skipped} skipped" if skipped else ""))
     # the escape helper's attempts per kind of instance (test_escapes.py's battery parameter)
     kinds: dict[str, list[str]] = {}
@@ -57,7 +62,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for kind, outcomes in kinds.items():
         line = (f"security battery ({kind} instance{', lxcfs on' if kind == 'lxcfs' else ''}): {len(outcomes)} attempts, "
                 f"{outcomes.count('passed')} blocked, {outcomes.count('failed')} escapes")
-        rest = len(outcomes) - outcomes.count("passed") - outcomes.count("failed")
+        if errors := outcomes.count("error"):
+            line += f", {errors} not run (errors in their setup)"
+        rest = len(outcomes) - outcomes.count("passed") - outcomes.count("failed") - errors
         terminalreporter.write_line(line + (f", {rest} skipped" if rest else ""))
     for figure in FIGURES:
         terminalreporter.write_line(f"security battery: {figure}")

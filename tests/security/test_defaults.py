@@ -121,12 +121,15 @@ def test_docs_give_every_choice() -> None:
     assert "ENOSYS" in text and "EPERM" in text
 
 
-# docker's (moby oci/defaults.go) and podman's (containers/common pkg/config) defaults
-DOCKER_MASKED = {"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                 "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"}
-PODMAN_MASKED = {"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi",
-                 "/proc/timer_list", "/proc/timer_stats", "/sys/dev/block", "/sys/devices/virtual/powercap",
-                 "/sys/firmware", "/sys/fs/selinux"}
+# docker's (moby oci/defaults.go) and podman's (containers/common pkg/config) defaults; both added
+# /proc/interrupts and each CPU's thermal_throttle in 2025 (moby#49560, containers/common#2375)
+THERMAL = sorted(str(p) for p in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/thermal_throttle") if p.is_dir())
+DOCKER_MASKED = {"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                 "/sys/devices/virtual/powercap", *THERMAL}
+PODMAN_MASKED = {"/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                 "/proc/sched_debug", "/proc/scsi", "/proc/timer_list", "/proc/timer_stats", "/sys/dev/block",
+                 "/sys/devices/virtual/powercap", "/sys/firmware", "/sys/fs/selinux", *THERMAL}
 READONLY = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}  # both
 
 

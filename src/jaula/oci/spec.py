@@ -6,10 +6,25 @@ from __future__ import annotations
 import os
 
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+
+def _thermal_throttle() -> list[str]:
+    """Each CPU's thermal_throttle of this host: docker (moby#49560) and podman (containers/common#2375)
+    mask them with /proc/interrupts since 2025, a thermal side channel (GHSA-6fw5-f8r9-fgfm)."""
+    top = "/sys/devices/system/cpu"
+    try:
+        cpus = sorted(n for n in os.listdir(top) if n.startswith("cpu") and n[3:].isdigit())
+    except OSError:
+        return []
+    return [p for n in cpus if os.path.isdir(p := f"{top}/{n}/thermal_throttle")]
+
+
 MASKED_PATHS = [
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
     "/sys/dev/block", "/sys/block", "/sys/fs/selinux",  # + podman's /sys/fs/selinux: the union of docker's and podman's
+    *_thermal_throttle(),
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
