@@ -115,7 +115,7 @@ def _cell(inst: dict[str, Any], col: str) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "yaml", "csv"]), default="table",
               show_default=True)
 @click.option("-c", "--columns", default=DEFAULT_COLUMNS, show_default=True,
-              help=f"comma-separated, of: {', '.join(COLUMNS)}")
+              help=f"comma-separated, of: {', '.join(COLUMNS)}; given with json or yaml, only these keys")
 @click.pass_context
 def list_(ctx: click.Context, fmt: str, columns: str) -> None:
     """List the instances."""
@@ -126,6 +126,8 @@ def list_(ctx: click.Context, fmt: str, columns: str) -> None:
     if "ipv4" in cols:  # its NICs' addresses (jaulad's networks)
         from jaula.cli import network as _network
         _network.add_addresses(_client(ctx), instances)
+    if fmt in ("json", "yaml") and ctx.get_parameter_source("columns") != click.core.ParameterSource.DEFAULT:
+        instances = [{c: i.get(c) for c in cols} for i in instances]  # -c given: those keys, in its order
     if fmt == "json":
         click.echo(json.dumps(instances, indent=2))
     elif fmt == "yaml":
