@@ -501,3 +501,19 @@ def test_compiled_remembers_each_profile_by_content(monkeypatch) -> None:
     assert len(calls) == 3
     oci.compiled(Seccomp.from_json(b), "x86_64")
     assert len(calls) == 4
+
+
+def test_compiled_shares_a_program_across_listeners(monkeypatch) -> None:
+    """jaulad names each instance in listenerMetadata: the filter is the same, so it compiles once;
+    a different rule still compiles anew."""
+    calls = []
+    real = oci.compile
+    monkeypatch.setattr(oci, "compile", lambda s, arch="x86_64": calls.append(arch) or real(s, arch))
+    monkeypatch.setattr(oci, "_compiled", {})
+    rules = [{"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"}]
+    one = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules, "listenerPath": "/run/a.sock", "listenerMetadata": "i1"}
+    two = {**one, "listenerPath": "/run/b.sock", "listenerMetadata": "i2"}
+    p1 = oci.compiled(Seccomp.from_json(one), "x86_64")
+    assert oci.compiled(Seccomp.from_json(two), "x86_64") is p1 and len(calls) == 1
+    other = {**one, "syscalls": [{"names": ["uname"], "action": "SCMP_ACT_NOTIFY"}]}
+    assert oci.compiled(Seccomp.from_json(other), "x86_64") != p1 and len(calls) == 2

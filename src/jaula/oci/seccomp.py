@@ -370,8 +370,11 @@ _COMPILED_KEPT = 8
 
 
 def compiled(seccomp: Seccomp, native_arch: str = os.uname().machine) -> bytes:
-    """compile(), remembered for equal profiles (a repr, ~0.04 ms for the default profile)."""
-    key = (repr(seccomp), native_arch)
+    """compile(), remembered for equal profiles (a repr, ~0.04 ms for the default profile).
+    Keyed on what the program is made of only: the listener's path and metadata (jaulad names
+    the instance there) are no part of the filter, so each instance's profile still hits."""
+    key = (repr((seccomp.default_action, seccomp.default_errno_ret, seccomp.architectures, seccomp.flags,
+                 seccomp.syscalls)), native_arch)
     prog = _compiled.pop(key, None)
     if prog is None:
         prog = compile(seccomp, native_arch)
