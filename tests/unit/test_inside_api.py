@@ -124,10 +124,15 @@ def test_refusals_come_before_anything_runs(running, openapi) -> None:
     assert status == 400 and len(body["problems"]) == 3, body
     with pytest.raises(ConfigError):
         exec_api.check(exec_api.ExecRequest(command=["x\0y"]))
+    running.client.freeze("web1")  # frozen: the way back is unfreeze, not start
+    status, body = call(running, openapi, "POST", "/1.0/instances/web1/exec", "/1.0/instances/{name}/exec",
+                        json={"command": ["true"]})
+    assert status == 409 and "is frozen" in body["error"] and body["error"].endswith("(jaula unfreeze web1)")
+    running.client.unfreeze("web1")
     running.client.stop("web1", force=True)
     status, body = call(running, openapi, "POST", "/1.0/instances/web1/exec", "/1.0/instances/{name}/exec",
                         json={"command": ["true"]})
-    assert status == 409 and "is stopped" in body["error"]
+    assert status == 409 and "is stopped" in body["error"] and body["error"].endswith("(jaula start web1)")
     assert not any(o["class"] == "websocket" for o in running.client.operations())
 
 

@@ -111,8 +111,9 @@ def mount(app: FastAPI, db: Any, backend: Any, instance: Callable[[Any], Any]) -
         row = db.get_instance(name)
         check(body)
         if row.status != "running":
+            again = "unfreeze" if row.status == "frozen" else "start"
             raise BadState(f"Instance {name!r} is {row.status}: a command runs only in a running instance "
-                           f"(jaula start {name})")
+                           f"(jaula {again} {name})")
         if not hasattr(backend, "exec_start"):
             raise BadState("this jaulad's backend cannot run commands inside instances")
         inst = instance(row)
