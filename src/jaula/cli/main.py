@@ -178,6 +178,9 @@ def _create(ctx: click.Context, template: str, name: str, config: tuple[str, ...
     _client(ctx).create(template, name, config=_pairs(config), profiles=list(profiles), mode=mode,
                         description=description)
     click.echo(f"Instance {name} created from {template}")
+    if _client(ctx).get(name).get("privileged"):   # asked by -c or by a profile
+        click.echo(f"Warning: {name} is privileged (security.privileged=true): no user namespace of its own, its "
+                   "root is root on the host; only for trusted workloads", err=True)
     if _pairs(config).get("network.mode") == "host":
         click.echo(f"Warning: {name} shares the host's network stack (network.mode=host): its root is root of "
                    "the host's interfaces, addresses, routes and firewall", err=True)

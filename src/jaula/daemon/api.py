@@ -206,6 +206,8 @@ class _Service:
                 own = self.networks.prepare(own, expanded)
                 expanded = self.expanded(body.profiles, own)
             privileged = expanded.get("security.privileged") is True
+            if privileged:
+                log.warning("instance %s is privileged: no user namespace, its root is root on the host", body.name)
             with self.db.transaction():  # the row and its addresses together
                 row = self.db.create_instance(InstanceRow(
                     name=body.name, kind=body.kind, mode=body.mode, template=body.template,
