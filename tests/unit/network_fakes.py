@@ -12,6 +12,7 @@ class RecordingPlumbing:
         self.routes = routes or []
         self.calls: list[tuple[str, Any]] = []
         self.fail: dict[str, Exception] = {}
+        self.held: set[tuple[str, int]] = set()   # host ports a host socket holds (port_in_use)
 
     def _rec(self, verb: str, arg: Any) -> None:
         self.calls.append((verb, arg))
@@ -35,6 +36,9 @@ class RecordingPlumbing:
 
     def add_forward(self, fwd: Any) -> None:
         self._rec("add_forward", fwd)
+
+    def port_in_use(self, proto: str, port: int, address: str | None = None) -> bool:
+        return (proto, port) in self.held
 
     def remove_forward(self, fwd: Any) -> None:
         self._rec("remove_forward", fwd)

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from jaula.daemon.network_tables import ForwardRow
-from jaula.errors import BadState, ConfigError, NotFound
+from jaula.errors import BadState, ConfigError, Exists, NotFound
 from jaula.network.plan import PortForward
 
 log = logging.getLogger("jaula.networks")
@@ -69,6 +69,10 @@ class ForwardActions:
                             + (f" on nic {nic!r}" if nic else "") + ": give it a NIC there first")
         if problems:
             raise ConfigError(problems)
+        if self.enabled and self.plumbing.port_in_use(proto, host_port, host_address or None):
+            where = host_address or "every host address"
+            raise Exists(f"{proto} port {host_port} on {where} is held by a host service (a listening socket): "
+                         "a forward would take its traffic; pick another host port")
         with self.db.transaction():
             row = self.db.add_forward(ForwardRow(network=network, instance=instance, nic=addrs[0].nic, proto=proto,
                                                  host_port=host_port, port=port, host_address=host_address))

@@ -71,6 +71,12 @@ class Plumbing:
     def add_forward(self, fwd: PortForward) -> None:
         self.firewall().add_forward(fwd)
 
+    def port_in_use(self, proto: str, port: int, address: str | None = None) -> bool:
+        """Whether a host socket holds the port a new forward would take (`ports.in_use`)."""
+        from jaula.network import ports
+
+        return ports.in_use(proto, port, address)
+
     def remove_forward(self, fwd: PortForward) -> None:
         self.firewall().remove_forward(fwd)
 
