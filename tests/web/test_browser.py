@@ -88,8 +88,24 @@ def start_with_web(d: Daemon, port: int, monkeypatch: pytest.MonkeyPatch) -> Non
     r = subprocess.run([*JAULAD, "--root", str(d.root), "--set-password"], input=PASSWORD + "\n", text=True,
                        capture_output=True, timeout=30, check=False)
     assert r.returncode == 0, r.stderr
-    monkeypatch.setenv("JAULA_WEB", f"127.0.0.1:{port}")  # jaulad --web, through its environment
+    monkeypatch.setenv("JAULA_WEB", str(port))  # jaulad --web PORT, through its environment: on 127.0.0.1
     d.start()
+
+
+def listening_on(port: int) -> list[str]:
+    """The addresses a TCP socket listens on at `port` (/proc/net/tcp and tcp6, this namespace)."""
+    import ipaddress
+
+    found = []
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hexport = local.partition(":")
+            if state == "0A" and int(hexport, 16) == port:  # TCP_LISTEN
+                raw = bytes.fromhex(addr)
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))  # host-endian words
+                found.append(str(ipaddress.ip_address(raw)))
+    return found
 
 
 @pytest.mark.timeout(600)
@@ -106,6 +122,7 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: Chro
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_default_timeout(30_000)
+    assert listening_on(port) == ["127.0.0.1"]  # `--web PORT`: loopback only
     page.goto(f"http://127.0.0.1:{port}/ui/")
 
     # log in by keyboard: the secret field has the focus, Enter submits

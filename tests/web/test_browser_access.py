@@ -2,9 +2,12 @@
 Chromium against a real jaulad with a real busybox instance: on every view no horizontal scroll and
 every control reachable (scrolled into view, inside the screen, not covered); Tab walks through
 every control of the instance page with a visible focus, and Stop and Start are activated with the
-keyboard alone (the confirmation answered by keyboard too)."""
+keyboard alone (the confirmation answered by keyboard too). Last, the session expires (its row
+aged in jaulad's database past the idle limit): the open page says so and shows the login."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 
@@ -158,6 +161,17 @@ def test_phone_sized_screen_and_keyboard_only(daemon: Daemon, browser: Chromium,
     page.keyboard.press(" ")
     expect(page.locator("h1 .state")).to_have_text("running", timeout=60_000)
     daemon.note(NAME)
+
+    # the session expires while the page is open: its next request is refused, the login shown
+    from jaula.web.sessions import IDLE_S
+
+    with sqlite3.connect(daemon.root / "jaula.db") as db:
+        db.execute("UPDATE web_sessions SET used = used - ?, created = created - ?", (IDLE_S + 60, IDLE_S + 60))
+    expect(page.locator("#status .msg.error")).to_contain_text("Your session ended: log in again")
+    expect(page.locator("#login-form")).to_be_visible()
+    expect(page.locator("#nav")).to_be_hidden()
+    with sqlite3.connect(daemon.root / "jaula.db") as db:
+        assert db.execute("SELECT count(*) FROM web_sessions").fetchone()[0] == 0  # refused and deleted
 
     assert errors == [], errors
     assert browser.left_loopback() == [], browser.left_loopback()

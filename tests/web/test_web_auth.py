@@ -214,6 +214,13 @@ def test_jaulad_refuses_a_non_loopback_web_address(tmp_path: Path) -> None:
     assert r.returncode != 0 and "same port" in r.stderr
 
 
+def test_a_web_port_alone_is_on_loopback() -> None:
+    from jaula.web.cli import web_address
+
+    assert web_address("8444", False, None) == ("127.0.0.1", 8444)
+    assert web_address("[::1]:8444", False, None) == ("::1", 8444)
+
+
 def test_jaulad_set_password_reads_stdin(tmp_path: Path) -> None:
     r = _jaulad("--root", str(tmp_path), "--set-password", stdin="short\n")
     assert r.returncode != 0 and "at least 8" in r.stderr and not (tmp_path / "web.password").exists()

@@ -55,8 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="allow --listen on a non-loopback address (plain HTTP: the token crosses the network)")
     p.add_argument("--show-token", action="store_true",
                    help="print the TCP API's token ($ROOT/api.token, made when missing) and exit")
-    p.add_argument("--web", metavar="ADDRESS:PORT", default=os.environ.get("JAULA_WEB") or None,
-                   help="serve the web control center at http://ADDRESS:PORT/ui/ (e.g. 127.0.0.1:8444): login by "
+    p.add_argument("--web", metavar="[ADDRESS:]PORT", default=os.environ.get("JAULA_WEB") or None,
+                   help="serve the web control center at http://ADDRESS:PORT/ui/ (e.g. 8444, on 127.0.0.1 when "
+                        "no address is given): login by "
                         "the token or the password of --set-password [env JAULA_WEB]")
     p.add_argument("--web-any-address", action="store_true",
                    help="allow --web on a non-loopback address (plain HTTP: passwords cross the network)")

@@ -11,12 +11,16 @@ from pathlib import Path
 from jaula.errors import ConfigError
 
 log = logging.getLogger("jaula.web")
+DEFAULT_HOST = "127.0.0.1"  # --web PORT
 
 
 def web_address(text: str, allow_remote: bool, listen: str | None) -> tuple[str, int]:
-    """--web's (host, port): as --listen's, loopback unless --web-any-address, and not --listen's."""
+    """--web's (host, port): as --listen's, loopback unless --web-any-address, and not --listen's.
+    A port alone is on 127.0.0.1: the control center stays on this host unless told otherwise."""
     from jaula.daemon.auth import is_loopback, parse_listen
 
+    if text.isdigit():
+        text = f"{DEFAULT_HOST}:{text}"
     try:
         host, port = parse_listen(text, allow_remote)
     except ConfigError as exc:
