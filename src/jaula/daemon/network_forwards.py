@@ -71,7 +71,7 @@ class ForwardActions:
             raise ConfigError(problems)
         if self.enabled and self.plumbing.port_in_use(proto, host_port, host_address or None):
             where = host_address or "every host address"
-            raise Exists(f"{proto} port {host_port} on {where} is held by a host service (a listening socket): "
+            raise Exists(f"{proto} port {host_port} on {where} is held by a host service (a socket listening or bound there): "
                          "a forward would take its traffic; pick another host port")
         with self.db.transaction():
             row = self.db.add_forward(ForwardRow(network=network, instance=instance, nic=addrs[0].nic, proto=proto,
