@@ -11,6 +11,10 @@ test_jaulad.py), driven through jaula.client:
 - the storm also with jaulad's spawner killed with it, so the request it serves is cut midway.
 - create/start/stop/delete cycles with nothing leaked: mounts, cgroups, runtime state, rows,
   jaulad's fds (within a small margin) and its RSS (small growth).
+
+Both also check, once everything is deleted (tests/e2e/leaks.py): no namespace of an instance held
+by jaulad or a process under it or a mount, no loop device on the root, no host veth of an instance's NIC, and no
+database row naming an instance.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from jaula.client import Client
+from tests.e2e import leaks
 from tests.e2e.test_jaulad import Daemon, daemon  # noqa: F401 (the fixture)
 from tests.integration.pool_checks import mounts_under
 from tests.support.containers import pid_alive
@@ -63,6 +68,18 @@ def _cgroup_children(parents: set[str], names: set[str]) -> list[str]:
     return [os.path.join(p, n) for p in parents for n in names if os.path.exists(os.path.join(p, n))]
 
 
+def _note(c: Client, name: str, pid: int, ns: set[str], veths: set[str]) -> None:
+    """A running instance's namespaces and host veths, for the leak check at the end."""
+    ns |= leaks.namespaces(pid)
+    veths |= {n["host_name"] for n in c.nics(name) if n.get("host_name")}
+
+
+def _host_leaks(d: Daemon, names: set[str], ns: set[str], veths: set[str]) -> list[str]:
+    assert d.proc is not None
+    return (leaks.held_namespaces(ns, leaks.tree(d.proc.pid), d.top) + leaks.loop_devices(d.top) + leaks.interfaces(veths)
+            + leaks.rows_naming(d.root / "jaula.db", names))
+
+
 @pytest.mark.parametrize("with_spawner", [False, True], ids=["jaulad", "jaulad+spawner"])
 def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon, with_spawner: bool) -> None:  # noqa: F811
     """`with_spawner`: its spawner is killed too, so the request it serves is cut midway."""
@@ -76,13 +93,17 @@ def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon, with_spawne
 
     names = {f"c{i}" for i in range(CONCURRENT)}
     seen_pids: set[int] = set()
+    seen_ns: set[str] = set()
+    veths: set[str] = set()
     errors: list[str] = []
 
     def worker(name: str) -> None:
         try:
             with _client(d) as c:
                 c.create("busybox", name)
-                seen_pids.add(int(c.start(name)["metadata"]["pid"]))
+                pid = int(c.start(name)["metadata"]["pid"])
+                seen_pids.add(pid)
+                _note(c, name, pid, seen_ns, veths)
         except Exception as exc:  # noqa: BLE001 (jaulad is killed under it)
             errors.append(f"{name}: {type(exc).__name__}")
 
@@ -111,6 +132,7 @@ def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon, with_spawne
             if row["status"] == "running":  # adopted: that very process
                 assert row["pid"] and pid_alive(row["pid"]), row
                 d.pids.add(row["pid"])
+                _note(c, name, row["pid"], seen_ns, veths)
             else:
                 assert row["status"] == "stopped", row
                 assert row["pid"] is None, row
@@ -118,6 +140,7 @@ def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon, with_spawne
                 st = c.start(name)  # startable
                 assert pid_alive(st["metadata"]["pid"]), st
                 d.pids.add(st["metadata"]["pid"])
+                _note(c, name, st["metadata"]["pid"], seen_ns, veths)
             d.cgroups |= _cgroup_of(d, name)
         gone = names - set(rows)
         assert not _leftovers(d, gone), f"{_leftovers(d, gone)}\n{d.logs()}"
@@ -134,9 +157,10 @@ def test_kill_9_during_concurrent_creates_and_starts(daemon: Daemon, with_spawne
     assert not mounts_under(str(d.root / "instances")) and not mounts_under(str(d.root / "pools"))
     d.pids |= seen_pids
     deadline = time.monotonic() + 5
-    while (left := d.leaks()) and time.monotonic() < deadline:
+    while (left := d.leaks() + _host_leaks(d, names, seen_ns, veths)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, f"left behind: {left}"
+    assert seen_ns and veths, "nothing noted: the leak check checked nothing"
 
 
 def test_sweep_at_start_cleans_what_a_cut_create_left(daemon: Daemon) -> None:  # noqa: F811
@@ -205,10 +229,12 @@ def test_cycles_leak_nothing(daemon: Daemon) -> None:  # noqa: F811
     assert d.proc is not None
     pid = d.proc.pid
     cgroups: set[str] = set()
+    seen_ns: set[str] = set()
+    veths: set[str] = set()
 
     def cycle(c: Client, name: str) -> None:
         c.create("busybox", name)
-        c.start(name)
+        _note(c, name, int(c.start(name)["metadata"]["pid"]), seen_ns, veths)
         cgroups.update(_cgroup_of(d, name))
         c.stop(name, force=True, timeout=0)
         c.delete(name)
@@ -230,3 +256,6 @@ def test_cycles_leak_nothing(daemon: Daemon) -> None:  # noqa: F811
     assert not _leftovers(d, names)
     assert not [p for p in cgroups if os.path.exists(p)]
     assert not mounts_under(str(d.top))
+    assert seen_ns and veths, "nothing noted: the leak check checked nothing"
+    left = _host_leaks(d, names | {f"w{i}" for i in range(3)}, seen_ns, veths)
+    assert not left, f"left behind: {left}"

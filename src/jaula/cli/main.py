@@ -229,7 +229,7 @@ def stop(ctx: click.Context, names: tuple[str, ...], force: bool, timeout: float
     for name in names:
         op = _client(ctx).stop(name, force=force, timeout=timeout)
         clean = op.get("metadata", {}).get("clean", True)
-        click.echo(f"Instance {name} stopped" + ("" if clean else " (killed after the timeout)"))
+        click.echo(f"Instance {name} stopped" + ("" if clean else " (killed)" if force else " (killed after the timeout)"))
 
 
 @cli.command()
