@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_api import call, create
+from tests.unit.test_api import call, create, wait
 
 GiB = 1 << 30
 
@@ -65,3 +65,24 @@ def test_a_lowering_passes_even_over_the_ratio_and_a_stopped_instance_is_checked
     create(api, openapi, "idle", config={"limits.memory": "1GiB"})
     status, body = patch(api, openapi, "idle", {"limits.memory": "64GiB"})  # stopped: commits nothing yet
     assert status == 200, body
+
+
+def test_a_restart_that_could_not_start_again_is_refused_before_its_stop(small_host, openapi) -> None:
+    """A running instance over the ratios (they were lowered under it): its restart is refused
+    at once, saying by how much, and it keeps running (it was stopped, then left stopped)."""
+    api = small_host
+    create(api, openapi, "big", config={"limits.memory": "20GiB"})
+    api.client.start("big")
+    status, body = call(api, openapi, "PUT", "/1.0/host", json={"overcommit.memory": 0.5})
+    assert status == 200, body
+    status, body = call(api, openapi, "PUT", "/1.0/instances/big/state", "/1.0/instances/{name}/state",
+                        json={"action": "restart"})
+    assert status == 409 and body["error"].startswith("starting big would commit 20 GiB of memory against "
+                                                      "24 GiB physical (ratio 0.5): 8 GiB over"), body
+    assert api.db.get_instance("big").status == "running" and ("stop", "big") not in api.backend.calls
+    # within the ratio, a restart goes through
+    call(api, openapi, "PUT", "/1.0/host", json={"overcommit.memory": 1})
+    status, body = call(api, openapi, "PUT", "/1.0/instances/big/state", "/1.0/instances/{name}/state",
+                        json={"action": "restart"})
+    assert status == 202 and wait(api, openapi, body)["status"] == "success"
+    assert api.db.get_instance("big").status == "running"

@@ -302,7 +302,9 @@ class _Service:
     def change_state(self, name: str, body: s.StateChange) -> OperationRow:
         mark(name, "api.in")
         _check_action(row := self.db.get_instance(name), body.action)
-        if self.host is not None and body.action in ("start", "restart") and row.status not in ("running", "frozen"):
+        # a restart too: refused before its stop, so one that could not start again keeps running
+        if self.host is not None and (body.action == "restart" or (
+                body.action == "start" and row.status not in ("running", "frozen"))):
             self.host.check_start(row)
 
         def action() -> dict:
@@ -312,6 +314,8 @@ class _Service:
             inst = self.instance(row)
             mark(name, "op.instance")
             meta: dict[str, Any] = {}
+            if body.action == "restart" and self.host is not None and row.status != "stopped":
+                self.host.check_start(row)  # again, as the operation runs: before the stop
             if body.action in ("stop", "restart") and row.status != "stopped":
                 meta["clean"] = self.backend.stop(inst, timeout=body.timeout, force=body.force)
                 row = self.db.update_instance(name, status="stopped", pid=None, pid_start=None)
