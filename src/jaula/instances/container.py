@@ -224,8 +224,10 @@ class ContainerDriver(StorageVerbs, Driver):
             mark(name, "drv.rendered")
             _write_config(bundle, spec)
             mark(name, "drv.written")
-            # NICs into the init's netns before it runs: while it builds its root, when it can
-            c = self._create(name, bundle, lambda pid: nics.plug_all(bundle, inst.network, pid, undo), keeper)
+            # NICs into the init's netns before it runs: while it builds its root, when it can (with
+            # none, no hook: the runtime then does not wait for the init's NAMESPACES message)
+            plug = (lambda pid: nics.plug_all(bundle, inst.network, pid, undo)) if inst.network.get("nics") else None
+            c = self._create(name, bundle, plug, keeper)
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
