@@ -305,7 +305,7 @@ class Attacker(BaseHTTPRequestHandler):
     """Another site's page: a form that posts itself to the control center (the classic CSRF)."""
     target = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         body = (f'<form id="f" method="post" action="{self.target}" enctype="text/plain">'
                 '<input name=\'{"name": "evil", "x": "\' value=\'"}\'></form>'
                 '<script>document.getElementById("f").submit()</script>').encode()

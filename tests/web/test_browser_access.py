@@ -12,7 +12,13 @@ import sqlite3
 import pytest
 
 from tests.e2e.test_jaulad import Daemon, daemon  # noqa: F401 (the fixture)
-from tests.web.test_browser import PASSWORD, Chromium, browser, free_port, start_with_web  # noqa: F401
+from tests.web.test_browser import (  # noqa: F401
+    PASSWORD,
+    Chromium,
+    browser,
+    free_port,
+    start_with_web,
+)
 
 pytestmark = pytest.mark.root
 
