@@ -116,11 +116,8 @@ class Keeper:
         self.handoffs: dict[int, tuple[_socket.socket, bytearray, list[int]]] = {}
         self.listeners: dict[int, _Listener] = {}
         self.tops: dict[str, object] = {}         # container id -> its instance's cgroup (from its init at create)
-        self.answers = None
+        self.answers = None                        # the Agent, made at the first hand-off (its imports: ~0.4 MiB)
         if agent_path:
-            from jaula.daemon.sysinfo_notify import Agent
-
-            self.answers = Agent()
             self.agent = self._listen(agent_path, _socket.SOCK_STREAM)
 
     def _listen(self, path: str | None = None, kind: int = _socket.SOCK_SEQPACKET) -> _socket.socket:
@@ -356,6 +353,10 @@ class Keeper:
                 os.close(f)
             log.warning("a seccomp listener hand-off for %s with %d fds: refused", cid, len(fds))
             return
+        if self.answers is None:
+            from jaula.daemon.sysinfo_notify import Agent
+
+            self.answers = Agent()
         # the instance's cgroup is its init's while it is created (a systemd moves itself to init.scope later)
         top = self.tops.get(cid) if status != "creating" else None
         if top is None:

@@ -99,9 +99,20 @@ def cgroup_of(pid: int, mounts: dict[str, tuple[str, str]], proc: str = "/proc")
     return None
 
 
+def _slurp(path: str) -> bytes:
+    """A small kernel file in one or a few read(2)s (no buffered text file: it is the hot path)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        parts = []
+        while chunk := os.read(fd, 65536):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    return _slurp(path).decode()
 
 
 def _int(path: str) -> int | None:
@@ -129,6 +140,8 @@ class Host:
 
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
+        self._loads: tuple[int, int, int] = (0, 0, 0)
+        self._loads_at = -1e9
 
     def meminfo(self) -> dict[str, int]:
         out = {}
@@ -139,9 +152,14 @@ class Host:
         return out
 
     def loads(self) -> tuple[int, int, int]:
-        """As the kernel's loads[]: avenrun << (SI_LOAD_SHIFT - FSHIFT), from /proc/loadavg's two decimals."""
-        parts = _read(f"{self.proc}/loadavg").split()[:3]
-        return tuple(int(round(float(x) * (1 << FSHIFT))) << (sn.SI_LOAD_SHIFT - FSHIFT) for x in parts)  # type: ignore[return-value]
+        """As the kernel's loads[]: avenrun << (SI_LOAD_SHIFT - FSHIFT), from /proc/loadavg's two
+        decimals; read again after a second (the kernel computes them every 5 s)."""
+        now = time.monotonic()
+        if now - self._loads_at > 1.0:
+            parts = _read(f"{self.proc}/loadavg").split()[:3]
+            self._loads = tuple(int(round(float(x) * (1 << FSHIFT))) << (sn.SI_LOAD_SHIFT - FSHIFT) for x in parts)  # type: ignore[assignment]
+            self._loads_at = now
+        return self._loads
 
 
 class Figures:
@@ -204,9 +222,9 @@ def uptime(pid: int, proc: str = "/proc", boottime: float | None = None) -> int:
     boottime offset, whole seconds rounded up (do_sysinfo)."""
     now = time.clock_gettime_ns(time.CLOCK_BOOTTIME) if boottime is None else int(boottime * 1e9)
     try:
-        for line in _read(f"{proc}/{pid}/timens_offsets").splitlines():
+        for line in _slurp(f"{proc}/{pid}/timens_offsets").splitlines():
             parts = line.split()
-            if len(parts) == 3 and parts[0] in ("boottime", "7"):
+            if len(parts) == 3 and parts[0] in (b"boottime", b"7"):
                 now += int(parts[1]) * 1_000_000_000 + int(parts[2])
     except (FileNotFoundError, PermissionError, ValueError):
         pass
@@ -314,16 +332,17 @@ class Agent:
         """Whether [addr, addr+size) is all in writable mappings of `pid`: /proc/PID/mem writes
         through read-only private pages (FOLL_FORCE), where the kernel's copy_to_user faults."""
         end, need = addr + size, addr
-        with open(f"{self.proc}/{pid}/maps", "rb") as f:
-            for line in f:
-                rng, perms = line.split(b" ", 2)[:2]
-                lo_s, _, hi_s = rng.partition(b"-")
-                lo, hi = int(lo_s, 16), int(hi_s, 16)
-                if hi <= need:
-                    continue
-                if lo > need or perms[1:2] != b"w":
-                    return False
-                need = hi
-                if need >= end:
-                    return True
+        for line in _slurp(f"{self.proc}/{pid}/maps").split(b"\n"):
+            dash = line.find(b"-")
+            sp = line.find(b" ", dash)
+            if dash < 0 or sp < 0:
+                continue
+            hi = int(line[dash + 1:sp], 16)
+            if hi <= need:
+                continue
+            if int(line[:dash], 16) > need or line[sp + 2:sp + 3] != b"w":
+                return False
+            need = hi
+            if need >= end:
+                return True
         return False
