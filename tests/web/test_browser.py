@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.test_jaulad import JAULAD, Daemon, daemon  # noqa: F401 (the fixture)
+from tests.e2e.test_jaulad import JAULA, JAULAD, Daemon, daemon  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.root
 
@@ -84,6 +84,18 @@ def browser() -> Iterator[Chromium]:
             shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture
+def deleted_at_end(daemon: Daemon) -> Iterator[list[str]]:  # noqa: F811
+    """Names of instances a failed test must not leave behind: deleted (forced) while its jaulad
+    still runs, before the daemon fixture kills it (that would leave their mounts and cgroups)."""
+    names: list[str] = []
+    yield names
+    if daemon.proc is not None and daemon.proc.poll() is None:
+        for name in names:
+            subprocess.run([*JAULA, "--socket", str(daemon.socket), "delete", "--force", name],
+                           capture_output=True, timeout=120, check=False)
+
+
 def start_with_web(d: Daemon, port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     r = subprocess.run([*JAULAD, "--root", str(d.root), "--set-password"], input=PASSWORD + "\n", text=True,
                        capture_output=True, timeout=30, check=False)
@@ -110,10 +122,11 @@ def listening_on(port: int) -> list[str]:
 
 @pytest.mark.timeout(600)
 def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: Chromium,  # noqa: F811
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+                                                    monkeypatch: pytest.MonkeyPatch, deleted_at_end: list[str]) -> None:
     from playwright.sync_api import expect
 
     port = free_port()
+    deleted_at_end.append(NAME)
     start_with_web(daemon, port, monkeypatch)
     daemon.jaula("profile", "create", "webp", "-c", "limits.processes=300")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from tests.web.test_browser import (  # noqa: F401
     PASSWORD,
     Chromium,
     browser,
+    deleted_at_end,
     free_port,
     start_with_web,
 )
@@ -85,10 +86,11 @@ def tab_to(page: object, action: str, limit: int = 120) -> dict:
 
 @pytest.mark.timeout(300)
 def test_phone_sized_screen_and_keyboard_only(daemon: Daemon, browser: Chromium,  # noqa: F811
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                              monkeypatch: pytest.MonkeyPatch, deleted_at_end: list[str]) -> None:  # noqa: F811
     from playwright.sync_api import expect
 
     port = free_port()
+    deleted_at_end.append(NAME)
     start_with_web(daemon, port, monkeypatch)
     daemon.jaula("launch", "busybox", NAME, "-c", "limits.memory=64MiB")
     daemon.note(NAME)
