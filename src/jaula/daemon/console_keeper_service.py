@@ -13,8 +13,10 @@ every fd closed, in "/".
 
 When the keeper dies, the consoles it held are gone: each instance's pty is hung up (the shell on
 its console gets SIGHUP, what is printed on it afterwards is lost, nothing blocks), attaching
-says no console is held, and `jaula restart` gives it a new one. jaulad starts a new keeper at
-once for the instances started afterwards.
+says no console is held, and `jaula restart` gives it a new one. The seccomp listeners it held
+(security.syscalls.intercept.sysinfo: jaula.daemon.sysinfo_notify) are gone too: sysinfo(2) in
+those instances fails with ENOSYS, never hangs, until they restart. jaulad starts a new keeper
+at once for the instances started afterwards.
 """
 
 from __future__ import annotations
@@ -135,8 +137,9 @@ class KeeperService:
                     continue
                 dead = self.pid
                 self._forget()
-                log.warning("console keeper %s died: the consoles it held are hung up (restart those instances "
-                            "for a console again); starting another", dead)
+                log.warning("console keeper %s died: the consoles it held are hung up and sysinfo(2) in the "
+                            "instances it answered fails with ENOSYS (restart those instances for both again); "
+                            "starting another", dead)
                 now = time.monotonic()
                 self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S] + [now]
                 if len(self._restarts) > RESTARTS:
