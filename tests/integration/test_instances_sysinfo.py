@@ -112,3 +112,19 @@ def test_an_app_instance_is_answered_too(host: Host, keeper: KeeperService, lxcf
     finally:
         host.driver.stop(app, force=True)
     assert os.path.exists(Path(keeper.path).parent / console_pty.AGENT_SOCKET)
+
+
+def test_swap_follows_the_limit_capped_by_the_hosts(host: Host, keeper: KeeperService, lxcfs) -> None:  # noqa: F811
+    """limits.memory.swap=64MiB: memsw is 320 MiB; free's swap total is 64 MiB at most the host's
+    swap (a host without swap: 0, as the kernel would say), its used at most its total."""
+    inst = host.new(config={"limits.memory": "256MiB", "limits.memory.swap": "64MiB"})
+    host.start(inst)
+    try:
+        memsw = host.cgroup_file(inst, "memory", "memory.memsw.limit_in_bytes")
+        assert int(memsw) == 320 * MiB, memsw
+        code, out = host.sh(inst, "free")
+        rows = free_kib(out)
+        assert code == 0 and rows["Mem"][0] == 256 * 1024, out
+        assert rows["Swap"][0] == min(64 * 1024, _meminfo_host("SwapTotal")) and rows["Swap"][1] <= rows["Swap"][0], out
+    finally:
+        host.driver.stop(inst, force=True)
