@@ -47,8 +47,24 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
     # Open the namespaces now, through a pidfd-checked pid, before anything changes.
     ns_fds = _open_namespaces(c)
     files = _cgroup_files(c)
+    # Born in its cgroup2 folder (clone3 CLONE_INTO_CGROUP) rather than moved there by a write to
+    # cgroup.procs in the child, which waits for an RCU grace period (~10 ms a system instance's
+    # exec on a hybrid host, whose init is in its cgroup2 folder): as create's first process.
+    from jaula.oci.create import born_in
+
+    cgroup_fd = born_in(files)
     parent, child = sync.pair()
-    pid = os.fork()
+    try:
+        pid = _fork(cgroup_fd)
+    except BaseException:
+        for sock in (parent, child):
+            sock.close()
+        for fd in ns_fds.values():
+            os.close(fd)
+        raise
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)  # the child's copy too, first thing (never into the container)
     if pid == 0:
         parent.close()
         _child(c, spec, p, child, ns_fds, console_sock, opts.preserve_fds, log, files)
@@ -91,6 +107,15 @@ def execute(c: Container, spec: Spec, p: Process, opts: ExecOptions, log) -> int
         fg.master = receive_master(peer)
     fg.forward_signals()
     return fg.wait()
+
+
+def _fork(cgroup_fd: int) -> int:
+    """os.fork(), or a clone3 into the cgroup2 folder `cgroup_fd` when it is >= 0."""
+    if cgroup_fd < 0:
+        return os.fork()
+    from jaula.linux import libc
+
+    return libc.clone3(0, cgroup_fd)
 
 
 def _preload(spec: Spec) -> None:
