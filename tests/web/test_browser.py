@@ -315,11 +315,12 @@ def test_the_control_center_drives_a_real_instance(daemon: Daemon, browser: Chro
 
 
 class Attacker(BaseHTTPRequestHandler):
-    """Another site's page: a form that posts itself to the control center (the classic CSRF)."""
+    """Another site's page: a form that posts itself to the control center (the classic CSRF); at
+    /blank, an empty page to run a script in."""
     target = ""
 
     def do_GET(self) -> None:  # http.server's name
-        body = (f'<form id="f" method="post" action="{self.target}" enctype="text/plain">'
+        body = b"<p>blank</p>" if self.path == "/blank" else (f'<form id="f" method="post" action="{self.target}" enctype="text/plain">'
                 '<input name=\'{"name": "evil", "x": "\' value=\'"}\'></form>'
                 '<script>document.getElementById("f").submit()</script>').encode()
         self.send_response(200)
@@ -395,13 +396,20 @@ def test_templates_networks_and_csrf_in_the_browser(daemon: Daemon, browser: Chr
     }""")
     assert status[0] == 403 and status[0] == status[2] and "CSRF" in status[1], status
     # another origin's form (same site: the cookie goes; no token: 403), another site's (the
-    # SameSite=Strict cookie stays home: 401)
+    # SameSite=Strict cookie stays home: 401); a websocket from either is closed at once (4403:
+    # not the page's origin; 4401: no session)
     Attacker.target = f"http://127.0.0.1:{port}/1.0/networks"
     evil = ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
     threading.Thread(target=evil.serve_forever, daemon=True).start()
     try:
-        for host, refused in (("127.0.0.1", "Missing or wrong CSRF token"), ("localhost", "Not logged in")):
+        for host, refused, ws_code in (("127.0.0.1", "Missing or wrong CSRF token", 4403), ("localhost", "Not logged in", 4401)):
             other = browser.new_page()
+            other.goto(f"http://{host}:{evil.server_address[1]}/blank")
+            code = other.evaluate("""(url) => new Promise((done) => {
+                const ws = new WebSocket(url);
+                ws.onclose = (ev) => done(ev.code);
+            })""", f"ws://127.0.0.1:{port}/1.0/events")
+            assert code == ws_code, (host, code)
             other.goto(f"http://{host}:{evil.server_address[1]}/")
             other.wait_for_url(Attacker.target)
             expect(other.locator("body")).to_contain_text(refused)
