@@ -51,3 +51,12 @@ def test_a_refused_nic_add_or_config_set_takes_the_default_network_away(net_api,
     status, body = call(net_api, openapi, "DELETE", "/1.0/instances/db1?force=true", "/1.0/instances/{name}")
     wait(net_api, openapi, body)
     assert _networks(net_api, openapi) == ["lab"]
+
+
+def test_a_nic_name_that_is_no_interface_name_is_refused_by_name(net_api, openapi) -> None:  # noqa: F811
+    assert create(net_api, openapi, "db1", config={"nic.eth0.type": "none"})["status"] == "success"
+    for bad in ("../e", "eth.1", "a" * 16, "é"):
+        status, body = call(net_api, openapi, "POST", "/1.0/instances/db1/nics", "/1.0/instances/{name}/nics",
+                            json={"name": bad})
+        assert status == 400 and f"NIC name {bad!r} is not an interface name" in body["error"], body
+    assert _networks(net_api, openapi) == [] and net_api.plumbing.calls == []

@@ -385,6 +385,10 @@ class NetworkService(ForwardActions):
         prefix), or remove it (None); a running instance's NICs follow at once."""
         from jaula.daemon.api import _validated
 
+        try:  # before it becomes part of the keys ("../e" would name NIC "" and field "/e.type")
+            ipam.check_ifname(nic, "NIC name")
+        except ValueError as exc:
+            raise ConfigError(f"Instance {name!r}: {exc}") from None
         row = self.db.get_instance(name)
         prefix = f"nic.{nic}."
         own = {k: v for k, v in row.config.items() if not k.startswith(prefix)}
