@@ -161,22 +161,26 @@ def info(ctx: click.Context, name: str) -> None:
 # -- lifecycle -----------------------------------------------------------------------------------
 def _create_options(f: Any) -> Any:
     for deco in reversed((
-        click.argument("template"), click.argument("name"),
+        click.argument("template"), click.argument("name"), click.argument("command", nargs=-1),
         click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
                      help="a setting, e.g. -c limits.memory=1GiB (repeatable)"),
         click.option("-p", "--profile", "profiles", multiple=True, help="a profile to apply (repeatable, in order)"),
         click.option("--mode", type=click.Choice(["system", "app"]), default="system", show_default=True,
-                     help="system: runs the template's init; app: runs one command"),
+                     help="system: runs the template's init; app: runs one command: COMMAND after --, "
+                          "else the template's"),
         click.option("--description", default="", help="a line about the instance"),
     )):
         f = deco(f)
     return f
 
 
-def _create(ctx: click.Context, template: str, name: str, config: tuple[str, ...],
+def _create(ctx: click.Context, template: str, name: str, command: tuple[str, ...], config: tuple[str, ...],
             profiles: tuple[str, ...], mode: str, description: str) -> None:
+    if command and mode != "app":
+        raise click.UsageError("COMMAND is for an app instance (--mode app); a system instance runs its "
+                               "template's init")
     _client(ctx).create(template, name, config=_pairs(config), profiles=list(profiles), mode=mode,
-                        description=description)
+                        description=description, command=list(command))
     click.echo(f"Instance {name} created from {template}")
     if _client(ctx).get(name).get("privileged"):   # asked by -c or by a profile
         click.echo(f"Warning: {name} is privileged (security.privileged=true): no user namespace of its own, its "
@@ -190,7 +194,8 @@ def _create(ctx: click.Context, template: str, name: str, config: tuple[str, ...
 @_create_options
 @click.pass_context
 def create(ctx: click.Context, **kw: Any) -> None:
-    """Create instance NAME from TEMPLATE (not started)."""
+    """Create instance NAME from TEMPLATE (not started). An app instance runs COMMAND, given after
+    `--` (`jaula create busybox a1 --mode app -- sleep 1000`), or else its template's command."""
     _create(ctx, **kw)
 
 
@@ -198,7 +203,8 @@ def create(ctx: click.Context, **kw: Any) -> None:
 @_create_options
 @click.pass_context
 def launch(ctx: click.Context, **kw: Any) -> None:
-    """Create instance NAME from TEMPLATE and start it."""
+    """Create instance NAME from TEMPLATE and start it. An app instance runs COMMAND, given after
+    `--` (`jaula launch busybox a1 --mode app -- sleep 1000`), or else its template's command."""
     _create(ctx, **kw)
     _client(ctx).start(kw["name"])
     click.echo(f"Instance {kw['name']} started")

@@ -221,9 +221,12 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
 
     def create(self, template: str, name: str, *, config: dict[str, str] | None = None,
                profiles: list[str] | None = None, mode: str = "system", description: str = "",
-               wait: bool = True) -> dict[str, Any]:
+               command: list[str] | None = None, wait: bool = True) -> dict[str, Any]:
+        """`command`: an app instance's own (mode "app"); none: its template's."""
         body = {"name": name, "template": template, "mode": mode, "config": config or {},
                 "profiles": profiles or [], "description": description}
+        if command:
+            body["command"] = list(command)
         return self._async("POST", "/1.0/instances", wait, json=body)
 
     def update(self, name: str, *, config: dict[str, str | None] | None = None,

@@ -161,7 +161,7 @@ class _Service:
         inst = Instance(name=row.name, template=row.template, kind=row.kind, mode=row.mode,
                         config=self.expanded(row.profiles, row.config), profiles=list(row.profiles),
                         description=row.description, created=row.created,
-                        idmap_base=row.idmap_base if row.idmap_size else None)
+                        idmap_base=row.idmap_base if row.idmap_size else None, command=list(row.command))
         if self.networks is not None:  # the NICs' complete plans, for the driver
             inst.network = self.networks.instance_network(row.name, inst.config)
         return inst
@@ -175,7 +175,8 @@ class _Service:
         return s.Instance(name=row.name, kind=row.kind, mode=row.mode, template=row.template,
                           description=row.description, created=row.created, status=row.status,  # type: ignore[arg-type]
                           autostart=row.autostart, privileged=row.idmap_size == 0, config=dict(row.config),
-                          expanded_config=expanded, profiles=list(row.profiles), pid=row.pid)
+                          expanded_config=expanded, profiles=list(row.profiles), pid=row.pid,
+                          command=list(row.command))
 
     # -- instances -----------------------------------------------------------------------------
     def create(self, body: s.InstanceCreate) -> OperationRow:
@@ -191,6 +192,11 @@ class _Service:
             problems, own = problems + exc.problems, {}
         if len(set(body.profiles)) != len(body.profiles):
             problems.append(f"profiles {body.profiles} name a profile twice")
+        if body.command and body.mode != "app":
+            problems.append("command: only an app instance (mode app) runs a command of its own; "
+                            "a system instance runs its template's init")
+        if any("\0" in a for a in body.command):
+            problems.append("command: an argument holds a NUL byte")
         for p in body.profiles:
             try:
                 validate_name(p, "Profile")
@@ -212,7 +218,8 @@ class _Service:
                 row = self.db.create_instance(InstanceRow(
                     name=body.name, kind=body.kind, mode=body.mode, template=body.template,
                     description=body.description, autostart=bool(expanded.get("boot.autostart")),
-                    idmap_size=0 if privileged else 65536, config=_canonical(own), profiles=list(body.profiles)))
+                    idmap_size=0 if privileged else 65536, config=_canonical(own), profiles=list(body.profiles),
+                    command=list(body.command)))
                 if self.networks is not None:
                     self.networks.allocate(row.name)
 

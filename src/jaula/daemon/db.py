@@ -20,6 +20,7 @@ Settings, and why:
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -237,9 +238,9 @@ class Database(Tables, NetworkTables, SessionTables):  # networks, addresses, fo
             values = row.as_dict()
             try:
                 cur = db._conn.execute(
-                    f"INSERT INTO instances (name, {', '.join(_INSTANCE_COLUMNS)}) "
-                    f"VALUES (?{', ?' * len(_INSTANCE_COLUMNS)})",
-                    [row.name] + [values[c] for c in _INSTANCE_COLUMNS])
+                    f"INSERT INTO instances (name, {', '.join(_INSTANCE_COLUMNS)}, command) "
+                    f"VALUES (?{', ?' * len(_INSTANCE_COLUMNS)}, ?)",
+                    [row.name] + [values[c] for c in _INSTANCE_COLUMNS] + [json.dumps(list(row.command))])
             except sqlite3.IntegrityError as exc:
                 if "idmap" in str(exc):
                     raise Exists(f"Instance {row.name!r}: ids {row.idmap_base}..{row.idmap_base + row.idmap_size - 1} "
@@ -354,6 +355,7 @@ class Database(Tables, NetworkTables, SessionTables):  # networks, addresses, fo
         return [InstanceRow(
             name=r["name"], **{c: r[c] for c in _INSTANCE_COLUMNS if c != "autostart"},
             autostart=bool(r["autostart"]), config=configs[r["id"]], profiles=profiles[r["id"]],
+            command=json.loads(r["command"]),
         ) for r in rows]
 
     def _write_config(self, table: str, column: str, owner: int, config: dict[str, str]) -> None:

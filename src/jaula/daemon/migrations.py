@@ -178,6 +178,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX web_sessions_used ON web_sessions(used)",
     )),
+    # an app instance's own command (a JSON list of strings; [] runs the template's command)
+    Migration(5, "app instances' own command", (
+        "ALTER TABLE instances ADD COLUMN command TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(command))",
+    )),
 )
 
 

@@ -47,6 +47,7 @@ class InstanceRow(Record):
                                       # restore adopts the pid only if it is still the same process
     config: dict = {}                 # key -> value, both str
     profiles: list = []               # profile names, applied in this order
+    command: list = []                # an app instance's own command; []: its template's
 
 
 class SnapshotRow(Record):
@@ -146,6 +147,11 @@ def instance_problems(row: InstanceRow) -> list[str]:
             problems += exc.problems
     if not isinstance(row.description, str):
         problems.append("Instance description must be a string")
+    if not isinstance(row.command, list) or not all(isinstance(a, str) and "\0" not in a for a in row.command):
+        problems.append(f"Instance command {row.command!r}: give a list of strings (no NUL)")
+    elif row.command and row.mode != "app":
+        problems.append("Instance command: only an app instance runs a command of its own; "
+                        "a system instance runs its template's init")
     if not isinstance(row.autostart, bool):
         problems.append(f"Instance autostart {row.autostart!r} must be true or false")
     if not isinstance(row.idmap_size, int) or row.idmap_size < 0 or row.idmap_size % IDMAP_SIZE:

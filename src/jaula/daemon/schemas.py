@@ -91,6 +91,7 @@ class Instance(BaseModel):
     expanded_config: dict[str, str] = Field(description="its profiles' settings, then its own on top")
     profiles: list[str]
     pid: int | None
+    command: list[str] = Field(default=[], description="an app instance's own command; []: its template's")
 
 
 class InstanceCreate(BaseModel):
@@ -99,6 +100,8 @@ class InstanceCreate(BaseModel):
     name: str = Field(description="a DNS label: 1 to 63 of a-z, 0-9 and '-'")
     template: str
     mode: Literal["system", "app"] = "system"
+    command: list[str] = Field(default=[], description="app mode: the program and its arguments to run "
+                                                       "instead of the template's command")
     kind: Literal["container"] = "container"
     config: dict[str, str] = Field(default={}, description=CONFIG_HELP)
     profiles: list[str] = Field(default=[], description="applied in order, the instance's own config on top")

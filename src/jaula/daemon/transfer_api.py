@@ -121,6 +121,9 @@ def mount(app: FastAPI, svc: Any) -> None:
             problems += exc.problems
         if src.get("mode") not in MODES:
             problems.append(f"{what}: mode {src.get('mode')!r} is not one of {', '.join(MODES)}")
+        command = src.get("command") or []
+        if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+            problems.append(f"{what}: command {command!r} is not a list of strings")
         try:
             validate_name(src.get("template"), "Template")
         except ConfigError as exc:
@@ -137,7 +140,8 @@ def mount(app: FastAPI, svc: Any) -> None:
         return db.create_instance(InstanceRow(
             name=name, kind="container", mode=src["mode"], template=src["template"],
             description=str(src.get("description") or ""), autostart=bool(expanded.get("boot.autostart")),
-            idmap_size=0 if privileged else IDMAP_SIZE, config=_canonical(own), profiles=list(profiles)))
+            idmap_size=0 if privileged else IDMAP_SIZE, config=_canonical(own), profiles=list(profiles),
+            command=list(command)))
 
     def submit(description: str, row: InstanceRow, fill: Any, lock: str, payload: dict[str, Any],
                done: Callable[[], None] = lambda: None) -> dict:
@@ -170,7 +174,8 @@ def mount(app: FastAPI, svc: Any) -> None:
         else:
             config, profiles = dict(src.config), list(src.profiles)
         desc = src.description if body.description is None else body.description
-        row = new_row(body.name, {"mode": src.mode, "template": src.template, "description": desc},
+        row = new_row(body.name, {"mode": src.mode, "template": src.template, "description": desc,
+                                  "command": list(src.command)},
                       without_volatile(config), profiles, f"The copy of {name!r}")
         where = f" (snapshot {body.snapshot})" if body.snapshot else (" with its snapshots" if body.snapshots else "")
 
@@ -201,6 +206,7 @@ def mount(app: FastAPI, svc: Any) -> None:
             row = db.get_instance(name)
             kept = db.list_snapshots(name) if body.snapshots else []
             record = {"name": row.name, "kind": row.kind, "mode": row.mode, "template": row.template,
+                      "command": list(row.command),
                       "description": row.description, "created": row.created, "config": dict(row.config),
                       "profiles": list(row.profiles),
                       "profile_config": {p: dict(db.get_profile(p).config) for p in row.profiles},
