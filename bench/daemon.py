@@ -32,6 +32,12 @@ jaula start app 20.3-25.4 ms, system 20.8-26.1 ms, crun run 16.0-24.1 ms, runc r
 app 1.06-1.27x crun run, system 1.08-1.30x (still NOT met; 0.73-0.79x runc run). `-m 200`: 769 KiB
 outside the instances per idle instance (met).
 
+After the sysinfo intercept (every profile then named its instance in listenerMetadata, so the
+compiled seccomp program was never reused: fixed) and two more cuts (docs/jaulad.md), three runs of
+`-n 20 -m 0` at load 2.4-3.6: jaula start app 24.7-32.4 ms, system 25.5-36.2 ms, crun run
+19.7-23.9 ms, runc run 38.4-57.0 ms: app 1.17-1.63x crun run, system 1.21-1.58x (NOT met;
+0.57-0.74x runc run). `-m 200`: 823 KiB outside the instances per idle instance (met).
+
 What is measured (run as root: `.venv/bin/python bench/daemon.py [-n 20] [--instances 50] [--json]`,
 `--nic` to give the jaula instances eth0 on the default network (default: none, as the runtimes'
 bundles), `--timing FILE` for each step's median along the start, `--compare-src DIR` for a second
