@@ -136,8 +136,8 @@ def main() -> int:
             drv.delete(off)
 
         # (2) one call: the keeper's answer against the kernel's
-        mine = {c: p for _, cs, p in (ln.rstrip("\n").split(":", 2) for ln in open("/proc/self/cgroup"))
-                for c in cs.split(",")}
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        mine = {c: p for _, cs, p in (ln.split(":", 2) for ln in lines) for c in cs.split(",")}
         cg = f"/sys/fs/cgroup/memory{mine['memory'].rstrip('/')}/jaula-sysinfo-bench-{os.getpid()}"
         os.mkdir(cg)
         Path(cg, "memory.limit_in_bytes").write_text(str(256 << 20))

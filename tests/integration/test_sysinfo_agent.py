@@ -142,7 +142,7 @@ def test_sysinfo_answered_from_the_cgroup_and_bad_pointers_get_efault(keeper: Ke
     assert r["unmapped"] == [-1, 14] and r["readonly"] == [-1, 14], r  # EFAULT, as copy_to_user gives
     assert r["again"] == [0, 0] and r["again_total"] == 256 * MiB  # the keeper answered on
     verb, payload, _ = console_pty.request(keeper.path, "AGENT")
-    listeners, answered, _continued, faulted = map(int, payload.split())
+    _listeners, answered, _continued, faulted = map(int, payload.split())
     assert verb == "AGENT" and answered >= 2 and faulted >= 2, payload
     wait_until("the keeper to drop the ended process's listener",
                lambda: console_pty.request(keeper.path, "AGENT")[1].split()[0] == "0", timeout=10)

@@ -28,9 +28,9 @@ def _proc(tmp: Path, pid: int, cgroup: str, mountinfo: str) -> Path:
     return proc
 
 
-V1_MOUNTS = (f"35 31 0:32 / {{top}}/memory rw,relatime - cgroup cgroup rw,memory\n"
-             f"39 31 0:36 / {{top}}/pids rw,relatime - cgroup cgroup rw,pids\n"
-             f"41 31 0:38 / {{top}}/unified rw,relatime - cgroup2 cgroup2 rw\n")
+V1_MOUNTS = ("35 31 0:32 / {top}/memory rw,relatime - cgroup cgroup rw,memory\n"
+             "39 31 0:36 / {top}/pids rw,relatime - cgroup cgroup rw,pids\n"
+             "41 31 0:38 / {top}/unified rw,relatime - cgroup2 cgroup2 rw\n")
 
 
 def test_v1_tree(tmp_path: Path) -> None:
@@ -156,7 +156,8 @@ def test_bad_addresses_read_efault(tmp_path: Path) -> None:
 
 
 def test_the_profile_rule_goes_before_the_allow_rule() -> None:
-    from jaula.oci.seccomp import Seccomp, compile as compile_
+    from jaula.oci.seccomp import Seccomp
+    from jaula.oci.seccomp import compile as compile_
     from jaula.oci.seccomp_profile import default_profile, notify_sysinfo
 
     prof = default_profile()
@@ -173,3 +174,15 @@ def test_render_adds_the_rule_only_with_an_agent_and_the_setting() -> None:
     s = settings.SETTINGS["security.syscalls.intercept.sysinfo"]
     assert s.default is True and not s.live
     assert settings.validate({"security.syscalls.intercept.sysinfo": "off"}) == {"security.syscalls.intercept.sysinfo": False}
+
+
+def test_writable_ranges_from_maps() -> None:
+    maps = (b"00400000-00401000 r-xp 00000000 08:01 12 /bin/x\n"
+            b"00601000-00602000 rw-p 00001000 08:01 12 /bin/x\n"
+            b"00602000-00604000 rw-p 00000000 00:00 0 [heap]\n"
+            b"7ffd0000-7ffe0000 rw-p 00000000 00:00 0 [stack]\n")
+    assert si.writable(maps, 0x00601f90, 112)          # across two adjacent writable mappings
+    assert not si.writable(maps, 0x00400000, 112)      # read-only text: EFAULT, as copy_to_user
+    assert not si.writable(maps, 0x00603fa0, 112)      # runs past the heap into a hole
+    assert not si.writable(maps, 0xdead0000, 112)      # unmapped
+    assert si.writable(maps, 0x7ffd1000, 112) and not si.writable(maps, 0, 112)

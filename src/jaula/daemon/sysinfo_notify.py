@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
 
 from jaula.instances.console_pty import AGENT_SOCKET  # noqa: F401  (where listeners come)
@@ -103,12 +104,16 @@ def _slurp(path: str) -> bytes:
     """A small kernel file in one or a few read(2)s (no buffered text file: it is the hot path)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        parts = []
-        while chunk := os.read(fd, 65536):
-            parts.append(chunk)
-        return b"".join(parts)
+        return _read_fd(fd)
     finally:
         os.close(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 65536):
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _read(path: str) -> str:
@@ -157,7 +162,7 @@ class Host:
         now = time.monotonic()
         if now - self._loads_at > 1.0:
             parts = _read(f"{self.proc}/loadavg").split()[:3]
-            self._loads = tuple(int(round(float(x) * (1 << FSHIFT))) << (sn.SI_LOAD_SHIFT - FSHIFT) for x in parts)  # type: ignore[assignment]
+            self._loads = tuple(round(float(x) * (1 << FSHIFT)) << (sn.SI_LOAD_SHIFT - FSHIFT) for x in parts)  # type: ignore[assignment]
             self._loads_at = now
         return self._loads
 
@@ -217,12 +222,15 @@ def scale(fig: Figures, word_bits: int = 64, page: int = PAGE) -> tuple[tuple[in
     return tuple(min(p, top - 1) for p in pages), page
 
 
-def uptime(pid: int, proc: str = "/proc", boottime: float | None = None) -> int:
+def uptime(pid: int, proc: str = "/proc", boottime: float | None = None, offsets: bytes | None = None) -> int:
     """The caller's uptime as the kernel answers it: CLOCK_BOOTTIME plus its time namespace's
-    boottime offset, whole seconds rounded up (do_sysinfo)."""
+    boottime offset (its /proc/PID/timens_offsets, or `offsets` read already), whole seconds
+    rounded up (do_sysinfo)."""
     now = time.clock_gettime_ns(time.CLOCK_BOOTTIME) if boottime is None else int(boottime * 1e9)
     try:
-        for line in _slurp(f"{proc}/{pid}/timens_offsets").splitlines():
+        if offsets is None:
+            offsets = _slurp(f"{proc}/{pid}/timens_offsets")
+        for line in offsets.splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[0] in (b"boottime", b"7"):
                 now += int(parts[1]) * 1_000_000_000 + int(parts[2])
@@ -283,9 +291,14 @@ class Agent:
             raise
         try:
             val, err, flags = self._compute_and_write(listener, n, cg)
-        except Exception:  # a bug must not leave the caller waiting: the kernel answers instead
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the caller waiting: the kernel answers instead
             val, err, flags = 0, 0, sn.SECCOMP_USER_NOTIF_FLAG_CONTINUE
             self.continued += 1
+            try:  # the keeper's stderr is its log file
+                sys.stderr.write(f"console-keeper: WARNING sysinfo of pid {n.pid}: {type(e).__name__}: {e} "
+                                 "(left to the kernel)\n")
+            except (OSError, ValueError):
+                pass
         try:
             sn.send(listener, n.id, val, err, flags)
         except OSError as e:
@@ -301,19 +314,29 @@ class Agent:
         if fig is None:
             self.continued += 1
             return cont
+        # Every file of the caller is opened first: an open /proc/PID file stays the process it
+        # was opened for (its struct pid, its mm). Then ID_VALID: if the notification is gone,
+        # the pid may be someone else's, so nothing is read from it or written to it.
+        fds: list[int] = []
         try:
-            mem = os.open(f"{self.proc}/{n.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return (0, errno.ENOENT, 0) if not sn.id_valid(listener, n.id) else cont
-        try:
-            # the fd now pins the process we opened; if the notification is gone, the pid may be
-            # someone else's: write nothing
+            try:
+                for name, mode in (("mem", os.O_RDWR), ("maps", os.O_RDONLY), ("timens_offsets", os.O_RDONLY)):
+                    try:
+                        fds.append(os.open(f"{self.proc}/{n.pid}/{name}", mode | os.O_CLOEXEC))
+                    except FileNotFoundError:
+                        if name != "timens_offsets":  # a kernel without time namespaces has none
+                            raise
+                        fds.append(-1)
+            except OSError:
+                return (0, errno.ENOENT, 0) if not sn.id_valid(listener, n.id) else cont
             if not sn.id_valid(listener, n.id):
                 return (0, errno.ENOENT, 0)
+            mem, maps, offsets = fds
             mem_vals, unit = scale(fig)
-            data = sn.pack_sysinfo(uptime(n.pid, self.proc), self.host.loads(), *mem_vals, fig.procs, unit)
+            up = uptime(n.pid, self.proc, offsets=_read_fd(offsets) if offsets >= 0 else b"")
+            data = sn.pack_sysinfo(up, self.host.loads(), *mem_vals, fig.procs, unit)
             addr = n.args[0]
-            if not self._writable(n.pid, addr, len(data)):
+            if not writable(_read_fd(maps), addr, len(data)):
                 self.faulted += 1
                 return (0, errno.EFAULT, 0)
             try:
@@ -324,25 +347,29 @@ class Agent:
                     return (0, errno.EFAULT, 0)
                 raise
         finally:
-            os.close(mem)
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
         self.answered += 1
         return (0, 0, 0)
 
-    def _writable(self, pid: int, addr: int, size: int) -> bool:
-        """Whether [addr, addr+size) is all in writable mappings of `pid`: /proc/PID/mem writes
-        through read-only private pages (FOLL_FORCE), where the kernel's copy_to_user faults."""
-        end, need = addr + size, addr
-        for line in _slurp(f"{self.proc}/{pid}/maps").split(b"\n"):
-            dash = line.find(b"-")
-            sp = line.find(b" ", dash)
-            if dash < 0 or sp < 0:
-                continue
-            hi = int(line[dash + 1:sp], 16)
-            if hi <= need:
-                continue
-            if int(line[:dash], 16) > need or line[sp + 2:sp + 3] != b"w":
-                return False
-            need = hi
-            if need >= end:
-                return True
-        return False
+
+
+def writable(maps: bytes, addr: int, size: int) -> bool:
+    """Whether [addr, addr+size) is all in writable mappings (a /proc/PID/maps text): /proc/PID/mem
+    writes through read-only private pages (FOLL_FORCE), where the kernel's copy_to_user faults."""
+    end, need = addr + size, addr
+    for line in maps.split(b"\n"):
+        dash = line.find(b"-")
+        sp = line.find(b" ", dash)
+        if dash < 0 or sp < 0:
+            continue
+        hi = int(line[dash + 1:sp], 16)
+        if hi <= need:
+            continue
+        if int(line[:dash], 16) > need or line[sp + 2:sp + 3] != b"w":
+            return False
+        need = hi
+        if need >= end:
+            return True
+    return False
