@@ -186,3 +186,19 @@ def test_writable_ranges_from_maps() -> None:
     assert not si.writable(maps, 0x00603fa0, 112)      # runs past the heap into a hole
     assert not si.writable(maps, 0xdead0000, 112)      # unmapped
     assert si.writable(maps, 0x7ffd1000, 112) and not si.writable(maps, 0, 112)
+
+
+def test_render_with_an_agent(tmp_path: Path) -> None:
+    from jaula.instances.model import Instance
+    from tests.unit.test_instances_render import rendered
+
+    agent = "/var/lib/jaula/seccomp-agent.sock"
+    spec = rendered(tmp_path, Instance.new("s1", "bb", idmap_base=1 << 20), sysinfo_agent=agent)
+    sc = spec["linux"]["seccomp"]
+    assert sc["syscalls"][0] == {"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"}
+    assert sc["listenerPath"] == agent and sc["listenerMetadata"] == "s1"
+    for inst, kw in ((Instance.new("s2", "bb", idmap_base=1 << 20), {}),  # no keeper answering: none
+                     (Instance.new("s3", "bb", idmap_base=1 << 20,
+                                   config={"security.syscalls.intercept.sysinfo": "false"}), {"sysinfo_agent": agent})):
+        sc = rendered(tmp_path, inst, **kw)["linux"]["seccomp"]
+        assert "listenerPath" not in sc and all(r["action"] != "SCMP_ACT_NOTIFY" for r in sc["syscalls"])
