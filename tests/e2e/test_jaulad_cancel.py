@@ -77,10 +77,21 @@ def test_sigint_cancels_a_running_import_and_leaves_nothing(daemon: Daemon, tmp_
             assert time.monotonic() < deadline and cli.poll() is None, (ops, d.logs())
             time.sleep(0.05)
         assert ops[0]["may_cancel"] is True
+        time.sleep(1.5)  # the CLI is polling it by now (every 0.2 s), not still reading the POST's answer
         cli.send_signal(signal.SIGINT)
-        time.sleep(0.5)  # the CLI's DELETE lands before more data comes
+        assert cli.stderr is not None
+        said: list[str] = []
+        reader = threading.Thread(target=lambda: said.extend(cli.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not any("Cancelling" in line for line in said):
+            assert time.monotonic() < deadline and cli.poll() is None, (said, d.logs())
+            time.sleep(0.05)
+        time.sleep(1)  # its DELETE follows that line: it lands before more data comes
         go_on.set()
-        out, err = cli.communicate(timeout=60)
+        assert cli.wait(60) is not None
+        reader.join(10)
+        out, err = cli.stdout.read() if cli.stdout else "", "".join(said)
         assert cli.returncode == 1, (out, err)
         assert "Cancelling importing slow" in err and "Cancelled by request" in err, err
         op = c.operation(ops[0]["id"])
