@@ -89,6 +89,22 @@ class Daemon:
         self.proc.send_signal(sig)
         self.proc.wait(20)
 
+    def delete_all(self) -> None:
+        """Every instance jaulad still has, deleted with --force (a failed test's leftovers); errors
+        are ignored: the teardown goes on with what is left."""
+        try:
+            r = subprocess.run([*JAULA, "--socket", str(self.socket), "list", "--format", "json"], check=False,
+                               capture_output=True, text=True, timeout=30)
+            names = [i["name"] for i in json.loads(r.stdout)] if r.returncode == 0 else []
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return
+        for name in names:
+            try:
+                subprocess.run([*JAULA, "--socket", str(self.socket), "delete", "--force", name], check=False,
+                               capture_output=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
     def leaks(self) -> list[str]:
         left = [f"mount {m}" for m in mounts_under(str(self.top))]
         left += [f"cgroup {d}" for d in sorted(self.cgroups) if os.path.exists(d)]
@@ -107,6 +123,7 @@ def daemon() -> Iterator[Daemon]:
         yield d
     finally:
         if d.proc is not None and d.proc.poll() is None:
+            d.delete_all()  # a failed test's instances, through jaulad: mounts, cgroups, NICs, consoles
             d.proc.kill()
             d.proc.wait(10)
         for pid in d.pids:  # a failed test's instances: kill them, so nothing outlives it
