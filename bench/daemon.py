@@ -36,7 +36,10 @@ After the sysinfo intercept (every profile then named its instance in listenerMe
 compiled seccomp program was never reused: fixed) and two more cuts (docs/jaulad.md), three runs of
 `-n 20 -m 0` at load 2.4-3.6: jaula start app 24.7-32.4 ms, system 25.5-36.2 ms, crun run
 19.7-23.9 ms, runc run 38.4-57.0 ms: app 1.17-1.63x crun run, system 1.21-1.58x (NOT met;
-0.57-0.74x runc run). `-m 200`: 823 KiB outside the instances per idle instance (met).
+0.57-0.74x runc run); three more at load 1.1-1.5: app 22.6-25.1 ms, system 23.3-24.4, crun run
+18.0-21.3: app 1.18-1.26x, system 1.13-1.29x (NOT met). `-m 200`: 823 KiB outside the instances
+per idle instance (met). `--base-config KEY=VALUE` with `--compare-src` the same src/: an
+interleaved A/B of one setting (security.syscalls.intercept.sysinfo=false: app -1.19 ms paired).
 
 What is measured (run as root: `.venv/bin/python bench/daemon.py [-n 20] [--instances 50] [--json]`,
 `--nic` to give the jaula instances eth0 on the default network (default: none, as the runtimes'
@@ -503,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-src", metavar="DIR", type=Path,
                    help="another checkout's src/ (e.g. of `git worktree add /tmp/base HEAD`): a second "
                         "jaulad runs from it, interleaved with the rest ('jaula-base app', 'jaula-base system')")
+    p.add_argument("--base-config", metavar="KEY=VALUE", action="append", default=[],
+                   help="a setting of the jaula-base instances only (repeatable): with --compare-src the "
+                        "same src/, an interleaved A/B of that setting (e.g. "
+                        "security.syscalls.intercept.sysinfo=false)")
     p.add_argument("--timing", metavar="FILE",
                    help="jaulad, its spawner and the bench append marks along each start to FILE "
                         "($JAULA_START_TIMING); the steps' medians are printed")
@@ -565,12 +572,13 @@ def main(argv: list[str] | None = None) -> int:
             kinds = ("app", "system", *(("base app", "base system") if base is not None else ()))
             jsamples = {k: {m: [] for m in ("create", "start", "create+start")} for k in kinds}
             players: list[Any] = [*kinds, *active]
+            base_cfg = {**({} if opts.nic else NO_NIC), **dict(kv.split("=", 1) for kv in opts.base_config)} or None
             for i in range(opts.warmup + opts.iterations):
                 k = i % len(players)
                 for pl in players[k:] + players[:k]:
                     if isinstance(pl, str) and pl.startswith("base "):
                         mode = pl.split()[1]
-                        jaula_cycle(base, mode, f"{TAG}x{mode[0]}{i}", jsamples[pl], None if opts.nic else NO_NIC)
+                        jaula_cycle(base, mode, f"{TAG}x{mode[0]}{i}", jsamples[pl], base_cfg)
                     elif isinstance(pl, str):
                         jaula_cycle(d, pl, f"{TAG}{pl[0]}{i}", jsamples[pl], None if opts.nic else NO_NIC)
                     else:
