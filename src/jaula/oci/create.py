@@ -21,6 +21,7 @@ from jaula.oci.init import (
     intermediate,
     wants_pid_exchange,
 )
+from jaula.oci.timing import mark as tmark
 from jaula.oci.validate import validate
 
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -46,6 +47,7 @@ def create(root: str, cid: str, bundle: str, opts: Options, log) -> state.Contai
         raise ConfigError("--no-pivot is refused: jaula-runtime always uses pivot_root, as chroot can be escaped")
     spec = config.load(bundle)
     validate(spec)
+    tmark(cid, "oc.valid")
     p = spec.process
     if p.terminal and opts.console_socket is None and opts.console_fd is None:
         raise ConfigError("process.terminal is true: give --console-socket to receive the pty master")
@@ -81,14 +83,18 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         # Compiled here, not in the init: a too-long program is refused before any cgroup or
         # process exists, and a long-lived caller (jaulad's spawner) compiles each profile once.
         seccomp_prog = seccomp.compiled(lx.seccomp)
+    tmark(cid, "oc.seccomp")
     cg = open_cgroup(lx.cgroups_path, cid, layout=kept_layout())
+    tmark(cid, "oc.cgopen")
     cg.create()
+    tmark(cid, "oc.cgcreate")
     undo.append(cg.remove)
     undo.append(lambda: cg.kill(9))  # whatever got in: an init whose pid we never learned
     if lx.resources is not None:
         _allow_default_devices(lx)
         # A new cgroup starts at the kernel's defaults: write only what the config sets (as runc).
         cg.update(lx.resources)
+    tmark(cid, "oc.cgupdate")
     fifo = os.path.join(cdir, state.FIFO)
     os.mkfifo(fifo, 0o600)
     # Opened read-write so init's read blocks until `start` writes, whether or not a writer exists yet.
@@ -104,6 +110,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     c = state.Container(root, cid, data)
     c.save()
     console_sock = None
+    tmark(cid, "oc.saved")
     if spec.process.terminal:
         console_sock = opts.console_fd if opts.console_fd is not None else _connect(opts.console_socket)
     mounts = {h.mountpoint: "cgroup2" if h.version == 2 else "cgroup" for h in cg.layout.hierarchies()}
@@ -127,6 +134,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     if plan.cgroup_fd >= 0:
         undo.append(lambda: os.close(plan.cgroup_fd))
     log.reopen()
+    tmark(cid, "oc.plan")
     direct = forks_init_directly(spec)
     cloned = not direct and clones_init(spec)
     if direct:
@@ -143,6 +151,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         undo.pop()
         os.close(plan.cgroup_fd)
     ipid = pid if direct or cloned else 0
+    tmark(cid, "oc.cloned")
 
     def kill_children() -> None:
         for victim in (ipid, pid):
@@ -161,9 +170,11 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         write_id_maps(pid, lx.uid_mappings, lx.gid_mappings)
         if spec.process.oom_score_adj is not None:
             _write_proc(pid, "oom_score_adj", str(spec.process.oom_score_adj))
+        tmark(cid, "oc.maps")
         sync.send(parent, sync.GO_ON)
         if plan.tell_namespaces:  # the init makes all but its user and pid namespaces itself
             sync.expect(parent, sync.NAMESPACES)
+        tmark(cid, "oc.nsready")
     elif not direct:
         if lx.namespace("user") is not None and not lx.namespace("user").path:
             sync.expect(parent, sync.USERNS)
@@ -172,6 +183,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         ipid = int(sync.expect(parent, sync.PID))
         os.waitpid(pid, 0)
     data.update(pid=ipid, pidStart=state.proc_start_time(ipid))
+    tmark(cid, "oc.pidstart")
     if wants_pid_exchange(spec):
         c.save()  # hooks run before READY may ask `state` for the pid; otherwise the next save has it
     if idmapped_mounts(spec):
@@ -194,6 +206,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         sync.send(parent, sync.GO_ON, str(ipid))
     if not direct and opts.on_namespaces is not None:
         opts.on_namespaces(ipid)
+    tmark(cid, "oc.onns")
     while True:
         name, payload, fds = sync.recv(parent, with_fds=True)
         if name == sync.READY:
@@ -206,12 +219,14 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         raise JaulaError("container init exited during setup" if not name else f"unexpected message {name!r} from init")
     if direct and opts.on_namespaces is not None:
         opts.on_namespaces(ipid)
+    tmark(cid, "oc.ready")
     parent.close()
     os.close(fifo_fd)
     if console_sock is not None and opts.console_fd is None:
         console_sock.close()
     data["status"] = state.CREATED
     c.save()
+    tmark(cid, "oc.done")
     if opts.pid_file:
         write_pid_file(opts.pid_file, ipid)
     return c

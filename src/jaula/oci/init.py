@@ -12,8 +12,9 @@ import os
 from jaula.linux import ns as nsys
 from jaula.linux import proc
 from jaula.linux.facade import Real
-from jaula.oci import process, rootfs, sync
+from jaula.oci import process, rootfs, sync, timing
 from jaula.oci.config import Process, Spec
+from jaula.oci.timing import mark as tmark
 
 
 class Plan:
@@ -97,8 +98,10 @@ def _cloned(plan: Plan, made: int) -> None:
         # Opened while our credentials are the host root's, who owns our /proc files (see
         # _open_time_offsets); nothing else is in our user namespace yet.
         offsets = _open_time_offsets(plan.spec.linux.time_offsets)
+        tmark(plan.id, "in.born")
         proc.set_dumpable(False)  # what runs inside must not reach us
         sync.expect(plan.sock, sync.GO_ON)  # our id maps are written
+        tmark(plan.id, "in.goon")
         # Our credentials are still the host root's (kuid 0) until setresuid: the v1 `tasks`
         # files, owned by it, take our "0" (see join_cgroup).
         join_cgroup(plan.cgroup_files)
@@ -108,6 +111,7 @@ def _cloned(plan: Plan, made: int) -> None:
         except OSError:
             pass  # root is not mapped: stay who the maps made us
         rest = 0
+        tmark(plan.id, "in.joined")
         for ns in plan.spec.linux.namespaces:
             rest |= nsys.NAMESPACES[ns.type][0]
         rest &= ~made
@@ -119,6 +123,7 @@ def _cloned(plan: Plan, made: int) -> None:
             if offsets >= 0:
                 _write_time_offsets(offsets, plan.spec.linux.time_offsets)
             nsys.setns_path("/proc/self/ns/time_for_children", nsys.CLONE_NEWTIME)
+        tmark(plan.id, "in.unshared")
         if plan.tell_namespaces:  # the runtime waits for them to plug NICs into our netns
             sync.send(plan.sock, sync.NAMESPACES)
     except BaseException as e:  # noqa: BLE001 - the child must report and exit, whatever happened
@@ -304,6 +309,7 @@ def _report(sock, step: str, e: BaseException) -> None:
 def container_init(plan: Plan) -> None:
     """pid 1 of the container: build its world, wait for start, become the container's process."""
     step = "init"
+    timing.cid = plan.id
     try:
         spec, lx, p = plan.spec, plan.spec.linux, plan.spec.process
         sys_ = Real()
@@ -323,6 +329,7 @@ def container_init(plan: Plan) -> None:
                 plan.ctx.detached = dict(zip(wanted, fds))
             step = "rootfs"
             rootfs.prepare(spec, plan.ctx, sys_)
+            tmark(plan.id, "in.rootfs")
             for fd in plan.ctx.detached.values():
                 os.close(fd)
         step = "createRuntime hooks"
@@ -340,9 +347,11 @@ def container_init(plan: Plan) -> None:
 
             hooks.run("createContainer", spec.hooks["createContainer"], plan.state)
         tramp = plan.tramp if plan.tramp is not None else process.trampoline()
+        tmark(plan.id, "in.preload")
         if lx.namespace("mount") is not None:
             step = "pivot_root"
             rootfs.pivot(sys_, plan.ctx.rootfs)
+            tmark(plan.id, "in.pivot")
         step = "hostname"
         if spec.hostname:
             proc.sethostname(spec.hostname)
@@ -357,12 +366,14 @@ def container_init(plan: Plan) -> None:
         if lx.namespace("mount") is not None:
             step = "masked and read-only paths"
             rootfs.finalize(spec, plan.ctx, sys_)
+            tmark(plan.id, "in.finalize")
         if lx.personality is not None:
             proc.personality(lx.personality)
         step = "process"
         exe = process.lookup(p)
         process.apply_lsm(p, plan.log)
         process.set_rlimits(p)
+        tmark(plan.id, "in.rlimits")
         seccomp_early = lx.seccomp is not None and (not p.no_new_privileges or lx.seccomp.listener_path)
         if seccomp_early and not p.no_new_privileges:
             # Without no_new_privs, seccomp needs CAP_SYS_ADMIN: load it while we still have it.
@@ -372,12 +383,14 @@ def container_init(plan: Plan) -> None:
         process.drop_bounding(p)
         process.set_user(p, setgroups_allowed=_setgroups_allowed())
         process.set_caps(p)
+        tmark(plan.id, "in.caps")
         if p.no_new_privileges:
             proc.set_no_new_privs()
             if seccomp_early:
                 step = "seccomp"
                 _seccomp(plan)
         step = "cwd"
+        tmark(plan.id, "in.seccomp")
         keep = {0, 1, 2, plan.sock.fileno(), plan.fifo_fd} | set(range(3, 3 + plan.preserve_fds))
         if tramp is not None:
             keep.add(tramp)

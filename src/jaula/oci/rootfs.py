@@ -14,6 +14,7 @@ from jaula.errors import ConfigError, SyscallError
 from jaula.linux import fs
 from jaula.linux import mount as m
 from jaula.linux.mount import fd_path
+from jaula.oci import timing
 from jaula.oci.config import Device, Mount, Spec
 from jaula.oci.mountopts import parse as parse_options
 from jaula.record import Record
@@ -57,7 +58,9 @@ def prepare(spec: Spec, ctx: Context, sys) -> None:
     for p in prop:
         if not p & m.MS_SHARED:  # pivot_root(2) refuses a shared new root: finalize() applies shared
             sys.mount(None, "/", None, p)
+    timing.mark(timing.cid, "rf.slave")
     sys.mount(ctx.rootfs, ctx.rootfs, None, m.MS_BIND | m.MS_REC)
+    timing.mark(timing.cid, "rf.rootbind")
     root_fd = sys.open(ctx.rootfs, os.O_PATH | os.O_DIRECTORY)
     try:
         dev_bound = False
@@ -65,9 +68,13 @@ def prepare(spec: Spec, ctx: Context, sys) -> None:
             if mnt.destination == "/dev" and _is_bind(mnt):
                 dev_bound = True
             _mount_one(spec, ctx, sys, root_fd, i, mnt)
+            if timing.PATH:
+                timing.mark(timing.cid, "rf." + mnt.type + mnt.destination.replace("/", "_"))
         if not dev_bound:
             make_devices(sys, root_fd, DEFAULT_DEVICES + list(lx.devices), ctx.userns)
+            timing.mark(timing.cid, "rf.devices")
             _dev_links(sys, root_fd)
+            timing.mark(timing.cid, "rf.devlinks")
         else:
             make_devices(sys, root_fd, list(lx.devices), ctx.userns)
         if ctx.console:
