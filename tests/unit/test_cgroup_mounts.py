@@ -44,7 +44,7 @@ def plan(options: list[str], writable_keys: list[str], paths: dict[str, str] = P
     rootfs.prepare(spec_of(options), ctx, sys_)
     first = sys_.calls.index(("make", CG, "dir"))
     # the fake names a folder made below an fd by its path from that fd: "fd:/cpu" is /sys/fs/cgroup/cpu
-    return [c for c in sys_.calls[first:] if c[0] == "mount" and not str(c[1]).startswith("/dev/")]
+    return [c for c in sys_.calls[first:] if c[0] == "mount_setattr" or c[0] == "mount" and not str(c[1]).startswith("/dev/")]
 
 
 def test_a_systemd_instance_gets_its_init_hierarchies_read_write_the_controllers_read_only() -> None:
@@ -66,8 +66,11 @@ def test_other_inits_and_apps_keep_everything_read_only() -> None:
     assert cgroup_delegation.writable("busybox") == cgroup_delegation.writable("sysvinit") == []
     assert cgroup_delegation.writable("app") == cgroup_delegation.writable("unknown") == []
     calls = plan(["nosuid", "noexec", "nodev", "ro"], cgroup_delegation.writable("busybox"))
-    assert {c[2] for c in calls if c[4] == RO_BIND} == {f"fd:/{s}" for s in
-                                                       ("cpu", "memory", "pids", "systemd", "unified")}
+    assert {c[2] for c in calls if c[0] == "mount" and c[4] == m.MS_BIND | m.MS_REC} == {
+        f"fd:/{s}" for s in ("cpu", "memory", "pids", "systemd", "unified")}
+    # then the tmpfs and every bind below it read-only in one mount_setattr
+    assert calls[-1] == ("mount_setattr", CG, "", m.AT_EMPTY_PATH | m.AT_RECURSIVE,
+                         m.MOUNT_ATTR_RDONLY | m.MOUNT_ATTR_NOSUID | m.MOUNT_ATTR_NODEV | m.MOUNT_ATTR_NOEXEC, 0, 0)
 
 
 def test_nesting_mounts_all_read_write() -> None:
