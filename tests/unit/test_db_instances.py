@@ -46,6 +46,18 @@ def test_create_get_list(db: Database) -> None:
         db.list_instances(status="up")
 
 
+def test_record_start_writes_running_pid_and_start_time_together(db: Database) -> None:
+    db.create_instance(InstanceRow("web1"))
+    db.record_start("web1", 4242, 777)
+    row = db.get_instance("web1")
+    assert (row.status, row.pid, row.pid_start) == ("running", 4242, 777)
+    with pytest.raises(NotFound, match="'nope' not found"):
+        db.record_start("nope", 1, 1)
+    with pytest.raises(ConfigError, match="not a positive integer"):
+        db.record_start("web1", -3, 1)
+    assert db.get_instance("web1") == row  # nothing changed by the refusals
+
+
 def test_create_twice_is_exists(db: Database) -> None:
     db.create_instance(InstanceRow("web1"))
     with pytest.raises(Exists, match="Instance 'web1' already exists"):

@@ -35,6 +35,18 @@ def test_listeners_get_only_their_types_in_order() -> None:
     assert life.get(0.05) is None  # nothing more
 
 
+def test_wants_says_whether_a_listener_takes_a_type() -> None:
+    bus = EventBus()
+    assert not bus.wants("operation")
+    life = bus.subscribe("lifecycle")
+    assert bus.wants("lifecycle") and not bus.wants("operation")
+    every = bus.subscribe()
+    assert bus.wants("operation")
+    bus.unsubscribe(every)
+    bus.unsubscribe(life)
+    assert not bus.wants("lifecycle")
+
+
 def test_a_slow_listener_is_dropped_not_waited_for() -> None:
     bus = EventBus(queue_size=4)
     slow, fast = bus.subscribe("operation"), bus.subscribe("operation")

@@ -282,6 +282,16 @@ class Database(Tables, NetworkTables, SessionTables):  # networks, addresses, fo
                     [getattr(new, c) for c in changes] + [name])
         return self.get_instance(name)
 
+    def record_start(self, name: str, pid: int | None, pid_start: int | None) -> None:
+        """The start's one write: status running with its init's pid and that pid's start time
+        together (one statement, no read before or after: on the start's path)."""
+        if pid is not None and (not isinstance(pid, int) or pid <= 0):
+            raise ConfigError(f"Instance {name!r}: pid {pid!r} is not a positive integer")
+        with self.transaction() as db:
+            if db._conn.execute("UPDATE instances SET status = 'running', pid = ?, pid_start = ? WHERE name = ?",
+                                (pid, pid_start, name)).rowcount == 0:
+                raise NotFound(f"Instance {name!r} not found: `jaula list` shows the instances")
+
     def rename_instance(self, name: str, new_name: str) -> InstanceRow:
         validate_name(new_name, "Instance")
         with self.transaction() as db:

@@ -156,6 +156,13 @@ class EventBus:
         with self._lock:
             return len(self._listeners)
 
+    def wants(self, type_: str) -> bool:
+        """Whether a listener takes events of `type_` now: a caller skips building one nobody
+        reads (an operation's each status change, on the start's path). A listener subscribing
+        just after misses it, as one subscribing an instant later would."""
+        with self._lock:
+            return any(type_ in ls.types for ls in self._listeners)
+
     def publish(self, type_: str, metadata: dict[str, Any], timestamp: str | None = None) -> dict[str, Any]:
         event = {"type": type_, "timestamp": timestamp or now(), "metadata": metadata}
         with self._lock:

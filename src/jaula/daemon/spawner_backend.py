@@ -74,6 +74,8 @@ class _Stats:
 class SpawnerBackend:
     """The Backend over a Spawner, recording pids in `db` and watching inits with a Supervisor."""
 
+    records_start = True  # start() records status running and the pid in `db` itself
+
     def __init__(self, spawner: Spawner, db: Database, root: str | os.PathLike[str]) -> None:
         self.spawner = spawner
         self.db = db
@@ -165,8 +167,8 @@ class SpawnerBackend:
         pidfd = st.pop("pidfd", None)
         pid = int(st.get("pid") or 0)
         try:
-            if pid > 0:
-                self.db.update_instance(inst.name, pid=pid, pid_start=proc_start_time(pid))
+            if pid > 0:  # status running with its pid: one write (the caller then writes none)
+                self.db.record_start(inst.name, pid, proc_start_time(pid))
             mark(inst.name, "be.db_pid")
             if pidfd is not None and self.supervisor is not None:
                 self._in_loop_soon(self.supervisor.watch, inst.name, pidfd, pid)
