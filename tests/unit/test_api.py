@@ -127,6 +127,42 @@ def test_lifecycle_through_state_operations(api, openapi) -> None:
     assert [c[0] for c in api.backend.calls] == ["create", "start", "freeze", "unfreeze", "stop"]
 
 
+def test_a_state_change_with_wait_answers_the_ended_operation_in_one_request(api, openapi) -> None:
+    create(api, openapi, "web1")
+    route = "/1.0/instances/{name}/state"
+    status, body = call(api, openapi, "PUT", "/1.0/instances/web1/state?wait=-1", route, json={"action": "start"})
+    assert status == 202 and body["type"] == "async", body
+    assert body["metadata"]["status"] == "success" and body["metadata"]["metadata"]["pid"] == 1001
+    assert api.db.get_instance("web1").status == "running" and api.db.get_instance("web1").pid == 1001
+    api.backend.fail["stop"] = BadState("fake: will not stop")
+    status, body = call(api, openapi, "PUT", "/1.0/instances/web1/state?wait=10", route,
+                        json={"action": "stop", "force": True})
+    assert status == 202 and body["metadata"]["status"] == "failure"
+    assert body["metadata"]["err"] == "fake: will not stop"
+    # a refusal before any operation is still the error itself
+    status, body = call(api, openapi, "PUT", "/1.0/instances/web1/state?wait=-1", route, json={"action": "start"})
+    assert status == 409 and "already started" in body["error"]
+    # without wait: at once, as before (the operation may still run)
+    del api.backend.fail["stop"]
+    status, body = call(api, openapi, "PUT", "/1.0/instances/web1/state", route, json={"action": "stop", "force": True})
+    assert status == 202 and wait(api, openapi, body)["status"] == "success"
+
+
+def test_the_client_starts_in_one_request(api, openapi, monkeypatch) -> None:
+    create(api, openapi, "web1")
+    sent: list[tuple[str, str]] = []
+    request = api.client.request
+
+    def counted(method: str, path: str, **kw: Any) -> dict[str, Any]:
+        sent.append((method, path))
+        return request(method, path, **kw)
+
+    monkeypatch.setattr(api.client, "request", counted)
+    op = api.client.start("web1")
+    assert op["status"] == "success" and op["metadata"]["pid"] == 1001
+    assert sent == [("PUT", "/1.0/instances/web1/state")]
+
+
 def test_a_failed_start_leaves_it_stopped(api, openapi) -> None:
     create(api, openapi, "web1")
     api.backend.fail["start"] = BadState("fake: no init")

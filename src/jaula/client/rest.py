@@ -240,7 +240,17 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         return self._async("DELETE", f"/1.0/instances/{name}", wait, params={"force": force})
 
     def _state(self, name: str, action: str, wait: bool, **kw: Any) -> dict[str, Any]:
-        return self._async("PUT", f"/1.0/instances/{name}/state", wait, json={"action": action, **kw})
+        path, body = f"/1.0/instances/{name}/state", {"action": action, **kw}
+        if not wait:
+            return self._async("PUT", path, False, json=body)
+        # one request: jaulad answers once the operation ended (`?wait=-1`); a jaulad that does
+        # not know `wait` answers at once, and the operation is then waited on as before
+        op = self.request("PUT", path, json=body, params={"wait": -1}, timeout=None)["metadata"]
+        if op["status"] not in ("success", "failure", "cancelled"):
+            return self.wait_operation(op["id"])
+        if op["status"] == "failure":
+            raise error_from(op)
+        return op
 
     def start(self, name: str, *, wait: bool = True) -> dict[str, Any]:
         return self._state(name, "start", wait)

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from jaula import __version__ as _version
@@ -24,7 +25,7 @@ from jaula.daemon import schemas as s
 from jaula.daemon.backend import Backend
 from jaula.daemon.db import Database
 from jaula.daemon.events import EventBus
-from jaula.daemon.models import InstanceRow, OperationRow
+from jaula.daemon.models import FINISHED, InstanceRow, OperationRow
 from jaula.daemon.operations import Operations, may_cancel
 from jaula.errors import (
     BadState,
@@ -56,8 +57,9 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     app = FastAPI(title="jaulad", version=_version, description=__doc__,
                   responses=_ERRORS)  # type: ignore[arg-type]
     bus = app.state.events = EventBus(db)
-    ops = Operations(db, workers=workers,
-                     on_change=lambda op: bus.publish("operation", _op_out(op).model_dump(by_alias=True)))
+    ops = Operations(db, workers=workers,  # each status as an event, built only when one is listened to
+                     on_change=lambda op: bus.wants("operation") and bus.publish(
+                         "operation", _op_out(op).model_dump(by_alias=True)))
     app.state.db, app.state.backend, app.state.operations = db, backend, ops
     app.router.add_event_handler("shutdown", lambda: ops.shutdown(wait=True))
     app.router.add_event_handler("shutdown", bus.close)
@@ -115,8 +117,14 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
         return _sync(s.Stats(name=name, cpu_usage_ns=None, rows=[]) if found is None else found.as_dict())
 
     @app.put("/1.0/instances/{name}/state", response_model=s.Async, status_code=202, tags=["instances"])
-    def change_state(name: str, body: s.StateChange) -> dict:
-        return _async(svc.change_state(name, body))
+    async def change_state(name: str, body: s.StateChange, wait: float | None = Query(
+            None, description="seconds to wait for the operation's end before answering (-1: until it "
+            "ends): the answer's operation is then as it ended (or as it is after that time), so "
+            "the caller needs no second request to `/1.0/operations/{id}/wait`")) -> dict:
+        op = await run_in_threadpool(svc.change_state, name, body)
+        if wait is not None and op.status not in FINISHED:
+            op = await ops.await_end(op.id, None if wait < 0 else wait)
+        return _async(op)
 
     @app.get("/1.0/operations", response_model=s.Sync[list[s.Operation]], tags=["operations"])
     def list_operations(status: str | None = None) -> dict:
@@ -331,7 +339,8 @@ class _Service:
                 # cannot together pass the overcommit ratios
                 with self.host.starting(row) if self.host is not None else contextlib.nullcontext():
                     st = self.backend.start(inst)
-                    self.db.update_instance(name, status="running", pid=st.pid or None)
+                    if not (st.pid and getattr(self.backend, "records_start", False)):
+                        self.db.update_instance(name, status="running", pid=st.pid or None)
                 mark(name, "op.db_running")
                 meta["pid"] = st.pid
             elif body.action == "freeze":
