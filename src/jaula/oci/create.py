@@ -29,8 +29,15 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 class Options:
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None, preserve_fds: int = 0,
-                 no_pivot: bool = False, console_fd: object = None, on_namespaces: object = None):
+                 no_pivot: bool = False, console_fd: object = None, on_namespaces: object = None,
+                 start: bool = False):
         self.console_socket = console_socket
+        # create and start in one (a caller with nothing to do between them, such as jaulad for an
+        # instance without a console keeper or cgroups to delegate): the start byte is in the exec
+        # fifo before the init asks, so it goes on to exec its program right after READY (no
+        # wake-up by a later start) while we finish; create returns once it has exec'd (or died)
+        # and the container is running. Not with poststart hooks (start runs them): then as without.
+        self.start = start
         # called with the init's pid once its namespaces exist and before it runs: with the
         # intermediate, while the init builds its root (work there overlaps its setup), else
         # once it is ready
@@ -100,6 +107,13 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     # Opened read-write so init's read blocks until `start` writes, whether or not a writer exists yet.
     fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
     undo.append(lambda: os.close(fifo_fd))
+    watch = exec_w = -1
+    if opts.start and not spec.hooks.get("poststart"):
+        # The init keeps the write end until its execve closes it: then the read end hangs up.
+        # (Not the fifo: the start byte in it would make it poll readable until the init reads it.)
+        watch, exec_w = os.pipe2(os.O_CLOEXEC)
+        held = [watch, exec_w]
+        undo.append(lambda: [os.close(held.pop()) for _ in list(held)])
     data = {
         "ociVersion": spec.oci_version, "id": cid, "status": state.CREATING, "pid": 0, "bundle": spec.bundle,
         "rootfs": spec.root.path if spec.root else "", "created": state.now_rfc3339(), "owner": "",
@@ -131,6 +145,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     plan.tramp = process.kept_trampoline()
     plan.cgroup_fd = born_in(plan.cgroup_files)
     plan.tell_namespaces = opts.on_namespaces is not None
+    plan.exec_w = exec_w
     if plan.cgroup_fd >= 0:
         undo.append(lambda: os.close(plan.cgroup_fd))
     log.reopen()
@@ -147,6 +162,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
             parent.close()
             intermediate(plan)  # never returns
     child.close()
+    if exec_w >= 0:
+        os.close(held.pop())  # only the init's (and an intermediate's, until it exits) remain
     if plan.cgroup_fd >= 0:
         undo.pop()
         os.close(plan.cgroup_fd)
@@ -207,6 +224,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     if not direct and opts.on_namespaces is not None:
         opts.on_namespaces(ipid)
     tmark(cid, "oc.onns")
+    if watch >= 0 and not direct:
+        os.write(fifo_fd, b"0")  # read by the init only after its READY: then it goes on to exec
     while True:
         name, payload, fds = sync.recv(parent, with_fds=True)
         if name == sync.READY:
@@ -219,6 +238,8 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         raise JaulaError("container init exited during setup" if not name else f"unexpected message {name!r} from init")
     if direct and opts.on_namespaces is not None:
         opts.on_namespaces(ipid)
+    if watch >= 0 and direct:
+        os.write(fifo_fd, b"0")  # only now: a forked init must not run before on_namespaces
     tmark(cid, "oc.ready")
     parent.close()
     os.close(fifo_fd)
@@ -229,6 +250,12 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     tmark(cid, "oc.done")
     if opts.pid_file:
         write_pid_file(opts.pid_file, ipid)
+    if watch >= 0:
+        os.unlink(fifo)  # started: `state` says running (as after lifecycle.start)
+        _wait_hangup(watch)
+        os.close(held.pop())
+        c.started = True
+        tmark(cid, "oc.execd")
     return c
 
 
@@ -248,6 +275,16 @@ def _allow_default_devices(lx: config.Linux) -> None:
     rules.extend(DeviceRule(allow=True, type=t, major=a, minor=b, access=acc) for t, a, b, acc in _ALLOWED)
     rules.extend(DeviceRule(allow=True, type=d.type if d.type != "u" else "c", major=d.major, minor=d.minor, access="rwm")
                  for d in lx.devices if d.type in ("c", "b", "u"))
+
+
+def _wait_hangup(fd: int) -> None:
+    """Until the other end of a pipe is closed by all who hold it (nothing is ever written)."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLHUP)
+    while not poller.poll(1000):
+        pass
 
 
 def _forward_seccomp(spec: config.Spec, c: state.Container, fd: int) -> None:

@@ -37,6 +37,7 @@ class Plan:
         self.tramp: int | None = None  # the exec trampoline's memfd (process.kept_trampoline)
         self.cgroup_fd = -1  # a cgroup2 folder the first process is born in (fork_first), or -1
         self.tell_namespaces = False  # a cloned init says NAMESPACES once they exist (for on_namespaces)
+        self.exec_w = -1  # close-on-exec write end kept until execve: create(start=True) waits for its hang-up
 
 
 def fork_first(plan: Plan) -> int:
@@ -394,6 +395,8 @@ def container_init(plan: Plan) -> None:
         keep = {0, 1, 2, plan.sock.fileno(), plan.fifo_fd} | set(range(3, 3 + plan.preserve_fds))
         if tramp is not None:
             keep.add(tramp)
+        if plan.exec_w >= 0:
+            keep.add(plan.exec_w)
         process.close_fds(keep)
         process.enter_cwd(p)
         env = dict(e.split("=", 1) for e in p.env)

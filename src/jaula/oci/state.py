@@ -50,6 +50,7 @@ class Container:
         self.root = root
         self.id = cid
         self.data = data
+        self.started = False  # create(..., Options(start=True)) started it too
 
     @property
     def dir(self) -> str:
