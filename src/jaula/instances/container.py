@@ -228,14 +228,19 @@ class ContainerDriver(StorageVerbs, Driver):
             # NICs into the init's netns before it runs: while it builds its root, when it can (with
             # none, no hook: the runtime then does not wait for the init's NAMESPACES message)
             plug = (lambda pid: nics.plug_all(bundle, inst.network, pid, undo)) if inst.network.get("nics") else None
-            c = self._create(name, bundle, plug, keeper)
+            # Nothing to do between create and start (no console for the keeper, no cgroup to
+            # delegate): the runtime starts it too, the init going on to exec without a wake-up.
+            at_once = keeper is None and (idmap is None or not (cfg.get("security.nesting") is True
+                                                                or cgroup_delegation.writable(init.name)))
+            c = self._create(name, bundle, plug, keeper, start=at_once)
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
                 cgroup_delegation.delegate(cgroup_delegation.to_delegate(
                     c.data["cgroupPaths"], init.name, cfg.get("security.nesting") is True),
                     idmap.uid_base, idmap.gid_base)
-            _start_and_wait_exec(c, self._log(name))
+            if not c.started:
+                _start_and_wait_exec(c, self._log(name))
             mark(name, "drv.execd")
             undo.pop_all()
         st = _state_of(c)  # the container just started: its state as loaded, its status read again
@@ -296,7 +301,7 @@ class ContainerDriver(StorageVerbs, Driver):
                 self.console_keeper, exc.strerror or exc, inst.name)
             return None
 
-    def _create(self, name: str, bundle: str, on_namespaces: Any = None, keeper: Any = None):
+    def _create(self, name: str, bundle: str, on_namespaces: Any = None, keeper: Any = None, start: bool = False):
         """jaula.oci's create with the init's output in the console log: with `keeper` (a connection
         to the console keeper) the init's console is a pty whose master, the log's fd and a pidfd of
         the init go to the keeper before the init runs (one message, no reply awaited); without,
@@ -331,7 +336,7 @@ class ContainerDriver(StorageVerbs, Driver):
                         os.dup2(copy, fd)
                 on_namespaces(pid)
 
-            opts = Options(on_namespaces=hook if on_namespaces is not None else None, console_fd=theirs)
+            opts = Options(on_namespaces=hook if on_namespaces is not None else None, console_fd=theirs, start=start)
             c = create(self.runtime_root, name, bundle, opts, self._log(name))
             if keeper is not None:
                 mark(name, "drv.oci_created")
