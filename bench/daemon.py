@@ -51,11 +51,13 @@ jaulad run from another checkout's src/, interleaved):
    command is /bin/true), then per iteration, jaula and the OCI runtimes taken in turn (interleaved,
    the order rotating each iteration):
    - jaula app:    `POST /1.0/instances` (mode app, template bench-true) and its operation waited
-                   on = `create`; then `PUT .../state {"action": "start"}` and its operation waited
-                   on = `start`. The start operation ends once the instance's init has exec'd its
+                   on = `create`; then `PUT .../state?wait=-1 {"action": "start"}` (one request:
+                   jaulad answers once the operation ended; a jaulad without `wait`, e.g. an older
+                   --compare-src, answers at once and the client then long-polls the operation's
+                   /wait) = `start`. The start operation ends once the instance's init has exec'd its
                    program (jaula's start waits on the exec fifo, docs/instances.md): so `start` is
-                   API call -> /bin/true exec'd, seen by an HTTP client over the UNIX socket (httpx,
-                   the operation's /wait long poll). Then (untimed) wait for the exit to be seen, delete.
+                   API call -> /bin/true exec'd, seen by jaula.client over the UNIX socket. Then
+                   (untimed) wait for the exit to be seen, delete.
    - jaula system: the same with template busybox, mode system: API call -> busybox init exec'd
                    as the instance's pid 1. Then (untimed) stop --force, delete.
    - crun / runc:  on a bundle of the same busybox rootfs running /bin/true (tests/support/bundle.py):
