@@ -28,7 +28,7 @@ TOP_LEVEL = ("__init__", "errors", "record", "fastjson", "lazylog", "names")
 _COMMON = ("jaula.fastjson", "jaula.oci.log", "jaula.lazylog", "jaula.oci.commands", "jaula.oci.state")
 _CREATE = _COMMON + (
     "jaula.oci.lifecycle", "jaula.linux", "jaula.linux.libc", "jaula.linux.mount", "jaula.record",
-    "jaula.oci.mountopts", "jaula.oci.config", "jaula.linux.fs", "jaula.oci.rootfs", "jaula.oci.sync",
+    "jaula.oci.mountopts", "jaula.oci.config", "jaula.linux.fs", "jaula.oci.timing", "jaula.oci.rootfs", "jaula.oci.sync",
     "jaula.linux.ns", "jaula.linux.proc", "jaula.linux.kfile", "jaula.linux.facade", "jaula.linux.caps",
     "jaula.oci.process", "jaula.oci.init", "jaula.oci.validate", "jaula.oci.create", "jaula.oci.foreground",
     "jaula.cgroups", "jaula.cgroups.resources", "jaula.cgroups.ociparse", "jaula.cgroups.layout",
