@@ -30,7 +30,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 class Options:
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None, preserve_fds: int = 0,
                  no_pivot: bool = False, console_fd: object = None, on_namespaces: object = None,
-                 start: bool = False):
+                 start: bool = False, on_ready: object = None):
         self.console_socket = console_socket
         # create and start in one (a caller with nothing to do between them, such as jaulad for an
         # instance without a console keeper or cgroups to delegate): the start byte is in the exec
@@ -38,6 +38,9 @@ class Options:
         # wake-up by a later start) while we finish; create returns once it has exec'd (or died)
         # and the container is running. Not with poststart hooks (start runs them): then as without.
         self.start = start
+        # called with the init's pid once it said READY, before it may run its program: with
+        # `start`, the start byte is written after it (the init then waits for it, as for start)
+        self.on_ready = on_ready
         # called with the init's pid once its namespaces exist and before it runs: with the
         # intermediate, while the init builds its root (work there overlaps its setup), else
         # once it is ready
@@ -224,7 +227,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     if not direct and opts.on_namespaces is not None:
         opts.on_namespaces(ipid)
     tmark(cid, "oc.onns")
-    if watch >= 0 and not direct:
+    if watch >= 0 and not direct and opts.on_ready is None:
         os.write(fifo_fd, b"0")  # read by the init only after its READY: then it goes on to exec
     while True:
         name, payload, fds = sync.recv(parent, with_fds=True)
@@ -238,8 +241,10 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         raise JaulaError("container init exited during setup" if not name else f"unexpected message {name!r} from init")
     if direct and opts.on_namespaces is not None:
         opts.on_namespaces(ipid)
-    if watch >= 0 and direct:
-        os.write(fifo_fd, b"0")  # only now: a forked init must not run before on_namespaces
+    if opts.on_ready is not None:
+        opts.on_ready(ipid)
+    if watch >= 0 and (direct or opts.on_ready is not None):
+        os.write(fifo_fd, b"0")  # only now: the init must not run before on_namespaces or on_ready
     tmark(cid, "oc.ready")
     parent.close()
     os.close(fifo_fd)
