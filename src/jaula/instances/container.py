@@ -228,10 +228,9 @@ class ContainerDriver(StorageVerbs, Driver):
             # NICs into the init's netns before it runs: while it builds its root, when it can (with
             # none, no hook: the runtime then does not wait for the init's NAMESPACES message)
             plug = (lambda pid: nics.plug_all(bundle, inst.network, pid, undo)) if inst.network.get("nics") else None
-            # Nothing to do between create and start (no console for the keeper, no cgroup to
-            # delegate): the runtime starts it too, the init going on to exec without a wake-up.
-            at_once = keeper is None and (idmap is None or not (cfg.get("security.nesting") is True
-                                                                or cgroup_delegation.writable(init.name)))
+            # No cgroup to delegate between create and start: the runtime starts it too, the init
+            # going on to exec without a wake-up (with a keeper, once the keeper has its console).
+            at_once = idmap is None or not (cfg.get("security.nesting") is True or cgroup_delegation.writable(init.name))
             c = self._create(name, bundle, plug, keeper, start=at_once)
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
@@ -336,12 +335,17 @@ class ContainerDriver(StorageVerbs, Driver):
                         os.dup2(copy, fd)
                 on_namespaces(pid)
 
-            opts = Options(on_namespaces=hook if on_namespaces is not None else None, console_fd=theirs, start=start)
+            ready = None
+            if keeper is not None and start:  # the console to the keeper before the init runs
+                def ready(pid: int) -> None:
+                    self._hand_console(pid, name, mine, out, keeper)
+            opts = Options(on_namespaces=hook if on_namespaces is not None else None, console_fd=theirs, start=start,
+                           on_ready=ready)
             c = create(self.runtime_root, name, bundle, opts, self._log(name))
-            if keeper is not None:
+            if keeper is not None and ready is None:
                 mark(name, "drv.oci_created")
                 try:
-                    self._hand_console(c, name, mine, out, keeper)
+                    self._hand_console(c.pid, name, mine, out, keeper)
                 except BaseException:
                     self._destroy(c, name)
                     raise
@@ -359,7 +363,7 @@ class ContainerDriver(StorageVerbs, Driver):
             os.close(null)
             os.close(out)
 
-    def _hand_console(self, c: Any, name: str, mine: Any, out: int, keeper: Any) -> None:
+    def _hand_console(self, pid: int, name: str, mine: Any, out: int, keeper: Any) -> None:
         """The master the init sent during create (already queued: no wait), the log and a pidfd of
         the init, to the keeper; on a failure `_create` ends the container (it is not the caller's yet)."""
         from jaula.instances import console_pty
@@ -373,7 +377,7 @@ class ContainerDriver(StorageVerbs, Driver):
         try:
             if len(fds) != 1:
                 raise JaulaError(f"instance {name!r}: the init sent no console master during create")
-            pidfd = os.pidfd_open(c.pid)
+            pidfd = os.pidfd_open(pid)
             try:
                 console_pty.hand_over(keeper, name, fds[0], out, pidfd)
             except OSError as exc:
