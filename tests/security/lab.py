@@ -65,9 +65,24 @@ class Lab:
         self.cgroups |= set(c.data["cgroupPaths"].values())
         self.pids.add(st.pid)
         # booted: the console script runs (its sleep; a login shell when the console is a pty)
-        wait_until("busybox init to boot", lambda: any(
-            a.strip().startswith(("sleep", "/bin/sleep", "/bin/sh -l")) for a in self.sh(inst, "ps -o args")[1].splitlines()),
-            timeout=15)
+        seen: list[tuple[int, str]] = []
+
+        def booted() -> bool:
+            seen[:] = [self.sh(inst, "ps -o pid,args")]
+            return any(a.split(None, 1)[-1].startswith(("sleep", "/bin/sleep", "/bin/sh -l"))
+                       for a in seen[0][1].splitlines()[1:] if len(a.split(None, 1)) == 2)
+
+        try:
+            wait_until("busybox init to boot", booted, timeout=30)
+        except AssertionError as exc:  # what was there instead, for the report
+            log = Path(self.driver.console_log(inst.name))
+            tail = log.read_bytes()[-2000:].decode(errors="replace") if log.exists() else "(no console log)"
+            try:
+                init = Path(f"/proc/{st.pid}/status").read_text().splitlines()[:3]
+            except OSError as e:
+                init = [f"init {st.pid}: {e}"]
+            raise AssertionError(f"{exc}; ps inside (exit {seen[0][0] if seen else '?'}): "
+                                 f"{seen[0][1] if seen else '(none)'!r}; init: {init}; console: {tail!r}") from None
         return st.pid
 
     def run(self, inst: Instance, args: list[str], **kw: object) -> tuple[int, str]:
