@@ -19,7 +19,7 @@ Measured on 2026-11-26 (vm, Linux 6.18, 2 cpus shared with other engineers' test
   socket that never uses TLS (~30 ms). What `list` still pays: click (~25 ms), httpx and httpcore
   (~45 ms), rich's console and table (~20 ms).
 
-Then (H7, 2026-11-26, load 6.8 on the 2 cpus): the plain JSON calls over the UNIX socket go
+Then (2026-11-26, load 6.8 on the 2 cpus): the plain JSON calls over the UNIX socket go
 through jaula.client.uds_http (socket, json and urllib.parse of the standard library; one
 request per connection), and httpx is imported only for streams, uploads, downloads and
 remotes. Split of a `jaula list` before that, in one process: click ~45 ms, httpx + httpcore + h11
