@@ -43,8 +43,12 @@ class RecordingPlumbing:
     def remove_forward(self, fwd: Any) -> None:
         self._rec("remove_forward", fwd)
 
-    def plug(self, net: Any, nic: Any, pid: int, undo: ExitStack) -> None:
-        self._rec("plug", nic)
+    def police(self, net: Any, nic: Any, undo: ExitStack) -> None:
+        self._rec("police", nic)
+        undo.callback(self._rec, "unpolice", nic)
+
+    def plug(self, net: Any, nic: Any, pid: int, undo: ExitStack, policed: bool = False) -> None:
+        self._rec("plug" if not policed else "plug policed", nic)
         undo.callback(self.unplug, nic)
 
     def unplug(self, nic: Any, pid: int | None = None) -> None:

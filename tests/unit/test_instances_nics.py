@@ -43,10 +43,23 @@ def test_plugged_recorded_and_unplugged_from_the_record(tmp_path: Path, fake: Re
     assert len(fake.calls) == 4
 
 
+def test_policed_before_the_fork_then_plugged(tmp_path: Path, fake: RecordingPlumbing) -> None:
+    # the start's order: every NIC's firewall rules (recorded first), then, in the hook, the links
+    with pytest.raises(OSError), ExitStack() as undo:
+        nics.police_all(str(tmp_path), _network("eth0", "eth1"), undo)
+        assert (tmp_path / nics.RECORD).exists()      # recorded before anything is made
+        nics.plug_all(str(tmp_path), _network("eth0", "eth1"), 42, undo, policed=True)
+        raise OSError("the start failed after the plug")
+    assert [(v, n.name) for v, n in fake.calls] == [
+        ("police", "eth0"), ("police", "eth1"), ("plug policed", "eth0"), ("plug policed", "eth1"),
+        ("unplug", "eth1"), ("unplug", "eth0"), ("unpolice", "eth1"), ("unpolice", "eth0")]
+    assert not (tmp_path / nics.RECORD).exists()      # and the record forgotten
+
+
 def test_a_failed_plug_undoes_the_ones_before(tmp_path: Path, fake: RecordingPlumbing) -> None:
     calls = 0
 
-    def plug(net, nic, pid, undo):  # type: ignore[no-untyped-def]
+    def plug(net, nic, pid, undo, policed=False):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 2:

@@ -227,7 +227,12 @@ class ContainerDriver(StorageVerbs, Driver):
             mark(name, "drv.written")
             # NICs into the init's netns before it runs: while it builds its root, when it can (with
             # none, no hook: the runtime then does not wait for the init's NAMESPACES message)
-            plug = (lambda pid: nics.plug_all(bundle, inst.network, pid, undo)) if inst.network.get("nics") else None
+            # (their firewall rules first, before the fork: nics.police_all says why)
+            plug = None
+            if inst.network.get("nics"):
+                nics.police_all(bundle, inst.network, undo)
+                mark(name, "drv.policed")
+                plug = lambda pid: nics.plug_all(bundle, inst.network, pid, undo, policed=True)
             # No cgroup to delegate between create and start: the runtime starts it too, the init
             # going on to exec without a wake-up (with a keeper, once the keeper has its console).
             at_once = idmap is None or not (cfg.get("security.nesting") is True or cgroup_delegation.writable(init.name))

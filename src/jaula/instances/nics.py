@@ -103,9 +103,26 @@ def _write(etc: int, name: str, text: str, idmap: Any) -> None:
         os.close(fd)
 
 
-def plug_all(bundle: str, network: dict[str, Any], pid: int, undo: ExitStack) -> None:
+def police_all(bundle: str, network: dict[str, Any], undo: ExitStack) -> None:
+    """Every bridged NIC's firewall rules, before the init exists (the start's part that needs no
+    namespace: done before the runtime forks, the spawner's memory is not yet shared copy-on-write
+    with a child, so libnftables' work costs ~0.6 ms, not the ~4.5 ms it took after the fork),
+    recorded in the bundle first; `undo` gets their removal. `plug_all(..., policed=True)` then."""
+    if not network.get("nics"):
+        return
+    nets, nics = _plans(network)
+    fw = _plumbing(network["table"])
+    undo.callback(_forget, bundle)
+    _save(bundle, network["table"], nets, nics)  # recorded first: a crash from here on is undone too
+    for nic in nics:
+        with ExitStack() as one:
+            fw.police(nets.get(nic.network or ""), nic, one)
+            undo.push(one.pop_all())
+
+
+def plug_all(bundle: str, network: dict[str, Any], pid: int, undo: ExitStack, policed: bool = False) -> None:
     """Plug every NIC into the netns of `pid`, recording each in the bundle as it goes; `undo`
-    gets the unplug of everything this made."""
+    gets the unplug of everything this made. `policed`: `police_all` made the firewall rules."""
     if not network.get("nics"):
         return
     mark = _Clock("plug")
@@ -114,12 +131,14 @@ def plug_all(bundle: str, network: dict[str, Any], pid: int, undo: ExitStack) ->
     fw.timing = mark if mark.path else None
     mark("plans")
     done: list[NicPlan] = []
-    undo.callback(_forget, bundle)
+    if not policed:
+        undo.callback(_forget, bundle)
     for nic in nics:
-        _save(bundle, network["table"], nets, done + [nic])  # recorded first: a crash mid-plug is undone too
-        mark("record")
+        if not policed:
+            _save(bundle, network["table"], nets, done + [nic])  # recorded first: a crash mid-plug is undone too
+            mark("record")
         with ExitStack() as one:
-            fw.plug(nets.get(nic.network or ""), nic, pid, one)
+            fw.plug(nets.get(nic.network or ""), nic, pid, one, policed=policed)
             undo.push(one.pop_all())
         done.append(nic)
     mark.done()

@@ -85,17 +85,23 @@ class Plumbing:
         self.firewall().destroy()
 
     # -- NICs (the driver) -----------------------------------------------------------------------
-    def plug(self, net: NetworkPlan | None, nic: NicPlan, pid: int, undo: ExitStack) -> None:
-        """Plug `nic` into the netns of `pid`: firewall rules first (nothing passes before they
-        are there), then the interface, then its rate limits; each step's undo pushed on `undo`.
+    def police(self, net: NetworkPlan | None, nic: NicPlan, undo: ExitStack) -> None:
+        """The firewall rules of `nic` (a bridged one), before its interface exists: they key on
+        its host-side name, so nothing it sends passes unpoliced; the undo pushed on `undo`."""
+        if nic.type == BRIDGED and net is not None:
+            self.firewall().add_nic(net, nic)
+            undo.callback(self._quietly, "firewall remove_nic", self.firewall().remove_nic, nic)
+            (self.timing or _no_timing)("firewall")
+
+    def plug(self, net: NetworkPlan | None, nic: NicPlan, pid: int, undo: ExitStack, policed: bool = False) -> None:
+        """Plug `nic` into the netns of `pid`: firewall rules first (`police`, unless `policed`:
+        done already), then the interface, then its rate limits; each step's undo pushed on `undo`.
         `self.timing(step)` is called after each step (benchmarks)."""
         from jaula.network import links, tc
 
         mark = self.timing or _no_timing
-        if nic.type == BRIDGED and net is not None:
-            self.firewall().add_nic(net, nic)
-            undo.callback(self._quietly, "firewall remove_nic", self.firewall().remove_nic, nic)
-            mark("firewall")
+        if not policed:
+            self.police(net, nic, undo)
         links.attach(nic, pid, timing=self.timing)
         undo.callback(self._quietly, "detach", links.detach, nic)
         if nic.ingress_kbit is not None or nic.egress_kbit is not None:
