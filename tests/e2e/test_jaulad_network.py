@@ -31,9 +31,7 @@ def netd(daemon: Daemon) -> Iterator[Daemon]:  # noqa: F811
         yield daemon
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:   # a failure: delete what is left
-            for name in NAMES:
-                subprocess.run([*JAULA, "--socket", str(daemon.socket), "delete", "--force", name],
-                               check=False, capture_output=True, timeout=60)
+            daemon.delete_all()
             daemon.proc.kill()
             daemon.proc.wait(10)
         for pid in daemon.pids:
