@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -78,6 +79,7 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     transfer_api.mount(app, svc)
     from jaula.daemon import profiles_api  # profiles: list, create, show, change, rename, delete
     svc.profiles = profiles_api.mount(app, svc)
+    mounted = len(app.router.routes)
 
     @app.get("/1.0", response_model=s.Sync[s.Server], tags=["server"])
     def server() -> dict:
@@ -121,9 +123,11 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
             None, description="seconds to wait for the operation's end before answering (-1: until it "
             "ends): the answer's operation is then as it ended (or as it is after that time), so "
             "the caller needs no second request to `/1.0/operations/{id}/wait`")) -> dict:
+        if wait is not None and wait < 0:  # the whole start in one of the operations' workers
+            return _async(await ops.in_worker(svc.change_state_ended, name, body))
         op = await run_in_threadpool(svc.change_state, name, body)
         if wait is not None and op.status not in FINISHED:
-            op = await ops.await_end(op.id, None if wait < 0 else wait)
+            op = await ops.await_end(op.id, wait)
         return _async(op)
 
     @app.get("/1.0/operations", response_model=s.Sync[list[s.Operation]], tags=["operations"])
@@ -144,6 +148,10 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
     def cancel_operation(op_id: str) -> dict:
         return _sync(_op_out(ops.cancel(op_id)))
 
+    # Starlette tries the routes in order, ~2 us each: the instances' and operations' own (a
+    # start's PUT, the operations' waits) before the ~50 of the other modules and the docs
+    routes = app.router.routes
+    routes[:] = routes[mounted:] + routes[:mounted]
     return app
 
 
@@ -315,6 +323,21 @@ class _Service:
         return self.ops.submit(f"Deleting instance {name}", action, instance=name)
 
     def change_state(self, name: str, body: s.StateChange) -> OperationRow:
+        """Check the change and queue its operation; the new operation (pending)."""
+        verb, action = self._state_change(name, body)
+        op = self.ops.submit(f"{verb} instance {name}", action, instance=name)
+        mark(name, "api.submitted")
+        return op
+
+    def change_state_ended(self, name: str, body: s.StateChange) -> OperationRow:
+        """`change_state` and the wait for its end, in the calling thread (an operations' worker:
+        `PUT .../state?wait=-1`); the operation as it ended."""
+        verb, action = self._state_change(name, body)
+        return self.ops.run_here(f"{verb} instance {name}", action, instance=name)
+
+    def _state_change(self, name: str, body: s.StateChange) -> tuple[str, Callable[[], dict]]:
+        """The checks before a state change's operation (a refusal raises: no operation), and the
+        operation's description verb and action."""
         mark(name, "api.in")
         _check_action(row := self.db.get_instance(name), body.action)
         # a restart too: refused before its stop, so one that could not start again keeps running
@@ -354,9 +377,7 @@ class _Service:
             return meta
         verb = {"stop": "Stopping", "start": "Starting", "restart": "Restarting",
                 "freeze": "Freezing", "unfreeze": "Unfreezing"}[body.action]
-        op = self.ops.submit(f"{verb} instance {name}", action, instance=name)
-        mark(name, "api.submitted")
-        return op
+        return verb, action
 
 
 _DONE = {"start": "instance-started", "stop": "instance-stopped", "restart": "instance-restarted",

@@ -112,35 +112,70 @@ class Operations:
         self._on_cancel.pop(op_id, None)
         return True
 
-    def _run(self, op_id: str, action: Action, instance: str | None) -> None:
+    def run_here(self, description: str, action: Action, *, instance: str) -> OperationRow:
+        """`submit` and `wait` in one, in the calling thread (one of this pool's workers:
+        `in_worker`): the operation as it ended. When no other operation holds `instance`, its
+        row is written `running` at once (one write instead of the pending row and its claim;
+        listeners are still told pending, then running), else it is queued as `submit` queues it."""
+        lock = self._lock_for(instance)
+        if not lock.acquire(blocking=False):  # another action on it: pending behind it, as submit
+            op = self.db.create_operation("task", description, resources={"instances": [instance]})
+            self._told(op)
+            return self._run(op.id, action, instance) or self.db.get_operation(op.id)
+        try:
+            op = self.db.create_operation("task", description, resources={"instances": [instance]},
+                                          status="running")
+            if self.on_change is not None:
+                self._told(op.replace(status="pending"))
+                self._told(op)
+            mark(instance, "op.claimed")
+            return self._act(op.id, action, instance) or self.db.get_operation(op.id)
+        finally:
+            lock.release()
+            with self._changed:
+                self._changed.notify_all()
+
+    async def in_worker(self, fn: Callable[..., OperationRow], *args: Any) -> OperationRow:
+        """`fn(*args)` in one of the pool's workers, awaited from the event loop (`run_here`'s
+        caller: the loop hands the request over once and gets the ended operation back once)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _run(self, op_id: str, action: Action, instance: str | None) -> OperationRow | None:
         mark(str(instance), "op.thread")
         lock = self._lock_for(instance)
         try:
             with lock:
                 if not self._claim(op_id):
-                    return
+                    return None
                 mark(str(instance), "op.claimed")
-                try:
-                    metadata = action()
-                except Cancelled as exc:
-                    self._set(op_id, status="cancelled", error=str(exc))
-                except JaulaError as exc:  # the exit code lets a client raise the same error
-                    self._set(op_id, status="failure", error=str(exc), metadata={"exit_code": exc.exit_code})
-                except Exception as exc:  # a bug: keep the daemon up, tell the caller what broke
-                    log.exception("operation %s failed", op_id)
-                    self._set(op_id, status="failure",
-                              error=f"Internal error ({type(exc).__name__}: {exc}): see jaulad's log")
-                else:
-                    self._set(op_id, status="success", metadata=metadata)
-                mark(str(instance), "op.done")
+                return self._act(op_id, action, instance)
         finally:
             _stoppable.pop(op_id, None)
             with self._changed:
                 self._changed.notify_all()
 
-    def _set(self, op_id: str, **changes: Any) -> None:
+    def _act(self, op_id: str, action: Action, instance: str | None) -> OperationRow | None:
+        """Run a claimed operation's action (its instance's lock held) and record how it ended."""
+        try:
+            metadata = action()
+        except Cancelled as exc:
+            ended = self._set(op_id, status="cancelled", error=str(exc))
+        except JaulaError as exc:  # the exit code lets a client raise the same error
+            ended = self._set(op_id, status="failure", error=str(exc), metadata={"exit_code": exc.exit_code})
+        except Exception as exc:  # a bug: keep the daemon up, tell the caller what broke
+            log.exception("operation %s failed", op_id)
+            ended = self._set(op_id, status="failure",
+                              error=f"Internal error ({type(exc).__name__}: {exc}): see jaulad's log")
+        else:
+            ended = self._set(op_id, status="success", metadata=metadata)
+        mark(str(instance), "op.done")
+        return ended
+
+    def _set(self, op_id: str, **changes: Any) -> OperationRow | None:
+        """Record an ended operation; the row as recorded (None when it could not be)."""
         if changes.get("metadata") is None:
             changes.pop("metadata", None)
+        op: OperationRow | None = None
         try:
             op = self.db.update_operation(op_id, **changes)
         except JaulaError:
@@ -150,6 +185,7 @@ class Operations:
             self._ended(op)
         with self._changed:
             self._changed.notify_all()
+        return op
 
     def _told(self, op: OperationRow) -> None:
         if self.on_change is not None:
