@@ -2,7 +2,9 @@
 registered on the CLI's group by `register` (main.py). Each is one operation waited on.
 
 Backups travel through the API: `export` downloads the file jaulad made, `import` uploads the
-local file, so both work wherever the CLI runs.
+local file, so both work wherever the CLI runs. Ctrl-C during a copy, an export or an import
+cancels its operation (`templates_host.follow`): jaulad kills its cp or tar and removes what it
+made.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import click
 
 from jaula.cli.output import emit, format_option
-from jaula.cli.templates_host import _size
+from jaula.cli.templates_host import _size, follow
 
 
 def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls: type[click.Group]) -> None:
@@ -82,7 +84,9 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
              with_snapshots: bool) -> None:
         """Make instance NAME (stopped) a copy of SOURCE, which may be running: its root, settings and
         profiles, without the values that belong to one instance (volatile.*, NIC MACs and addresses)."""
-        client(ctx).copy(source, name, snapshot=snapshot, description=description, snapshots=with_snapshots)
+        c = client(ctx)
+        op = c.copy(source, name, snapshot=snapshot, description=description, snapshots=with_snapshots, wait=False)
+        follow(c, op, f"Copying {source} to {name}")
         how = f" (snapshot {snapshot})" if snapshot else (" with its snapshots" if with_snapshots else "")
         click.echo(f"Instance {name} created as a copy of {source}{how}")
 
@@ -99,7 +103,9 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
         if compression is None:
             raise click.BadParameter(f"{file!r}: end the name with {', '.join(s for s, _ in _COMPRESSION)}",
                                      param_hint="FILE")
-        op = client(ctx).export_to(name, file, compression=compression, snapshots=snapshots)
+        c = client(ctx)
+        op = c.export_to(name, file, compression=compression, snapshots=snapshots,
+                         follow=lambda op: follow(c, op, f"Exporting {name}"))
         click.echo(f"Instance {name} exported to {file} ({_size((op.get('metadata') or {}).get('size'))})")
 
     @cli.command("import")
@@ -110,7 +116,8 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
         """Make a new (stopped) instance from backup FILE made by `jaula export` (uploaded to jaulad),
         named NAME or as in the file, with the snapshots the file holds. Its template and profiles
         must be on jaulad's host."""
-        op = client(ctx).import_from(file, name)
+        c = client(ctx)
+        op = c.import_from(file, name, follow=lambda op: follow(c, op, f"Importing {file}"))
         click.echo(f"Instance {(op.get('metadata') or {}).get('instance', name)} imported from {file}")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json as _json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from jaula.client.networks import NetworkMethods
@@ -221,12 +221,16 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
 
     def create(self, template: str, name: str, *, config: dict[str, str] | None = None,
                profiles: list[str] | None = None, mode: str = "system", description: str = "",
-               command: list[str] | None = None, wait: bool = True) -> dict[str, Any]:
-        """`command`: an app instance's own (mode "app"); none: its template's."""
-        body = {"name": name, "template": template, "mode": mode, "config": config or {},
-                "profiles": profiles or [], "description": description}
+               command: list[str] | None = None, start: bool = False, wait: bool = True) -> dict[str, Any]:
+        """`command`: an app instance's own (mode "app"); none: its template's. `start`: started
+        in the same operation (a launch), refused before anything is made when the host's
+        capacity cannot take its start."""
+        body: dict[str, Any] = {"name": name, "template": template, "mode": mode, "config": config or {},
+                                "profiles": profiles or [], "description": description}
         if command:
             body["command"] = list(command)
+        if start:
+            body["start"] = True
         return self._async("POST", "/1.0/instances", wait, json=body)
 
     def update(self, name: str, *, config: dict[str, str | None] | None = None,
@@ -361,13 +365,17 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         """A new stopped instance from backup `path` on jaulad's host (absolute), named `name` or as in the file."""
         return self._async("POST", "/1.0/import", wait, json={"path": path, "name": name})
 
-    def export_to(self, name: str, file: str, *, compression: str = "gzip", snapshots: bool = False) -> dict[str, Any]:
+    def export_to(self, name: str, file: str, *, compression: str = "gzip", snapshots: bool = False,
+                  follow: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
         """Export `name` (with its snapshots?) and download the backup into new local `file`
-        (written whole or not at all)."""
+        (written whole or not at all). `follow(op)`: waits for the export's operation instead of
+        `wait_operation` (the CLI's, which cancels it on Ctrl-C)."""
         if os.path.lexists(file):
             raise Exists(f"{file!r} exists already: give the name of a new file")
-        op = self._async("POST", f"/1.0/instances/{name}/export", True,
+        op = self._async("POST", f"/1.0/instances/{name}/export", follow is None,
                          json={"compression": compression, "snapshots": snapshots})
+        if follow is not None:
+            op = follow(op)
         partial = f"{file}.partial-{os.getpid()}"
         httpx = _httpx()
         try:
@@ -383,8 +391,10 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
                 os.unlink(partial)
         return op
 
-    def import_from(self, file: str, name: str | None = None, *, wait: bool = True) -> dict[str, Any]:
-        """Upload local backup `file` and import it as a new instance (`name`, or the one in the file)."""
+    def import_from(self, file: str, name: str | None = None, *, wait: bool = True,
+                    follow: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Upload local backup `file` and import it as a new instance (`name`, or the one in the
+        file); `follow(op)` waits for the import's operation instead of `wait_operation`."""
         httpx = _httpx()
         with open(file, "rb") as f:
             try:
@@ -396,6 +406,8 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         body = resp.json()
         if body.get("type") == "error" or resp.status_code >= 400:
             raise error_from(body, resp.status_code)
+        if follow is not None:
+            return follow(body["metadata"])
         return self.wait_operation(body["metadata"]["id"]) if wait else body["metadata"]
 
     # -- inside an instance: exec, console, logs, files (jaula.client.stream) -----------------

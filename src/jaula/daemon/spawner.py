@@ -67,7 +67,7 @@ MAX_MESSAGE = 1 << 20            # a request or reply larger than this is refuse
 MAX_STATUSES = 4096              # exit codes kept for `exit_status` (the oldest go first)
 DRIVER_OPS = frozenset(("create", "start", "stop", "freeze", "unfreeze", "state", "stats", "update", "delete",
                         "snapshot", "restore", "delete_snapshot", "copy", "export", "import_",
-                        "mount_root", "unmount_root"))
+                        "personalize", "mount_root", "unmount_root"))
 OPS = DRIVER_OPS | {"ping", "exit_status", "exec"}
 _IDLE_REAP_S = 1.0
 

@@ -225,8 +225,9 @@ class SpawnerBackend:
     # -- snapshots, copies and backups ----------------------------------------------------------
     # Snapshot, restore, delete_snapshot and export only copy files (cp, tar: fork+exec, which is
     # safe with threads) and freeze a cgroup: they run here, in the operation's thread, so a long
-    # one does not hold up other instances' starts in the spawner. Copy and import mount the new
-    # root (an idmapped mount forks a user namespace helper) to write its host name: spawner.
+    # one does not hold up other instances' starts in the spawner. Copy and import too, but for
+    # their one step that mounts the new root (an idmapped mount forks a user namespace helper)
+    # to write its host name: that alone goes to the spawner (`personalize`, milliseconds).
     def _local(self) -> Any:
         driver = getattr(self, "_local_driver", None)
         if driver is None:
@@ -244,14 +245,17 @@ class SpawnerBackend:
 
     def copy(self, inst: Instance, source: str, snapshot: str | None = None,
              snapshots: list[str] | None = None) -> None:
-        self.call("copy", inst, source=source, snapshot=snapshot, snapshots=snapshots)
+        self._local().copy(inst, source, snapshot, snapshots, personalize=self._personalize)
+
+    def _personalize(self, inst: Instance, volume: str) -> None:
+        self.call("personalize", inst, volume=volume)
 
     def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
         self._local().export(inst, path, record, snapshots)
 
     def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None) -> None:
         self.ensure_template(inst.template)
-        self.call("import_", inst, path=path, snapshots=snapshots)
+        self._local().import_(inst, path, snapshots, personalize=self._personalize)
 
     def read_backup(self, path: str) -> dict[str, Any]:
         """Read here, not in the spawner: it only opens the file's first member."""

@@ -25,6 +25,11 @@
 - POST /1.0/import {"path", "name": null}: the same from a file already on jaulad's host. Its template must be
   on this host (busybox is built on first use) and its profiles too. Every member of the
   archive is checked before anything is extracted (storage/backup_check.py).
+
+Copy, export and import run in the operation's thread (the spawner only writes a new root's host
+name: milliseconds), so other instances' starts go on meanwhile; and they can be cancelled while
+they run (DELETE /1.0/operations/{id}): their cp or tar is killed, and what they made goes (the
+half-copied root, the partial backup, the new instance's row); the operation ends `cancelled`.
 """
 
 from __future__ import annotations
@@ -49,8 +54,10 @@ from jaula.daemon.models import (
     SnapshotRow,
     validate_name,
 )
+from jaula.daemon.operations import stop_point
 from jaula.daemon.snapshots_api import event, profile_problems
 from jaula.errors import ConfigError, Exists, NotFound
+from jaula.storage import fsutil
 
 #: a NIC's settings that belong to one instance only: its MAC, and its static addresses
 _NIC_OWN = re.compile(r"nic\.[^.]+\.(mac|ipv4|ipv6)")
@@ -160,7 +167,24 @@ def mount(app: FastAPI, svc: Any) -> None:
         def cancelled() -> None:
             db.delete_instance(row.name)
             done()
-        return _async(ops.submit(description, action, instance=lock, on_cancel=cancelled))
+        return _async(stoppable(description, action, instance=lock, on_cancel=cancelled))
+
+    def stoppable(description: str, action: Callable[[], dict], **kw: Any) -> Any:
+        """Submit `action` as an operation that a DELETE stops while it runs: its storage work
+        asks the operation's stop point between steps and while cp or tar runs (fsutil.stoppable:
+        the tool is killed), and whatever it made is undone on the way up."""
+        box: dict[str, str] = {}
+
+        def check() -> None:
+            if "id" in box:  # set as soon as submit returns: before anyone knows the id to cancel
+                stop_point(box["id"])
+
+        def run() -> dict:
+            with fsutil.stoppable(check):
+                return action()
+        op = ops.submit(description, run, stoppable=True, **kw)
+        box["id"] = op.id
+        return op
 
     @app.post("/1.0/instances/{name}/copy", response_model=s.Async, status_code=202, tags=["instances"])
     def copy_instance(name: str, body: InstanceCopy) -> dict:
@@ -181,7 +205,8 @@ def mount(app: FastAPI, svc: Any) -> None:
 
         def fill(inst: Any) -> None:
             kept = db.list_snapshots(name) if body.snapshots else []
-            backend.copy(inst, name, body.snapshot, [k.name for k in kept])
+            with ops.instance_lock(body.name):  # its start waits until it is made (or gone)
+                backend.copy(inst, name, body.snapshot, [k.name for k in kept])
             try:
                 with db.transaction() as t:
                     for k in kept:
@@ -218,7 +243,7 @@ def mount(app: FastAPI, svc: Any) -> None:
                 return {"path": path, "size": os.path.getsize(path)}
             return {"backup": bid, "download": f"/1.0/backups/{bid}", "size": os.path.getsize(path)}
         where = "for download" if bid is not None else f"to {path}"
-        return _async(ops.submit(f"Exporting instance {name} {where}", action, instance=name))
+        return _async(stoppable(f"Exporting instance {name} {where}", action, instance=name))
 
     @app.get("/1.0/backups/{backup}", response_class=FileResponse, tags=["instances"],
              responses={200: {"description": "the backup file; it is deleted once sent", **_BINARY}})

@@ -13,13 +13,17 @@ to a scratch volume, which is then written out and deleted. Restore needs the in
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from jaula.errors import BadState, ConfigError, Exists
 from jaula.instances import settings
 from jaula.instances.model import Instance, validate_name
+from jaula.storage.fsutil import stop_point
+
+#: writes an instance's host name in a new volume: (instance, volume name)
+Personalize = Callable[[Instance, str], None]
 
 
 class StorageVerbs:
@@ -89,10 +93,21 @@ class StorageVerbs:
         self.pool.delete_snapshot(validate_name(inst.name), snap)
 
     # --- new roots from others -------------------------------------------------------------------
+    # A copy or an import is long file work (cp, tar) and one short step that mounts the new root
+    # to write its host name (`personalize`). jaulad runs the long part in the operation's thread
+    # and has its spawner do `personalize` only (the idmapped mount needs a user namespace made by
+    # a fork): so `copy` and `import_` take the `personalize` to call. Between steps, and while a
+    # tool runs, the work stops when the thread's stop check says so (fsutil.stoppable).
+    def personalize(self, inst: Instance, volume: str | None = None) -> None:
+        """Write `inst`'s name in new volume `volume`'s (default: its own) /etc/hostname, its layer
+        already in `inst`'s id range (`pool.shift_layer`): a mount, a write, an unmount."""
+        self._personalize(inst, volume)  # type: ignore[attr-defined]
+
     def copy(self, inst: Instance, source: str, snapshot: str | None = None,
-             snapshots: list[str] | None = None) -> None:
+             snapshots: list[str] | None = None, personalize: Personalize | None = None) -> None:
         """With `snapshots`, those snapshots of `source` become the copy's too (each through a
         scratch clone of it, deleted after)."""
+        personalize = personalize or self.personalize
         inst.validate()
         validate_name(source)
         snaps = [validate_name(s, "Snapshot") for s in snapshots or []]
@@ -105,23 +120,37 @@ class StorageVerbs:
             self.pool.clone(source, inst.name, validate_name(snapshot, "Snapshot"))
         try:
             for snap in snaps:
+                stop_point()
                 scratch = _scratch_name()
                 self.pool.clone(source, scratch, snap)
-                self._adopt(inst, snap, scratch)
+                self._adopt(inst, snap, scratch, personalize)
+            self._ready(inst, inst.name, personalize)
         except BaseException:
-            self.pool.delete_volume(inst.name)
+            self._drop(inst.name)
             raise
-        self._personalized(inst)
 
-    def _adopt(self, inst: Instance, snap: str, scratch: str) -> None:
+    def _ready(self, inst: Instance, volume: str, personalize: Personalize) -> None:
+        """New volume `volume`'s layer moved to `inst`'s id range (here: a walk of the whole tree),
+        then its host name written (`personalize`: a mount)."""
+        stop_point()
+        self.pool.shift_layer(volume, self._idmap(inst))  # type: ignore[attr-defined]
+        stop_point()
+        personalize(inst, volume)
+
+    def _drop(self, volume: str) -> None:
+        """Undo: new volume `volume` goes (unmounted first, had `personalize` failed mounted)."""
+        self.pool.unmount(volume)
+        self.pool.delete_volume(volume)
+
+    def _adopt(self, inst: Instance, snap: str, scratch: str, personalize: Personalize) -> None:
         """Make scratch volume `scratch` snapshot `snap` of `inst`, its host name written in it
         first (restored, the snapshot names the instance it belongs to); the scratch goes."""
         try:
-            self._personalize(inst, scratch)  # type: ignore[attr-defined]
+            self._ready(inst, scratch, personalize)
+            stop_point()
             self.pool.snapshot_from(inst.name, snap, scratch)
         finally:
-            self.pool.unmount(scratch)
-            self.pool.delete_volume(scratch)
+            self._drop(scratch)
 
     def export(self, inst: Instance, path: str, record: dict[str, Any], snapshots: list[str] | None = None) -> None:
         """With `snapshots`, each is added as `snapshots/NAME.tar`, a volume backup of its own
@@ -139,6 +168,7 @@ class StorageVerbs:
                 os.mkdir(os.path.join(tmp, "snapshots"), 0o700)
                 more = ((tmp, "snapshots"),)
             for snap in snaps:
+                stop_point()
                 scratch = _scratch_name()
                 self.pool.clone(name, scratch, snap)
                 try:
@@ -158,13 +188,15 @@ class StorageVerbs:
             finally:
                 self.pool.delete_volume(scratch)
 
-    def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None) -> None:
+    def import_(self, inst: Instance, path: str, snapshots: list[str] | None = None,
+                personalize: Personalize | None = None) -> None:
         """With `snapshots`, those of the backup's `snapshots/NAME.tar` are added, in this order."""
         import tempfile
 
         from jaula.storage import backup
         from jaula.storage.backup_check import check_archive
 
+        personalize = personalize or self.personalize
         inst.validate()
         size = settings.effective(inst.config).get("limits.disk")
         if size is not None and not self.pool.has_quota:
@@ -190,19 +222,10 @@ class StorageVerbs:
                         scratch = _scratch_name()
                         self.pool.import_(scratch, one, str(template.rootfs), size=size)
                         os.unlink(one)  # its space back before the next one
-                        self._adopt(inst, snap, scratch)
+                        self._adopt(inst, snap, scratch, personalize)
+            self._ready(inst, inst.name, personalize)
         except BaseException:
-            self.pool.delete_volume(inst.name)
-            raise
-        self._personalized(inst)
-
-    def _personalized(self, inst: Instance) -> None:
-        """Its /etc/hostname says its own name; the new volume goes if that fails."""
-        try:
-            self._personalize(inst)  # type: ignore[attr-defined]
-        except BaseException:
-            self.pool.unmount(inst.name)
-            self.pool.delete_volume(inst.name)
+            self._drop(inst.name)
             raise
 
 

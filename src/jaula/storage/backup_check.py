@@ -25,6 +25,7 @@ from jaula.names import RULE, is_name
 from jaula.record import Record
 from jaula.storage.backup import ARCNAME, META
 from jaula.storage.builders.unpack import ArchiveError, member_path
+from jaula.storage.fsutil import stop_point
 
 MAX_PROBLEMS = 20  # listed at most; the count says how many more
 SNAPSHOTS = "snapshots"
@@ -47,6 +48,7 @@ def check_archive(tar_path: str, layout: str, limit: int | None = None) -> Summa
     try:
         with tarfile.open(tar_path, "r|*") as tar:
             for i, m in enumerate(tar):
+                stop_point()  # a cancelled import stops here (a big archive takes seconds to read)
                 out.members += 1
                 if i == 0:
                     if m.name != META:

@@ -185,6 +185,26 @@ class OverlayPool(Pool):
     def _create(self, vdir: str, vol: Volume) -> None:
         self._new_layer(vdir, vol, upper=True)
 
+    def shift_layer(self, name: str, idmap: IdMap | None) -> None:
+        """Pool.shift_layer: the walk runs without the pool's lock (the volume is new, unmounted:
+        nothing else uses it), then the range is recorded under it."""
+        vol = self._meta(name)
+        with self._locked():
+            vol = self._meta(name)
+            self._unmounted(name, "shift")
+        if idmap == vol.idmap:
+            return
+        vdir = self.vdir(name)
+        layer = self._attach(vdir)
+        try:
+            shift_tree(os.path.join(layer, "upper"), vol.idmap, idmap)
+        finally:
+            self._detach(vdir)
+        with self._locked():
+            vol = self._meta(name)
+            vol.idmap = idmap
+            self._save(vdir, vol)
+
     @abstractmethod
     def _new_layer(self, vdir: str, vol: Volume, upper: bool) -> None:
         """Make an empty layer (work/, and upper/ when `upper`) in new volume folder `vdir`."""

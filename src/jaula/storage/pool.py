@@ -246,7 +246,7 @@ class Pool(ABC):
         With `idmap`, the tree shows template files owned by host id 0 as owned by
         `idmap.uid_base`, so a user namespace mapping 0 to that base sees them owned by root.
         """
-        vol = self._meta(name)
+        check_name(name)  # its metadata is read once, under the lock (a start's mount: ~0.05 ms a read)
         if idmap is not None and not isinstance(idmap, IdMap):
             raise ConfigError(f"bad idmap {idmap!r}: give an IdMap(uid_base, gid_base, size)")
         if idmap is not None:
@@ -295,7 +295,7 @@ class Pool(ABC):
 
     def clone(self, src: str, dst: str, snapshot: str | None = None) -> Volume:
         """A new volume `dst` holding what `src` holds now, or what its snapshot `snapshot` held
-        (its snapshots are not copied)."""
+        (its snapshots are not copied). The copy runs without the pool's lock (`_outside`)."""
         vol = self._meta(src) if snapshot is None else self._snap(src, snapshot)[0]
         self._absent(dst)
         with self._locked():
@@ -310,11 +310,45 @@ class Pool(ABC):
                     self._create(vdir, new)
                     self._restore(vdir, new, sdir, meta)
                     new.idmap = IdMap.from_json(meta.get("idmap"))
-                return self._build(dst, new, fill)
-            mounted = self._mounted_at(src) is not None
-            return self._build(dst, new, lambda vdir: self._clone(self.vdir(src), vol, vdir, mounted))
+            else:
+                mounted = self._mounted_at(src) is not None
 
-    # --- snapshots ------------------------------------------------------------------------------
+                def fill(vdir: str) -> None:
+                    self._clone(self.vdir(src), vol, vdir, mounted)
+            tmp = self._reserve(dst)
+        return self._outside(dst, new, tmp, fill)
+
+    def _reserve(self, name: str) -> str:
+        """A new folder for volume `name` to be built in, its name this build's own (a `.new-`
+        name: jaulad's start sweeps one a crash left). The caller holds the lock."""
+        tmp = os.path.join(self.volumes_dir, f"{NEW}{name}.{os.getpid()}.{os.urandom(4).hex()}")
+        os.mkdir(tmp, 0o711)
+        return tmp
+
+    def _outside(self, name: str, vol: Volume, tmp: str, fill) -> Volume:
+        """Fill reserved folder `tmp` without the pool's lock (a long copy or extraction: the
+        other volumes' mounts, instances' starts, go on meanwhile), then, under it again, save
+        the metadata and rename it to `name`; on failure `tmp` goes."""
+        try:
+            fill(tmp)
+            self._save(tmp, vol)
+            with self._locked():
+                self._absent(name)
+                os.rename(tmp, self.vdir(name))
+        except BaseException:
+            self._remove(tmp)
+            raise
+        return vol
+
+    def shift_layer(self, name: str, idmap: IdMap | None) -> None:
+        """Store unmounted volume `name`'s own layer in `idmap`'s id range now, as its next mount
+        with `idmap` would (a long walk on a copied or imported root: done here, outside the
+        mount); nothing for a backend that does not store its layer shifted."""
+        self._meta(name)
+        with self._locked():
+            self._unmounted(name, "shift")
+
+    # --- snapshots ---    # --- snapshots ------------------------------------------------------------------------------
     def snapshot(self, name: str, snap: str) -> None:
         """Keep the volume's present content as snapshot `snap`.
 
@@ -377,16 +411,18 @@ class Pool(ABC):
         vol = self._meta(name)
         if not isinstance(tar_path, str) or not os.path.isdir(os.path.dirname(os.path.abspath(tar_path))):
             raise ConfigError(f"bad export path {tar_path!r}: its folder must exist")
-        with self._locked():
+        with self._locked():  # the lock for the metadata only: the tar runs without it
             vol = self._meta(name)
-            with self._layer(self.vdir(name), vol, self._mounted_at(name) is not None) as (parent, arcname):
-                meta = {**(extra or {}), **backup.meta_of(vol, self.export_layout)}
-                backup.write(tar_path, meta, parent, arcname, vol.idmap, more)
+            mounted = self._mounted_at(name) is not None
+        with self._layer(self.vdir(name), vol, mounted) as (parent, arcname):
+            meta = {**(extra or {}), **backup.meta_of(vol, self.export_layout)}
+            backup.write(tar_path, meta, parent, arcname, vol.idmap, more)
 
     def import_(self, name: str, tar_path: str, template_rootfs: str | None = None, size: int | None = None) -> Volume:
         """A new volume `name` from tarball `tar_path` made by `export` (of a pool of a compatible kind).
 
         `template_rootfs` replaces the template path recorded in the tarball, `size` its size.
+        The extraction runs without the pool's lock (`_outside`).
         """
         from jaula.storage import backup
 
@@ -399,7 +435,8 @@ class Pool(ABC):
         with self._locked():
             self._absent(name)
             vol = Volume(name=name, kind=self.kind, template=template, size=size, created=time.time())
-            return self._build(name, vol, lambda vdir: self._import(vdir, vol, tar_path))
+            tmp = self._reserve(name)
+        return self._outside(name, vol, tmp, lambda vdir: self._import(vdir, vol, tar_path))
 
     def import_snapshot(self, name: str, snap: str, tar_path: str) -> None:
         """Add snapshot `snap` to volume `name` from tarball `tar_path` made by `export` (of any
