@@ -33,8 +33,19 @@ class CgroupFs:
     """The real kernel: plain files under the cgroup mounts, signals, and bpf(2) for v2 devices."""
 
     def read(self, path: str) -> str:
-        with open(path) as f:
-            return f.read()
+        """The whole file: open, read until EOF, close (open()'s text file object costs five more
+        syscalls, an fstat, an ioctl and two lseeks, and more Python than the kernel's own work)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            while True:
+                b = os.read(fd, 65536)
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode()
 
     def write(self, path: str, value: str) -> None:
         """One write(2) of the whole value, as the kernel parses each write separately; no O_CREAT."""

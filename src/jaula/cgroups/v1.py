@@ -317,8 +317,12 @@ class V1Cgroup(Cgroup):
 
     def _check(self, writes: list[Write], p: Problems) -> list[Write]:
         kept = []
+        seen: dict[str, bool] = {}  # a file written more than once (devices.allow) is looked up once
         for wr in writes:
-            if self.fs.exists(wr.path) or (self.u is not None and wr.path.startswith(self.u.dir + "/")):
+            there = seen.get(wr.path)
+            if there is None:
+                there = seen[wr.path] = self.fs.exists(wr.path)
+            if there or (self.u is not None and wr.path.startswith(self.u.dir + "/")):
                 kept.append(wr)
             elif not wr.optional:
                 d = os.path.dirname(wr.path)

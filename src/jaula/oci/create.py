@@ -51,11 +51,14 @@ class Options:
         self.console_fd = console_fd  # a connected socket for `run -t` without --console-socket
 
 
-def create(root: str, cid: str, bundle: str, opts: Options, log) -> state.Container:
+def create(root: str, cid: str, bundle: str, opts: Options, log, spec: config.Spec | None = None) -> state.Container:
+    """`spec`: the bundle's config already parsed (config.parse of what its config.json holds: a
+    caller that rendered it, jaulad's driver), instead of reading it back; validated all the same."""
     state.check_id(cid)
     if opts.no_pivot:
         raise ConfigError("--no-pivot is refused: jaula-runtime always uses pivot_root, as chroot can be escaped")
-    spec = config.load(bundle)
+    if spec is None:
+        spec = config.load(bundle)
     validate(spec)
     tmark(cid, "oc.valid")
     p = spec.process
@@ -296,8 +299,17 @@ def _forward_seccomp(spec: config.Spec, c: state.Container, fd: int) -> None:
     from jaula.oci import seccomp
 
     sc = spec.linux.seccomp
+    d = c.data
+    # The state as `state` would print it while creating, built from what we hold: not c.oci_state(),
+    # which reads /proc/PID/stat to tell a live init (and the freezer's state), here while the init
+    # goes on towards its execve, which that read waited for (~1 ms in an app's start).
+    st = {"ociVersion": d.get("ociVersion", "1.2.0"), "id": c.id, "pid": c.pid, "status": state.CREATING,
+          "bundle": c.bundle, "rootfs": d.get("rootfs", ""), "created": d.get("created", ""),
+          "owner": d.get("owner", "")}
+    if d.get("annotations"):
+        st["annotations"] = d["annotations"]
     try:
-        seccomp.send_to_listener(sc.listener_path, fd, c.oci_state() | {"status": state.CREATING}, sc.listener_metadata)
+        seccomp.send_to_listener(sc.listener_path, fd, st, sc.listener_metadata)
     finally:
         os.close(fd)
 
