@@ -5,6 +5,7 @@ host's figures and a start past the memory ratio is refused saying by how much."
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 
@@ -36,7 +37,10 @@ def test_templates_and_host_capacity(daemon: Daemon) -> None:  # noqa: F811
     r = run(daemon, "launch", "bb", "big", "-c", f"limits.memory={too_much}")
     assert r.returncode == 6, r.stdout + r.stderr
     assert "starting big would commit" in r.stderr and "over; lower limits.memory" in r.stderr
-    assert json.loads(daemon.jaula("list", "--format", "json"))[0]["status"] == "stopped"
+    # refused before anything was made: no row, no volume
+    assert json.loads(daemon.jaula("list", "--format", "json")) == []
+    assert os.listdir(daemon.root / "pools/default/volumes") == []
+    daemon.jaula("create", "bb", "big", "-c", f"limits.memory={too_much}")  # made, not started: allowed
 
     r = run(daemon, "template", "delete", "bb")
     assert r.returncode == 6 and "big" in r.stderr

@@ -46,6 +46,7 @@ def test_host_table_and_refused_start(api) -> None:
     r = jaula(api, "launch", "bb", "web1", "-c", "limits.memory=10GiB")
     assert r.exit_code == ExitCode.BAD_STATE
     assert "starting web1 would commit 26 GiB of memory against 24 GiB physical (ratio 1): 2 GiB over" in r.output
+    assert [i["name"] for i in api.client.list()] == ["db1"]  # refused before anything was made
     out = jaula(api, "host").output.splitlines()
     assert out[0].split() == ["PHYSICAL", "RATIO", "ALLOWED", "COMMITTED", "USED"]
     assert out[1].split() == ["cpu", "2", "4", "8", "0", "0.25", "(load)"]
@@ -53,4 +54,4 @@ def test_host_table_and_refused_start(api) -> None:
     assert "1 running instance(s)" in out[4]
     r = jaula(api, "host", "set", "overcommit.memory=1.5")
     assert r.exit_code == 0 and "36.0 GiB" in r.output
-    assert jaula(api, "start", "web1").exit_code == 0
+    assert jaula(api, "launch", "bb", "web1", "-c", "limits.memory=10GiB").exit_code == 0

@@ -121,6 +121,31 @@ def test_a_start_past_the_memory_ratio_is_refused_saying_by_how_much(small_host,
     assert api.db.get_instance("web1").status == "running"
 
 
+def test_a_launch_past_the_ratio_is_refused_before_anything_is_made(small_host, openapi) -> None:
+    api = small_host
+    create(api, openapi, "db1", config={"limits.memory": "16GiB"})
+    api.client.start("db1")
+    ops_before = len(api.db.list_operations())
+    status, body = call(api, openapi, "POST", "/1.0/instances",
+                        json={"name": "web1", "template": "bb", "config": {"limits.memory": "10GiB"},
+                              "start": True})
+    assert status == 409, body
+    assert body["error"].startswith("starting web1 would commit 26 GiB of memory against 24 GiB physical "
+                                    "(ratio 1): 2 GiB over; lower limits.memory or raise the ratio")
+    assert [r.name for r in api.db.list_instances()] == ["db1"]  # no row, no operation, no create
+    assert len(api.db.list_operations()) == ops_before
+    assert not [c for c in api.backend.calls if c[1] == "web1"], api.backend.calls
+    # within the ratio: made and started in one operation
+    status, body = call(api, openapi, "POST", "/1.0/instances",
+                        json={"name": "web2", "template": "bb", "config": {"limits.memory": "8GiB"},
+                              "start": True})
+    assert status == 202, body
+    op = wait(api, openapi, body)
+    assert op["status"] == "success" and op["description"] == "Launching instance web2", op
+    assert api.db.get_instance("web2").status == "running"
+    assert [c for c in api.backend.calls if c[1] == "web2"] == [("create", "web2"), ("start", "web2")]
+
+
 def test_cpu_ratio_and_bad_ratios(small_host, openapi) -> None:
     api = small_host
     create(api, openapi, "a", config={"limits.cpu": "12"})

@@ -175,12 +175,12 @@ def _create_options(f: Any) -> Any:
 
 
 def _create(ctx: click.Context, template: str, name: str, command: tuple[str, ...], config: tuple[str, ...],
-            profiles: tuple[str, ...], mode: str, description: str) -> None:
+            profiles: tuple[str, ...], mode: str, description: str, start: bool = False) -> None:
     if command and mode != "app":
         raise click.UsageError("COMMAND is for an app instance (--mode app); a system instance runs its "
                                "template's init")
     _client(ctx).create(template, name, config=_pairs(config), profiles=list(profiles), mode=mode,
-                        description=description, command=list(command))
+                        description=description, command=list(command), start=start)
     click.echo(f"Instance {name} created from {template}")
     if _client(ctx).get(name).get("privileged"):   # asked by -c or by a profile
         click.echo(f"Warning: {name} is privileged (security.privileged=true): no user namespace of its own, its "
@@ -204,9 +204,9 @@ def create(ctx: click.Context, **kw: Any) -> None:
 @click.pass_context
 def launch(ctx: click.Context, **kw: Any) -> None:
     """Create instance NAME from TEMPLATE and start it. An app instance runs COMMAND, given after
-    `--` (`jaula launch busybox a1 --mode app -- sleep 1000`), or else its template's command."""
-    _create(ctx, **kw)
-    _client(ctx).start(kw["name"])
+    `--` (`jaula launch busybox a1 --mode app -- sleep 1000`), or else its template's command.
+    One operation: a start the host's capacity refuses (overcommit ratios) makes nothing."""
+    _create(ctx, start=True, **kw)
     click.echo(f"Instance {kw['name']} started")
 
 

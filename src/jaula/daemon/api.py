@@ -222,6 +222,9 @@ class _Service:
         if problems:
             raise ConfigError(problems)
         expanded = self.expanded(body.profiles, own)
+        if body.start and self.host is not None:  # launch: a start the host cannot take makes nothing
+            self.host.check_start(InstanceRow(name=body.name, template=body.template, config=_canonical(own),
+                                              profiles=list(body.profiles)))
         # a default network made for it goes again when the create fails (networks.first_use)
         with self.networks.first_use() if self.networks is not None else contextlib.nullcontext():
             if self.networks is not None:  # eth0 on the default network unless a NIC is named
@@ -240,16 +243,27 @@ class _Service:
                     self.networks.allocate(row.name)
 
         def action() -> dict:
-            try:
-                self.backend.create(self.instance(row))
-            except BaseException:
-                self.db.delete_instance(row.name)  # revert: no half-made instance stays listed
-                if self.networks is not None:
-                    self.networks.collect()
-                raise
-            self.events.lifecycle("instance-created", {"name": row.name})
-            return {}
-        return self.ops.submit(f"Creating instance {row.name}", action, instance=row.name,
+            with contextlib.ExitStack() as held:
+                try:
+                    if body.start and self.host is not None:  # checked again, and held until it runs
+                        held.enter_context(self.host.starting(row))
+                    self.backend.create(self.instance(row))
+                except BaseException:
+                    self.db.delete_instance(row.name)  # revert: no half-made instance stays listed
+                    if self.networks is not None:
+                        self.networks.collect()
+                    raise
+                self.events.lifecycle("instance-created", {"name": row.name})
+                if not body.start:
+                    return {}
+                # a start that fails now (not for capacity) leaves the instance made, stopped
+                st = self.backend.start(self.instance(self.db.get_instance(row.name)))
+                if not (st.pid and getattr(self.backend, "records_start", False)):
+                    self.db.update_instance(row.name, status="running", pid=st.pid or None)
+            self.events.lifecycle("instance-started", {"name": row.name, "pid": st.pid})
+            return {"pid": st.pid}
+        verb = "Launching" if body.start else "Creating"
+        return self.ops.submit(f"{verb} instance {row.name}", action, instance=row.name,
                                on_cancel=lambda: self.db.delete_instance(row.name))
 
     def patch(self, name: str, body: s.InstancePatch) -> InstanceRow:

@@ -59,7 +59,8 @@ class Operation(BaseModel):
     err: str = Field(description="why it failed; empty unless status is failure")
     resources: dict[str, list[str]]
     metadata: dict
-    may_cancel: bool = Field(default=False, description="DELETE cancels it: pending, or a running template build")
+    may_cancel: bool = Field(default=False, description="DELETE cancels it: pending, or a running template build, "
+                                                        "copy, export or import")
 
 
 class Event(BaseModel):
@@ -106,6 +107,9 @@ class InstanceCreate(BaseModel):
     config: dict[str, str] = Field(default={}, description=CONFIG_HELP)
     profiles: list[str] = Field(default=[], description="applied in order, the instance's own config on top")
     description: str = ""
+    start: bool = Field(default=False, description="start it once made, in the same operation (`jaula launch`); "
+                                                   "a start the host's capacity refuses (overcommit ratios) is "
+                                                   "refused before anything is made")
 
 
 class InstancePatch(BaseModel):
