@@ -56,11 +56,24 @@ def make_in_root(root_fd: int, path: str, directory: bool, mode: int = 0o755) ->
     """
     parts = _split(path)
     if parts:  # most targets exist (/proc, /dev, /sys): one lookup instead of one per component
-        fd = _openat2(root_fd, "/".join(parts), O_PATH, _IN_ROOT)
+        full = "/".join(parts)
+        fd = _openat2(root_fd, full, O_PATH, _IN_ROOT)
         if fd >= 0:
             return fd
         if fd != -errno.ENOENT:
-            raise SyscallError("openat2", -fd, repr("/".join(parts)))
+            raise SyscallError("openat2", -fd, repr(full))
+        # Next most often only the last one is missing (a device node in /dev, a hierarchy's
+        # folder in a fresh tmpfs): made in its parent, resolved in the root as well.
+        parent = root_fd if len(parts) == 1 else _openat2(root_fd, "/".join(parts[:-1]), O_PATH, _IN_ROOT)
+        if parent >= 0:
+            try:
+                _make(parent, parts[-1], full, directory, mode)
+                return open_in_root(root_fd, full, O_PATH)
+            finally:
+                if parent != root_fd:
+                    os.close(parent)
+        if parent != -errno.ENOENT:
+            raise SyscallError("openat2", -parent, repr("/".join(parts[:-1])))
     cur = os.open(".", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
     try:
         for i, name in enumerate(parts):
@@ -68,15 +81,7 @@ def make_in_root(root_fd: int, path: str, directory: bool, mode: int = 0o755) ->
             rel = "/".join(parts[: i + 1])
             nxt = _openat2(root_fd, rel, O_PATH, _IN_ROOT)
             if nxt == -errno.ENOENT:
-                try:
-                    if last and not directory:
-                        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=cur))
-                    else:
-                        os.mkdir(name, mode, dir_fd=cur)
-                except FileExistsError:
-                    pass  # made by someone else meanwhile, or a dangling symlink: the re-open decides
-                except OSError as e2:
-                    raise SyscallError("mkdir" if (directory or not last) else "create", e2.errno or errno.EIO, repr(rel)) from None
+                _make(cur, name, rel, directory or not last, mode)
                 nxt = open_in_root(root_fd, rel, O_PATH)
             elif nxt < 0:
                 raise SyscallError("openat2", -nxt, repr(rel))
@@ -89,6 +94,19 @@ def make_in_root(root_fd: int, path: str, directory: bool, mode: int = 0o755) ->
     except BaseException:
         os.close(cur)
         raise
+
+
+def _make(dir_fd: int, name: str, rel: str, directory: bool, mode: int) -> None:
+    """mkdir, or create an empty file, `name` in `dir_fd` (never through a symlink at `name`)."""
+    try:
+        if not directory:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC, 0o644, dir_fd=dir_fd))
+        else:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        pass  # made by someone else meanwhile, or a dangling symlink: the re-open decides
+    except OSError as e:
+        raise SyscallError("mkdir" if directory else "create", e.errno or errno.EIO, repr(rel)) from None
 
 
 def fstatfs_type(fd: int) -> int:

@@ -56,7 +56,9 @@ def prepare(spec: Spec, ctx: Context, sys) -> None:
     # Nothing we mount may propagate back to the host.
     sys.mount(None, "/", None, m.MS_SLAVE | m.MS_REC)
     for p in prop:
-        if not p & m.MS_SHARED:  # pivot_root(2) refuses a shared new root: finalize() applies shared
+        # pivot_root(2) refuses a shared new root: finalize() applies shared; the default (rslave)
+        # was just done
+        if not p & m.MS_SHARED and p != m.MS_SLAVE | m.MS_REC:
             sys.mount(None, "/", None, p)
     timing.mark(timing.cid, "rf.slave")
     sys.mount(ctx.rootfs, ctx.rootfs, None, m.MS_BIND | m.MS_REC)
