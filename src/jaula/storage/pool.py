@@ -348,7 +348,7 @@ class Pool(ABC):
         with self._locked():
             self._unmounted(name, "shift")
 
-    # --- snapshots ---    # --- snapshots ------------------------------------------------------------------------------
+    # --- snapshots ------------------------------------------------------------------------------
     def snapshot(self, name: str, snap: str) -> None:
         """Keep the volume's present content as snapshot `snap`.
 
@@ -361,11 +361,11 @@ class Pool(ABC):
             vol = self._meta(name)
             mounted = self._mounted_at(name) is not None
 
-            def fill(tmp: str) -> IdMap | None:
-                self._snapshot(self.vdir(name), vol, tmp, mounted)
-                return vol.idmap
+        def fill(tmp: str) -> IdMap | None:
+            self._snapshot(self.vdir(name), vol, tmp, mounted)
+            return vol.idmap
 
-            self._new_snapshot(vol, snap, fill)
+        self._new_snapshot(vol, snap, fill)
 
     def _snap(self, name: str, snap: str) -> tuple[Volume, str]:
         vol = self._meta(name)
@@ -453,16 +453,16 @@ class Pool(ABC):
             if os.path.lexists(scratch):
                 self._remove(scratch)
             layer = vol.replace(idmap=None)
-
-            def fill(tmp: str) -> IdMap | None:
-                self._import(scratch, layer, tar_path)
-                self._snapshot(scratch, layer, tmp, False)
-                return None
             os.mkdir(scratch, 0o711)
-            try:
-                self._new_snapshot(vol, snap, fill)
-            finally:
-                self._remove(scratch)
+
+        def fill(tmp: str) -> IdMap | None:
+            self._import(scratch, layer, tar_path)
+            self._snapshot(scratch, layer, tmp, False)
+            return None
+        try:
+            self._new_snapshot(vol, snap, fill)
+        finally:
+            self._remove(scratch)
 
     def snapshot_from(self, name: str, snap: str, other: str) -> None:
         """Add snapshot `snap` to volume `name` holding what volume `other` (unmounted, over the
@@ -477,27 +477,36 @@ class Pool(ABC):
                 raise ConfigError(f"volume {other!r} is over template {src.template!r}, not {vol.template!r} "
                                   f"as {name!r}: it cannot be a snapshot of it")
 
-            def fill(tmp: str) -> IdMap | None:
-                self._snapshot(self.vdir(other), src, tmp, False)
-                return src.idmap
-            self._new_snapshot(vol, snap, fill)
+        def fill(tmp: str) -> IdMap | None:
+            self._snapshot(self.vdir(other), src, tmp, False)
+            return src.idmap
+        self._new_snapshot(vol, snap, fill)
 
     def _new_snapshot(self, vol: Volume, snap: str, fill) -> None:
         """Make snapshot `snap` of `vol` in a ".new-" folder by `fill(folder)` (-> the id range
-        its layer is stored in), then rename it into place. The caller holds the lock."""
+        its layer is stored in), then rename it into place. The caller does not hold the lock:
+        it is taken to reserve the folder and to rename it, not while `fill` copies (other
+        volumes' mounts go on meanwhile). The folder's name holds this process's pid: one a dead
+        process left is removed at the next reservation."""
         final = self._snap_dir(vol.name, snap)
-        if os.path.lexists(final):
-            raise Exists(f"volume {vol.name!r} already has a snapshot {snap!r}")
-        os.makedirs(os.path.dirname(final), mode=0o711, exist_ok=True)
-        tmp = os.path.join(os.path.dirname(final), NEW + snap)
-        if os.path.lexists(tmp):
-            self._remove_snapshot(tmp)
-        os.mkdir(tmp, 0o711)
+        with self._locked():
+            if os.path.lexists(final):
+                raise Exists(f"volume {vol.name!r} already has a snapshot {snap!r}")
+            folder = os.path.dirname(final)
+            os.makedirs(folder, mode=0o711, exist_ok=True)
+            for left in os.listdir(folder):
+                if left.startswith(NEW) and not _alive(left):
+                    self._remove_snapshot(os.path.join(folder, left))
+            tmp = os.path.join(folder, f"{NEW}{snap}.{os.getpid()}.{os.urandom(4).hex()}")
+            os.mkdir(tmp, 0o711)
         try:
             idmap = fill(tmp)
             write_json(os.path.join(tmp, "snapshot.json"), {"name": snap, "created": time.time(), "size": vol.size,
                                                             "idmap": idmap.as_json() if idmap else None})
-            os.rename(tmp, final)
+            with self._locked():
+                if os.path.lexists(final):
+                    raise Exists(f"volume {vol.name!r} already has a snapshot {snap!r}")
+                os.rename(tmp, final)
         except BaseException:
             self._remove_snapshot(tmp)
             raise
@@ -546,6 +555,21 @@ class Pool(ABC):
 
     @abstractmethod
     def _import(self, vdir: str, vol: Volume, tar_path: str) -> None: ...
+
+
+def _alive(folder: str) -> bool:
+    """Whether the process that named half-made folder `.new-NAME.PID.RANDOM` still runs (a
+    name without a pid, from an older jaula: no)."""
+    parts = folder.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def open_pool(kind: str, path: str, **opts: object) -> Pool:
