@@ -7,14 +7,13 @@ ever being attached anywhere in the tree.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from jaula.errors import SyscallError
-from jaula.linux.libc import fsencode, syscall
+from jaula.linux.libc import call, fsencode
 
 FSOPEN_CLOEXEC = 0x1
 FSMOUNT_CLOEXEC = 0x1
@@ -51,12 +50,12 @@ class FsContext:
 
     def __init__(self, fstype: str):
         self.fstype = fstype
-        self.fd = syscall("fsopen", fsencode(fstype), ctypes.c_uint(FSOPEN_CLOEXEC), detail=repr(fstype))
+        # call(): the C module where it is built, not ctypes (15 us a call, 10 calls a mount)
+        self.fd = call("fsopen", fsencode(fstype), FSOPEN_CLOEXEC, detail=repr(fstype))
 
     def _config(self, cmd: int, key: str | None, value: object, aux: int, what: str) -> None:
         try:
-            syscall("fsconfig", self.fd, ctypes.c_uint(cmd), fsencode(key), value, ctypes.c_int(aux),
-                    detail=f"{self.fstype} {what}")
+            call("fsconfig", self.fd, cmd, fsencode(key), value, aux, detail=f"{self.fstype} {what}")
         except SyscallError as e:
             log = _log(self.fd)
             if log:
@@ -75,8 +74,7 @@ class FsContext:
     def mount(self, attr_flags: int = 0) -> int:
         """Create the superblock and return a detached mount fd (close-on-exec)."""
         self._config(FSCONFIG_CMD_CREATE, None, None, 0, "create")
-        return syscall("fsmount", self.fd, ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags),
-                       detail=self.fstype)
+        return call("fsmount", self.fd, FSMOUNT_CLOEXEC, attr_flags, detail=self.fstype)
 
     def close(self) -> None:
         if self.fd >= 0:
