@@ -61,6 +61,7 @@ class ContainerDriver(StorageVerbs, Driver):
         self.pool = pool
         self.templates = templates
         self.cgroup_parent = cgroup_parent
+        self._inits: dict[tuple[str, str], render.InitKind] = {}  # (template root, build id) -> its init
 
     # --- paths and state ---------------------------------------------------------------------------
     def bundle(self, name: str) -> str:
@@ -194,9 +195,7 @@ class ContainerDriver(StorageVerbs, Driver):
                 raise BadState(f"cannot start instance {name!r}: it is {self.state(inst).status}")
             self._cleanup(old, name)  # it ended by itself: free what it held first
         template = self.templates.get(inst.template)
-        init = render.detect_init(str(template.rootfs)) if inst.mode == "system" else render.INITS["app"]
-        if inst.mode == "system" and not os.path.lexists(os.path.join(str(template.rootfs), "sbin/init")):
-            raise ConfigError(f"template {inst.template!r} has no /sbin/init: run it as an app instance")
+        init = self._system_init(inst, template) if inst.mode == "system" else render.INITS["app"]
         bundle = self.bundle(name)
         rootfs = os.path.join(bundle, "rootfs")
         cgroups_path = f"{self.cgroup_parent.rstrip('/')}/{name}" if self.cgroup_parent else None
@@ -225,6 +224,11 @@ class ContainerDriver(StorageVerbs, Driver):
             mark(name, "drv.rendered")
             _write_config(bundle, spec)
             mark(name, "drv.written")
+            # The runtime takes the spec as rendered, parsed here (every check of config.load's
+            # but the file's read and JSON decoding; create validates it as ever)
+            from jaula.oci import config as oci_config
+
+            parsed = oci_config.parse(spec, bundle)
             # NICs into the init's netns before it runs: while it builds its root, when it can (with
             # none, no hook: the runtime then does not wait for the init's NAMESPACES message)
             # (their firewall rules first, before the fork: nics.police_all says why)
@@ -236,7 +240,7 @@ class ContainerDriver(StorageVerbs, Driver):
             # No cgroup to delegate between create and start: the runtime starts it too, the init
             # going on to exec without a wake-up (with a keeper, once the keeper has its console).
             at_once = idmap is None or not (cfg.get("security.nesting") is True or cgroup_delegation.writable(init.name))
-            c = self._create(name, bundle, plug, keeper, start=at_once)
+            c = self._create(name, bundle, plug, keeper, start=at_once, spec=parsed)
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
@@ -247,12 +251,30 @@ class ContainerDriver(StorageVerbs, Driver):
                 _start_and_wait_exec(c, self._log(name))
             mark(name, "drv.execd")
             undo.pop_all()
-        st = _state_of(c)  # the container just started: its state as loaded, its status read again
+        st = _state_of(c, started=True)  # the container just started: its status read again
         mark(name, "drv.state")
         # An init that exited already (an app running /bin/true) reads stopped, pid 0: its pid still
         # goes back, so the caller watches it (the spawner's zombie until reaped) and records the
         # exit and its status, instead of "running" with nothing to watch.
         return st if st.pid else st.replace(pid=c.pid)
+
+    def _system_init(self, inst: Instance, template: Any) -> render.InitKind:
+        """The init of a system instance's template (render.detect_init), kept per template build
+        (its id is new at each build; a template is not changed in place): a few stats and
+        readlinks in its tree otherwise, at each start."""
+        root = str(template.rootfs)
+        build = getattr(template, "id", "")
+        key = (root, build)
+        found = self._inits.get(key) if build else None
+        if found is None:
+            if not os.path.lexists(os.path.join(root, "sbin/init")):
+                raise ConfigError(f"template {inst.template!r} has no /sbin/init: run it as an app instance")
+            found = render.detect_init(root)
+            if build:
+                if len(self._inits) >= 64:
+                    self._inits.clear()
+                self._inits[key] = found
+        return found
 
     def _sysinfo_agent(self, keeper: Any, cfg: dict[str, Any]) -> str | None:
         """The console keeper's seccomp agent socket for security.syscalls.intercept.sysinfo, when
@@ -305,12 +327,14 @@ class ContainerDriver(StorageVerbs, Driver):
                 self.console_keeper, exc.strerror or exc, inst.name)
             return None
 
-    def _create(self, name: str, bundle: str, on_namespaces: Any = None, keeper: Any = None, start: bool = False):
+    def _create(self, name: str, bundle: str, on_namespaces: Any = None, keeper: Any = None, start: bool = False,
+                spec: Any = None):
         """jaula.oci's create with the init's output in the console log: with `keeper` (a connection
         to the console keeper) the init's console is a pty whose master, the log's fd and a pidfd of
         the init go to the keeper before the init runs (one message, no reply awaited); without,
         the init's stdin is /dev/null and its stdout and stderr the log itself.
-        `on_namespaces(pid)` as jaula.oci.create.Options says."""
+        `on_namespaces(pid)` as jaula.oci.create.Options says; `spec`: the bundle's config parsed
+        (jaula.oci.config.parse), None to have create read it."""
         from jaula.oci.create import Options, create
 
         log_path = self.console_log(name)
@@ -346,7 +370,7 @@ class ContainerDriver(StorageVerbs, Driver):
                     self._hand_console(pid, name, mine, out, keeper)
             opts = Options(on_namespaces=hook if on_namespaces is not None else None, console_fd=theirs, start=start,
                            on_ready=ready)
-            c = create(self.runtime_root, name, bundle, opts, self._log(name))
+            c = create(self.runtime_root, name, bundle, opts, self._log(name), spec=spec)
             if keeper is not None and ready is None:
                 mark(name, "drv.oci_created")
                 try:
@@ -619,12 +643,16 @@ def _preload_console() -> None:
     from jaula.oci import sync  # noqa: F401
 
 
-def _state_of(c: Any) -> InstanceState:
-    """The instance's state from the runtime's container `c` (its status read now)."""
+def _state_of(c: Any, started: bool = False) -> InstanceState:
+    """The instance's state from the runtime's container `c` (its status read now). `started`:
+    `start` just started it (its exec fifo gone, no freeze yet: this process serves one call at a
+    time): running while its init lives, stopped once it ended (an app's /bin/true), without the
+    fifo's and the freezer's reads of Container.status."""
     from jaula.oci.state import CREATED, CREATING, PAUSED
     from jaula.oci.state import RUNNING as UP
+    from jaula.oci.state import STOPPED as GONE
 
-    st = c.status()
+    st = (UP if c.alive() else GONE) if started else c.status()
     ann = c.data.get("annotations") or {}
     status = {UP: RUNNING, PAUSED: FROZEN, CREATED: STARTING, CREATING: STARTING}.get(st, STOPPED)
     return InstanceState(status=status, pid=c.pid if status != STOPPED else 0,

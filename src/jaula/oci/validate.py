@@ -13,6 +13,20 @@ _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                 "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
 
 
+_AVAILABLE: dict[str, bool] = {}  # namespace kind -> whether this kernel has it (fixed while it runs)
+
+
+def _available(kind: str) -> bool:
+    """jaula.linux.ns.available, asked once per kind: a long-lived caller (jaulad's spawner)
+    validates a spec at every start, a stat of /proc/self/ns/* per namespace otherwise."""
+    found = _AVAILABLE.get(kind)
+    if found is None:
+        from jaula.linux.ns import available
+
+        found = _AVAILABLE[kind] = available(kind)
+    return found
+
+
 def sysctl_namespace(name: str) -> str | None:
     """The namespace a sysctl belongs to, or None if it is host-global and must be refused."""
     if name.startswith("net."):
@@ -56,10 +70,8 @@ def validate(spec: Spec, need_process: bool = True) -> None:
             bad(f"linux.namespaces: the {ns.type} namespace path {ns.path!r} does not exist")
     new = {ns.type for ns in lx.namespaces if not ns.path}
     has = {ns.type for ns in lx.namespaces}
-    from jaula.linux.ns import available
-
     for k in has:
-        if not available(k):
+        if not _available(k):
             bad(f"linux.namespaces: this kernel has no {k} namespace")
 
     if (lx.uid_mappings or lx.gid_mappings) and "user" not in new:

@@ -108,6 +108,10 @@ class TemplateStore:
         # in_use(name) -> the instances whose root is over that template: they keep it from being
         # deleted or replaced (overlayfs forbids changing a lower layer under a mount).
         self.in_use = in_use
+        # name -> (identity of its template.json: device, inode, size, mtime; its bytes): a start
+        # reads the template at each start; a stat tells whether the file changed (it is replaced
+        # whole: a rebuild, a metadata change)
+        self._read: dict[str, tuple[tuple[int, int, int, int], bytes]] = {}
 
     def __repr__(self) -> str:
         return f"TemplateStore({str(self.root)!r})"
@@ -116,13 +120,23 @@ class TemplateStore:
     def get(self, name: str) -> Template:
         validate_name(name)
         path = self.root / name
+        meta = os.path.join(path, METADATA)
         try:
-            with open(path / METADATA, encoding="utf-8") as f:
-                data = json.load(f)
+            st = os.stat(meta)
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            kept = self._read.get(name)
+            if kept is not None and kept[0] == key:
+                raw = kept[1]
+            else:
+                with open(meta, "rb") as f:
+                    raw = f.read()
+                self._read[name] = (key, raw)
+            data = json.loads(raw)
         except FileNotFoundError:
             raise NotFound(f"Template {name!r} not found in {str(self.root)!r}: see the list of templates, or build it") from None
         except (ValueError, OSError) as e:
-            raise JaulaError(f"Template {name!r}: cannot read {str(path / METADATA)!r}: {e}") from None
+            self._read.pop(name, None)
+            raise JaulaError(f"Template {name!r}: cannot read {meta!r}: {e}") from None
         return Template.from_json(data, path)
 
     def exists(self, name: str) -> bool:
