@@ -71,14 +71,17 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         `token` (jaulad --show-token)."""
         self.timeout = timeout
         self._client: httpx.Client | None = None
-        self._uds: str | None = None  # the socket of plain JSON calls without httpx (uds_http)
+        self._uds: Any = None  # plain JSON calls without httpx: uds_http.Connections to the socket
         if remote:
             from jaula.client.remote import http_client
 
             self.socket_path = remote  # named in messages: where jaulad was looked for
             self._client = http_client(remote, token, timeout)
         else:
-            self.socket_path = self._uds = socket_path or default_socket()
+            from jaula.client.uds_http import Connections
+
+            self.socket_path = socket_path or default_socket()
+            self._uds = Connections(self.socket_path)
 
     @property
     def _http(self) -> httpx.Client:
@@ -92,6 +95,8 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
         return self._client
 
     def close(self) -> None:
+        if self._uds is not None:
+            self._uds.close()
         if self._client is not None:
             self._client.close()
 
@@ -110,11 +115,9 @@ class Client(NetworkMethods):  # NetworkMethods: networks, NICs, forwards (clien
                        "Start it, or give its socket with --socket or JAULA_SOCKET")
         late = f"jaulad at {self.socket_path!r} did not answer {method} {path} in time"
         if self._uds is not None:
-            from jaula.client import uds_http
-
             try:
-                status, raw = uds_http.request(self._uds, method, path, params=params, json=json,
-                                               timeout=self.timeout if timeout is _DEFAULT else timeout)
+                status, raw = self._uds.request(method, path, params=params, json=json,
+                                                timeout=self.timeout if timeout is _DEFAULT else timeout)
             except TimeoutError:
                 raise JaulaError(late) from None
             except OSError as exc:
