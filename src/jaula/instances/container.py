@@ -222,25 +222,36 @@ class ContainerDriver(StorageVerbs, Driver):
             if keeper is not None:
                 spec["process"]["terminal"] = True  # a pty as its console: the keeper holds the master
             mark(name, "drv.rendered")
-            _write_config(bundle, spec)
-            mark(name, "drv.written")
             # The runtime takes the spec as rendered, parsed here (every check of config.load's
-            # but the file's read and JSON decoding; create validates it as ever)
+            # but the file's read and JSON decoding; create validates it as ever). config.json
+            # (read by exec, ours and jaula-runtime's, after the start) is written while the init
+            # builds its root: on_namespaces below (hooks, which may read it, are not rendered)
             from jaula.oci import config as oci_config
 
+            config_json = _config_bytes(spec)
             parsed = oci_config.parse(spec, bundle)
-            # NICs into the init's netns before it runs: while it builds its root, when it can (with
-            # none, no hook: the runtime then does not wait for the init's NAMESPACES message)
+            if spec.get("hooks"):
+                _write_config(bundle, config_json)
+                config_json = None
+            mark(name, "drv.written")
+            # NICs into the init's netns before it runs: while it builds its root, when it can
             # (their firewall rules first, before the fork: nics.police_all says why)
             plug = None
             if inst.network.get("nics"):
                 nics.police_all(bundle, inst.network, undo)
                 mark(name, "drv.policed")
                 plug = lambda pid: nics.plug_all(bundle, inst.network, pid, undo, policed=True)
+
+            def on_namespaces(pid: int) -> None:
+                if config_json is not None:
+                    _write_config(bundle, config_json)
+                if plug is not None:
+                    plug(pid)
+
             # No cgroup to delegate between create and start: the runtime starts it too, the init
             # going on to exec without a wake-up (with a keeper, once the keeper has its console).
             at_once = idmap is None or not (cfg.get("security.nesting") is True or cgroup_delegation.writable(init.name))
-            c = self._create(name, bundle, plug, keeper, start=at_once, spec=parsed)
+            c = self._create(name, bundle, on_namespaces, keeper, start=at_once, spec=parsed)
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
@@ -660,12 +671,15 @@ def _state_of(c: Any, started: bool = False) -> InstanceState:
                          stop_signal=int(ann.get(render.ANNOTATION + "stop-signal", 15)))
 
 
-def _write_config(bundle: str, spec: dict[str, Any]) -> None:
-    """The bundle's config.json, replaced whole (a temporary file renamed): one json.dumps
-    without indent (the C encoder; json.dump to a file, or any indent, takes the pure Python
-    one: 0.8-1.1 ms a start in jaulad's spawner before, 0.35-0.5 ms with this) and one write."""
+def _config_bytes(spec: dict[str, Any]) -> bytes:
+    """config.json's content: one json.dumps without indent (the C encoder; json.dump to a file,
+    or any indent, takes the pure Python one: 0.8-1.1 ms a start in jaulad's spawner before)."""
+    return json.dumps(spec, separators=(",", ":")).encode()
+
+
+def _write_config(bundle: str, data: bytes) -> None:
+    """The bundle's config.json, replaced whole (a temporary file renamed), in one write."""
     tmp = os.path.join(bundle, ".config.json.tmp")
-    data = json.dumps(spec, separators=(",", ":")).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
