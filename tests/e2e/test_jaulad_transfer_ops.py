@@ -1,8 +1,8 @@
 """Long copies, exports and imports on a real jaulad (the `daemon` fixture of test_jaulad.py),
 made long by a big file (BIG bytes of data, not holes) in the source's root:
-- another instance's start during a copy or an import is not held up by it: the start answers
-  while the copy still runs (it ran in the single-threaded spawner, and the pool's lock was held
-  for the whole cp or tar: the start waited for the copy's end);
+- another instance's start during a copy, an import or a snapshot is not held up by it: the
+  start answers while the copy still runs (it ran in the single-threaded spawner, and the pool's
+  lock was held for the whole cp or tar: the start waited for the copy's end);
 - a running copy, export (to a path or for download) or import is cancelled by
   DELETE /1.0/operations/{id}, and by Ctrl-C of `jaula copy`: it ends `cancelled`, its cp or tar
   is killed, and nothing of it is left (no row, no volume or half-built folder, no partial
@@ -26,6 +26,7 @@ from tests.e2e.test_jaulad import JAULA, Daemon, daemon  # noqa: F401 (the fixtu
 pytestmark = pytest.mark.root
 
 BIG = 768 << 20
+MANY = 10000  # small files besides: per-file work (cp, tar, the owners' shift) as a real root has
 NO_NIC = {"nic.eth0.type": "none"}
 
 
@@ -34,15 +35,21 @@ def _volumes(d: Daemon) -> Path:
 
 
 def _big(d: Daemon, name: str) -> None:
-    """BIG bytes of data in stopped instance `name`'s own layer, owned by root inside."""
+    """BIG bytes of data and MANY small files in stopped instance `name`'s own layer, owned by
+    root inside."""
     vdir = _volumes(d) / name
     base = json.loads((vdir / "volume.json").read_text())["idmap"]
     f = vdir / "upper/big"
     block = os.urandom(1 << 20)
     with open(f, "wb") as out:
         out.writelines(block for _ in range(BIG >> 20))
+    many = vdir / "upper/many"
+    many.mkdir()
+    for i in range(MANY):
+        (many / str(i)).write_bytes(block[i % 1000 * 1024:][:1024])
     if base:
-        os.chown(f, base[0], base[1])
+        for path in (f, many, *many.iterdir()):
+            os.chown(path, base[0], base[1])
 
 
 def _underway(d: Daemon, c: Client, op_id: str, found: object, what: str) -> dict:
@@ -59,6 +66,11 @@ def _underway(d: Daemon, c: Client, op_id: str, found: object, what: str) -> dic
 
 def _building(d: Daemon, name: str) -> object:
     return lambda: any(n.startswith(f".new-{name}.") for n in os.listdir(_volumes(d)))
+
+
+def _snapshotting(d: Daemon, name: str, snap: str) -> object:
+    snaps = _volumes(d) / name / "snapshots"
+    return lambda: snaps.is_dir() and any(n.startswith(f".new-{snap}.") for n in os.listdir(snaps))
 
 
 def _tools_on(d: Daemon) -> list[str]:
@@ -82,7 +94,7 @@ def _nothing_left(d: Daemon, names: set[str]) -> None:
     assert not _tools_on(d), _tools_on(d)
 
 
-def test_a_start_during_a_long_copy_or_import_is_not_held_up(daemon: Daemon, tmp_path: Path) -> None:  # noqa: F811
+def test_a_start_during_a_long_copy_import_or_snapshot_is_not_held_up(daemon: Daemon, tmp_path: Path) -> None:  # noqa: F811
     d = daemon
     d.start()
     with Client(str(d.socket), timeout=120) as c:
@@ -90,18 +102,22 @@ def test_a_start_during_a_long_copy_or_import_is_not_held_up(daemon: Daemon, tmp
         c.create("busybox", "b1", config=NO_NIC)
         _big(d, "src")
         times = {}
-        for what in ("copy", "import"):
+        for what in ("copy", "import", "snapshot"):
+            underway = _building(d, "n1")
             if what == "copy":
                 t0 = time.monotonic()
                 op = c.copy("src", "n1", wait=False)
-                name = "n1"
+            elif what == "snapshot":
+                t0 = time.monotonic()
+                op = c.create_snapshot("src", "s1", wait=False)
+                underway = _snapshotting(d, "src", "s1")
             else:
                 backup = tmp_path / "src.tar"
                 c.export("src", str(backup))
                 t0 = time.monotonic()
                 op = c.import_(str(backup), "n2", wait=False)
-                name = "n2"
-            _underway(d, c, op["id"], _building(d, name), what)
+                underway = _building(d, "n2")
+            _underway(d, c, op["id"], underway, what)
             t1 = time.monotonic()
             c.start("b1")
             started = time.monotonic() - t1
@@ -114,13 +130,13 @@ def test_a_start_during_a_long_copy_or_import_is_not_held_up(daemon: Daemon, tmp
             assert during == "running" and started < took / 2, (what, started, took, during)
             d.note("b1")
             c.stop("b1", force=True)
-        print(f"start during a copy: {times['copy'][0]:.3f} s (copy {times['copy'][1]:.2f} s); "
-              f"during an import: {times['import'][0]:.3f} s (import {times['import'][1]:.2f} s)")
+        print("; ".join(f"start during a {k}: {v[0]:.3f} s ({k} {v[1]:.2f} s)" for k, v in times.items()))
         for name in ("n1", "n2"):  # whole, in their own id range, their own host name
             vdir = _volumes(d) / name
             base = json.loads((vdir / "volume.json").read_text())["idmap"][0]
             big = vdir / "upper/big"
             assert big.stat().st_size == BIG and big.stat().st_uid == base, name
+            assert {p.stat().st_uid for p in (vdir / "upper/many").iterdir()} == {base}, name
             assert (vdir / "upper/etc/hostname").read_text() == f"{name}\n"
         assert not list(_volumes(d).glob(".new-*"))
         for name in ("n1", "n2", "b1", "src"):

@@ -73,6 +73,35 @@ def test_restore_of_a_running_instance_needs_stop_then_restarts_it(api, openapi)
     assert [c[0] for c in api.backend.calls][-3:] == ["stop", "restore", "start"]
 
 
+def test_put_restore_as_incus_does(api, openapi) -> None:
+    create(api, openapi, "web1", config={"user.note": "first"})
+    api.backend.roots["web1"] = {"/etc/motd": "one"}
+    snapshot(api, openapi, "web1", "s1")
+    api.client.update("web1", config={"user.note": "second"})
+    api.backend.roots["web1"] = {"/etc/motd": "two"}
+    # stopped: restored
+    status, resp = call(api, openapi, "PUT", "/1.0/instances/web1", "/1.0/instances/{name}", json={"restore": "s1"})
+    assert status == 202 and wait(api, openapi, resp)["status"] == "success", resp
+    assert api.backend.roots["web1"] == {"/etc/motd": "one"}
+    assert api.db.get_instance("web1").config == {"user.note": "first"}
+    assert api.db.get_instance("web1").status == "stopped"
+    # running: stopped, restored, started again (Incus's PUT restarts it)
+    api.client.start("web1")
+    status, resp = call(api, openapi, "PUT", "/1.0/instances/web1", "/1.0/instances/{name}", json={"restore": "s1"})
+    op = wait(api, openapi, resp)
+    assert op["status"] == "success" and op["metadata"]["pid"] > 0, op
+    assert [c[0] for c in api.backend.calls][-3:] == ["stop", "restore", "start"]
+    assert api.db.get_instance("web1").status == "running"
+    # refused: a missing snapshot, a stateful restore, a body that is not a restore
+    for body, code, words in (({"restore": "s9"}, 404, "has no snapshot 's9'"),
+                              ({"restore": "s1", "stateful": True}, 400, "stateful"),
+                              ({"restore": "Bad_Name"}, 400, "Snapshot"),
+                              ({"config": {"user.note": "x"}}, 422, "restore: Field required")):
+        status, resp = call(api, openapi, "PUT", "/1.0/instances/web1", "/1.0/instances/{name}", json=body)
+        assert status == code and words in resp["error"], (body, status, resp)
+    assert [c[0] for c in api.backend.calls][-1] == "start"  # nothing done by the refusals
+
+
 def test_a_snapshot_whose_row_cannot_be_written_is_removed_again(api, openapi) -> None:
     create(api, openapi, "web1")
     real = api.db.add_snapshot

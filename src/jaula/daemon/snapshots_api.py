@@ -9,6 +9,9 @@
 - POST   /1.0/instances/{name}/snapshots/{snap}/restore {"stop": false}: an operation; the root,
   config and profiles come back as they were. A running (or frozen) instance is refused unless
   "stop" is true: then it is stopped, restored and started again (Incus restarts it the same way).
+- PUT    /1.0/instances/{name} {"restore": "snap"}: the same as Incus asks it, with "stop" true
+  (a running instance is stopped, restored and started again); the only PUT body taken (settings
+  change by PATCH).
 
 Snapshot names are DNS labels, like instance names. Stateful snapshots (process memory) are not
 supported: "stateful": true is refused.
@@ -52,6 +55,14 @@ class SnapshotRestore(BaseModel):
     stop: bool = Field(default=False, description="a running instance is stopped, restored and started "
                                                   "again; without it a running instance is refused")
     timeout: float = Field(default=30.0, ge=0, le=3600, description="with stop: seconds for a clean shutdown")
+
+
+class InstanceRestore(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    restore: str = Field(description="the snapshot to bring back (a running instance is stopped, restored and "
+                                     "started again, as Incus does); settings are changed by PATCH, not PUT")
+    stateful: bool = Field(default=False, description="restore the processes' memory too: not supported, must be false")
 
 
 def snapshot_out(snap: SnapshotRow) -> Snapshot:
@@ -146,7 +157,17 @@ def mount(app: FastAPI, svc: Any) -> None:
     @app.post("/1.0/instances/{name}/snapshots/{snap}/restore", response_model=s.Async, status_code=202,
               tags=["snapshots"])
     def restore_snapshot(name: str, snap: str, body: SnapshotRestore | None = None) -> dict:
-        body = body or SnapshotRestore()
+        return restore(name, snap, body or SnapshotRestore())
+
+    @app.put("/1.0/instances/{name}", response_model=s.Async, status_code=202, tags=["snapshots"])
+    def put_instance(name: str, body: InstanceRestore) -> dict:
+        """Incus's way to restore a snapshot: a running instance is stopped, restored and started again."""
+        if body.stateful:
+            raise ConfigError("stateful: a stateful restore (process memory) is not supported; leave it false")
+        validate_name(body.restore, "Snapshot")
+        return restore(name, body.restore, SnapshotRestore(stop=True))
+
+    def restore(name: str, snap: str, body: SnapshotRestore) -> dict:
         row = db.get_instance(name)
         kept = db.get_snapshot(name, snap)
         if problems := profile_problems(db, kept.profiles):
