@@ -4,6 +4,9 @@ thread for tests (`ServerThread`).
 We bind the socket ourselves rather than give uvicorn `uds=`: uvicorn makes its socket mode
 0666 (anyone on the host could drive jaulad, which runs as root). Ours is 0660, group `jaula`
 when that group exists, as the architecture says (root or the `jaula` group).
+
+uvicorn parses HTTP with httptools (a dependency: C, 0.1-0.2 ms less per request than h11's pure
+Python, measured on a start's PUT over kept connections), h11 where it is missing.
 """
 
 from __future__ import annotations
