@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 from jaula.errors import SyscallError
@@ -31,13 +32,23 @@ BY_NAME = {n: i for i, n in enumerate(NAMES)}
 _VERSION_3 = 0x20080522
 
 
+_last: int | None = None
+
+
 def last_cap() -> int:
-    """The highest capability this kernel knows."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return len(NAMES) - 1
+    """The highest capability this kernel knows (read once per process, and by a runtime before
+    it forks an init: the init then has it without a read of its container's /proc)."""
+    global _last
+    if _last is None:
+        try:
+            fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _last = int(os.read(fd, 64))
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            return len(NAMES) - 1
+    return _last
 
 
 def to_mask(names: list[str]) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from jaula.linux.libc import call, fsencode, u64s
+from jaula.errors import SyscallError
+from jaula.linux.libc import NR, call, fsencode, raw, u64s
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -30,6 +31,7 @@ MS_STRICTATIME = 0x1000000
 MS_LAZYTIME = 0x2000000
 MS_PROPAGATION = MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE
 
+_NR_MOUNT = NR["mount"]
 MNT_FORCE = 1
 MNT_DETACH = 2
 MNT_EXPIRE = 4
@@ -58,8 +60,10 @@ MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    call("mount", fsencode(source), fsencode(target), fsencode(fstype), flags, fsencode(data),
-         detail=f"{source!r} on {target!r} (type {fstype}, flags {flags:#x}{', ' + data if data else ''})")
+    # raw, its message formatted only on failure: an init makes ~50 mounts
+    ret = raw(_NR_MOUNT, fsencode(source), fsencode(target), fsencode(fstype), flags, fsencode(data))
+    if ret < 0:
+        raise SyscallError("mount", -ret, f"{source!r} on {target!r} (type {fstype}, flags {flags:#x}{', ' + data if data else ''})")
 
 
 def umount2(target: str, flags: int = 0) -> None:

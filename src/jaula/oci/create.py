@@ -332,9 +332,13 @@ def write_id_maps(pid: int, uid_maps: list, gid_maps: list) -> None:
 
 
 def _write_proc(pid: int, name: str, text: str) -> None:
+    """One write(2) of `text` (the kernel takes an id map whole, in one write), by a raw fd."""
     try:
-        with open(f"/proc/{pid}/{name}", "w") as f:
-            f.write(text)
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise JaulaError(f"writing /proc/{pid}/{name} ({text.strip()!r}): {e.strerror}") from None
 

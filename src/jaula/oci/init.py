@@ -443,10 +443,15 @@ def _preload(plan: Plan) -> None:
 
 def _setgroups_allowed() -> bool:
     try:
-        with open("/proc/self/setgroups") as f:
-            return f.read().strip() != "deny"
+        fd = os.open("/proc/self/setgroups", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return True
+    try:
+        return os.read(fd, 64).strip() != b"deny"
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _seccomp(plan: Plan) -> None:
