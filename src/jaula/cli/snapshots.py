@@ -83,7 +83,8 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     def copy(ctx: click.Context, source: str, name: str, snapshot: str | None, description: str | None,
              with_snapshots: bool) -> None:
         """Make instance NAME (stopped) a copy of SOURCE, which may be running: its root, settings and
-        profiles, without the values that belong to one instance (volatile.*, NIC MACs and addresses)."""
+        profiles, without the values that belong to one instance (volatile.*, NIC MACs and addresses).
+        Ctrl-C cancels it: nothing of the copy is left."""
         c = client(ctx)
         op = c.copy(source, name, snapshot=snapshot, description=description, snapshots=with_snapshots, wait=False)
         follow(c, op, f"Copying {source} to {name}")
@@ -98,7 +99,8 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     def export(ctx: click.Context, name: str, file: str, snapshots: bool) -> None:
         """Write a backup of instance NAME to new local FILE (.tar, .tar.gz, .tar.xz or .tar.bz2: the
         suffix picks the compression): its settings, profiles and root, owners as seen inside, so it
-        imports on any host. A running instance is frozen only while its root is cloned."""
+        imports on any host. A running instance is frozen only while its root is cloned. Ctrl-C
+        cancels it: no partial file is left."""
         compression = next((c for suffix, c in _COMPRESSION if file.endswith(suffix)), None)
         if compression is None:
             raise click.BadParameter(f"{file!r}: end the name with {', '.join(s for s, _ in _COMPRESSION)}",
@@ -115,7 +117,7 @@ def register(cli: click.Group, client: Callable[[click.Context], Any], group_cls
     def import_(ctx: click.Context, file: str, name: str | None) -> None:
         """Make a new (stopped) instance from backup FILE made by `jaula export` (uploaded to jaulad),
         named NAME or as in the file, with the snapshots the file holds. Its template and profiles
-        must be on jaulad's host."""
+        must be on jaulad's host. Ctrl-C cancels it: nothing of the instance is left."""
         c = client(ctx)
         op = c.import_from(file, name, follow=lambda op: follow(c, op, f"Importing {file}"))
         click.echo(f"Instance {(op.get('metadata') or {}).get('instance', name)} imported from {file}")

@@ -29,8 +29,8 @@ def _size(n: float | None) -> str:
 
 def follow(client: Any, op: dict[str, Any], what: str) -> dict[str, Any]:
     """Poll operation `op` until it ends, drawing its progress; its error raised on failure.
-    Ctrl-C cancels it when jaulad can (`may_cancel`: a build), and waits for it to stop; else
-    it leaves it running, saying so."""
+    Ctrl-C cancels it when jaulad can (`may_cancel`: a build, a copy, an export, an import), and
+    waits for it to stop; else it leaves it running, saying so."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
