@@ -3,7 +3,8 @@ made long by a big file (BIG bytes of data, not holes) in the source's root:
 - another instance's start during a copy, an import or a snapshot is not held up by it: the
   start answers while the copy still runs (it ran in the single-threaded spawner, and the pool's
   lock was held for the whole cp or tar: the start waited for the copy's end);
-- a running copy, export (to a path or for download) or import is cancelled by
+- a running copy, export (to a path or for download; of a running instance, frozen for the
+  moment of its root's clone: thawed) or import is cancelled by
   DELETE /1.0/operations/{id}, and by Ctrl-C of `jaula copy`: it ends `cancelled`, its cp or tar
   is killed, and nothing of it is left (no row, no volume or half-built folder, no partial
   backup); the names are free again."""
@@ -193,6 +194,21 @@ def test_cancel_a_running_copy_export_or_import(daemon: Daemon, tmp_path: Path) 
         assert (_volumes(d) / "i1/upper/etc/hostname").read_text() == "i1\n"
         for name in ("c1", "i1"):
             c.delete(name)
+
+        # a running instance's export, cancelled while it is frozen for the clone of its root:
+        # thawed, running on, no scratch volume left
+        c.start("src")
+        d.note("src")
+        op = c.export("src", str(out / "r.tar.gz"), wait=False)
+        _underway(d, c, op["id"], lambda: any(n.startswith(".new-x-export-") for n in os.listdir(_volumes(d))),
+                  "export of a running instance")
+        c.cancel_operation(op["id"])
+        ended = c.wait_operation(op["id"], timeout=60, check=False)
+        assert ended["status"] == "cancelled", ended
+        assert c.state("src")["status"] == "running" and c.get("src")["status"] == "running"
+        _nothing_left(d, {"src"})
+        assert os.listdir(out) == []
+        c.stop("src", force=True)
 
         # Ctrl-C of `jaula copy`: the CLI cancels its operation
         cli = subprocess.Popen([*JAULA, "--socket", str(d.socket), "copy", "src", "c2"],
