@@ -3,11 +3,11 @@ made long by a big file (BIG bytes of data, not holes) in the source's root:
 - another instance's start during a copy, an import or a snapshot is not held up by it: the
   start answers while the copy still runs (it ran in the single-threaded spawner, and the pool's
   lock was held for the whole cp or tar: the start waited for the copy's end);
-- a running copy, export (to a path or for download; of a running instance, frozen for the
-  moment of its root's clone: thawed) or import is cancelled by
+- a running snapshot, restore, copy, export (to a path or for download; of a running instance,
+  frozen for the moment of its root's clone: thawed) or import is cancelled by
   DELETE /1.0/operations/{id}, and by Ctrl-C of `jaula copy`: it ends `cancelled`, its cp or tar
-  is killed, and nothing of it is left (no row, no volume or half-built folder, no partial
-  backup); the names are free again."""
+  is killed, and nothing of it is left (no row, no volume, snapshot or half-built folder, no
+  partial backup; a restored root as it was); the names are free again."""
 
 from __future__ import annotations
 
@@ -166,7 +166,11 @@ def test_cancel_a_running_copy_export_or_import(daemon: Daemon, tmp_path: Path) 
         def downloading() -> bool:
             return backups.is_dir() and bool(list(backups.glob(".export-*/*.tar.gz")))
 
+        c.create_snapshot("src", "s0")  # for the restore's case
+        src = _volumes(d) / "src"
         cases = (
+            ("snapshot", lambda: c.create_snapshot("src", "s1", wait=False), _snapshotting(d, "src", "s1")),
+            ("restore", lambda: c.restore_snapshot("src", "s0", wait=False), lambda: (src / ".upper-new").is_dir()),
             ("copy", lambda: c.copy("src", "c1", wait=False), _building(d, "c1")),
             ("import", lambda: c.import_(str(backup), "i1", wait=False), _building(d, "i1")),
             ("export to a path", lambda: c.export("src", str(out / "e.tar.gz"), wait=False), partial_export),
@@ -187,6 +191,11 @@ def test_cancel_a_running_copy_export_or_import(daemon: Daemon, tmp_path: Path) 
             _nothing_left(d, {"src"})
             assert os.listdir(out) == [], (what, os.listdir(out))
             assert not backups.is_dir() or os.listdir(backups) == [], (what, os.listdir(backups))
+            assert [k["name"] for k in c.snapshots("src")] == ["s0"], what
+            assert sorted(os.listdir(src / "snapshots")) == ["s0"], what
+            assert not [n for n in os.listdir(src) if n.startswith((".upper-", ".new-"))], (what, os.listdir(src))
+            assert (src / "upper/big").stat().st_size == BIG and (src / "upper/many/9").is_file(), what
+        c.delete_snapshot("src", "s0")
         # the names are free again; the copy is whole
         c.copy("src", "c1")
         c.import_(str(backup), "i1")

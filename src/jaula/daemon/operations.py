@@ -91,7 +91,7 @@ class Operations:
                 return op
             if op.status != "pending":
                 raise BadState(f"Operation {op_id} is {op.status}: only a pending operation, or a running "
-                               "template build, copy, export or import, can be cancelled")
+                               "template build, snapshot, restore, copy, export or import, can be cancelled")
             op = db.update_operation(op_id, status="cancelled", error="Cancelled by request")
             undo = self._on_cancel.pop(op_id, None)
             if undo is not None:

@@ -60,7 +60,7 @@ class Operation(BaseModel):
     resources: dict[str, list[str]]
     metadata: dict
     may_cancel: bool = Field(default=False, description="DELETE cancels it: pending, or a running template build, "
-                                                        "copy, export or import")
+                                                        "snapshot, restore, copy, export or import")
 
 
 class Event(BaseModel):

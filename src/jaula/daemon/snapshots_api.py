@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from jaula.daemon import schemas as s
+from jaula.daemon import stoppable
 from jaula.daemon.models import SnapshotRow, validate_name
 from jaula.errors import BadState, ConfigError, Exists, NotFound
 
@@ -136,7 +137,7 @@ def mount(app: FastAPI, svc: Any) -> None:
                 raise
             event(svc, "instance-snapshot-created", {"name": name, "snapshot": body.name})
             return {"snapshot": snapshot_out(snap).model_dump(), "live": bool(got.get("live"))}
-        return _async(ops.submit(f"Snapshotting instance {name} as {body.name}", action, instance=name))
+        return _async(stoppable.submit(ops, f"Snapshotting instance {name} as {body.name}", action, instance=name))
 
     @app.delete("/1.0/instances/{name}/snapshots/{snap}", response_model=s.Async, status_code=202,
                 tags=["snapshots"])
@@ -210,7 +211,7 @@ def mount(app: FastAPI, svc: Any) -> None:
                 meta["pid"] = st.pid
             event(svc, "instance-snapshot-restored", {"name": name, "snapshot": snap})
             return meta
-        return _async(ops.submit(f"Restoring instance {name} to snapshot {snap}", action, instance=name))
+        return _async(stoppable.submit(ops, f"Restoring instance {name} to snapshot {snap}", action, instance=name))
 
     def _absent(name: str, snap: str) -> None:
         try:

@@ -47,6 +47,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from jaula.daemon import schemas as s
+from jaula.daemon import stoppable
 from jaula.daemon.models import (
     IDMAP_SIZE,
     MODES,
@@ -54,10 +55,8 @@ from jaula.daemon.models import (
     SnapshotRow,
     validate_name,
 )
-from jaula.daemon.operations import stop_point
 from jaula.daemon.snapshots_api import event, profile_problems
 from jaula.errors import ConfigError, Exists, NotFound
-from jaula.storage import fsutil
 
 #: a NIC's settings that belong to one instance only: its MAC, and its static addresses
 _NIC_OWN = re.compile(r"nic\.[^.]+\.(mac|ipv4|ipv6)")
@@ -167,24 +166,7 @@ def mount(app: FastAPI, svc: Any) -> None:
         def cancelled() -> None:
             db.delete_instance(row.name)
             done()
-        return _async(stoppable(description, action, instance=lock, on_cancel=cancelled))
-
-    def stoppable(description: str, action: Callable[[], dict], **kw: Any) -> Any:
-        """Submit `action` as an operation that a DELETE stops while it runs: its storage work
-        asks the operation's stop point between steps and while cp or tar runs (fsutil.stoppable:
-        the tool is killed), and whatever it made is undone on the way up."""
-        box: dict[str, str] = {}
-
-        def check() -> None:
-            if "id" in box:  # set as soon as submit returns: before anyone knows the id to cancel
-                stop_point(box["id"])
-
-        def run() -> dict:
-            with fsutil.stoppable(check):
-                return action()
-        op = ops.submit(description, run, stoppable=True, **kw)
-        box["id"] = op.id
-        return op
+        return _async(stoppable.submit(ops, description, action, instance=lock, on_cancel=cancelled))
 
     @app.post("/1.0/instances/{name}/copy", response_model=s.Async, status_code=202, tags=["instances"])
     def copy_instance(name: str, body: InstanceCopy) -> dict:
@@ -243,7 +225,7 @@ def mount(app: FastAPI, svc: Any) -> None:
                 return {"path": path, "size": os.path.getsize(path)}
             return {"backup": bid, "download": f"/1.0/backups/{bid}", "size": os.path.getsize(path)}
         where = "for download" if bid is not None else f"to {path}"
-        return _async(stoppable(f"Exporting instance {name} {where}", action, instance=name))
+        return _async(stoppable.submit(ops, f"Exporting instance {name} {where}", action, instance=name))
 
     @app.get("/1.0/backups/{backup}", response_class=FileResponse, tags=["instances"],
              responses={200: {"description": "the backup file; it is deleted once sent", **_BINARY}})

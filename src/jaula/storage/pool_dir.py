@@ -55,7 +55,11 @@ class DirPool(OverlayPool):
         for leftover in (new, old):
             if os.path.lexists(leftover):
                 shutil.rmtree(leftover)
-        copy_tree(os.path.join(sdir, "upper"), new)
+        try:
+            copy_tree(os.path.join(sdir, "upper"), new)
+        except BaseException:  # cut short (a cancel kills the cp): the volume is as it was
+            shutil.rmtree(new, ignore_errors=True)
+            raise
         os.rename(os.path.join(vdir, "upper"), old)
         os.rename(new, os.path.join(vdir, "upper"))
         shutil.rmtree(old)
