@@ -164,6 +164,7 @@ def _run(root: Path, socket_path: str, listen: tuple[str, int] | None = None,
         async def startup() -> None:
             state["dns"] = await _start_dns(root, app)  # before autostart: running instances ask now
             state["supervisor"] = _start_supervision(db, backend, app)
+            _freeze_heap()
             notify.notify(notify_socket, "READY=1")
 
         async def shutdown() -> None:
@@ -391,6 +392,16 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
                 log.info("sweep: stray interface %s removed", link)
         except JaulaError as exc:
             log.warning("sweep: stray interfaces: %s", exc)
+
+
+def _freeze_heap() -> None:
+    """What jaulad made to start (modules, the app, its routes and schemas: ~10^5 objects) kept
+    out of the garbage collector's passes: they live as long as jaulad, and each full pass over
+    them took 45-55 ms, in the middle of whatever request was then running (gc.freeze)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _start_supervision(db: Any, backend: Any, app: Any) -> Any:
