@@ -34,6 +34,9 @@ class FakePool:
     def mounted_at(self, name: str) -> str | None:
         return self.mounted.get(name)
 
+    def mounted_here(self, name: str, target: str, idmap: object = None) -> bool:
+        return self.mounted.get(name) == target and ("mount", name, idmap) in self.calls
+
     def delete_volume(self, name: str) -> None:
         self.calls.append(("delete_volume", name))
 

@@ -103,54 +103,32 @@ class ContainerDriver(StorageVerbs, Driver):
                               "use a loop or btrfs pool, or unset limits.disk")
         self.pool.create_volume(inst.name, str(template.rootfs), size=size)
         try:
-            self._personalize(inst)
+            self._personalize(inst, keep=True)
         except BaseException:
             self.pool.unmount(inst.name)
             self.pool.delete_volume(inst.name)
             raise
 
-    def _personalize(self, inst: Instance, volume: str | None = None) -> None:
+    def _personalize(self, inst: Instance, volume: str | None = None, keep: bool = False) -> None:
         """Write the instance's name in its /etc/hostname (a system instance's init sets the host
         name from it), resolved inside the tree: an image's symlink there is replaced, never followed.
-        `volume`: write it in that volume instead (a scratch copy that becomes its snapshot)."""
+        `volume`: write it in that volume instead (a scratch copy that becomes its snapshot).
+        `keep`: leave the root mounted where a start mounts it (`create`: its start, the launch's,
+        then finds it there: `_mount_root`); else it is unmounted and its bundle folder goes."""
         volume = volume or inst.name
-        from jaula.linux.fs import open_in_root
-
         idmap = self._idmap(inst)
         rootfs = os.path.join(self.bundle(inst.name), "rootfs")
         os.makedirs(rootfs, 0o711, exist_ok=True)
         self.pool.mount(volume, rootfs, idmap=idmap)
         try:
-            rfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                try:
-                    etc = open_in_root(rfd, "etc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                except OSError:
-                    return  # no /etc: nothing reads a host name file there
-                try:
-                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-                    try:
-                        fd = os.open("hostname", flags, 0o644, dir_fd=etc)
-                    except OSError as e:
-                        if e.errno not in (errno.ELOOP, errno.EISDIR):
-                            raise
-                        if e.errno == errno.EISDIR:
-                            return
-                        os.unlink("hostname", dir_fd=etc)
-                        fd = os.open("hostname", flags | os.O_EXCL, 0o644, dir_fd=etc)
-                    try:
-                        os.write(fd, (inst.name + "\n").encode())
-                        if idmap is not None:
-                            os.fchown(fd, idmap.uid_base, idmap.gid_base)
-                    finally:
-                        os.close(fd)
-                finally:
-                    os.close(etc)
-            finally:
-                os.close(rfd)
+            _write_hostname(rootfs, inst.name, idmap)
+        except BaseException:
+            keep = False
+            raise
         finally:
-            self.pool.unmount(volume)
-            self._remove_bundle(inst.name)
+            if not keep:
+                self.pool.unmount(volume)
+                self._remove_bundle(inst.name)
 
     @staticmethod
     def _idmap(inst: Instance):
@@ -204,11 +182,15 @@ class ContainerDriver(StorageVerbs, Driver):
             os.makedirs(rootfs, 0o711, exist_ok=True)
             undo.callback(self._remove_bundle, name)
             idmap = self._idmap(inst)
+            kept = self._kept_root(name, inst, idmap)
+            if kept:
+                undo.callback(self.pool.unmount, name)
             if idmap is not None:
                 _check_reachable(rootfs, idmap.uid_base)
             mark(name, "drv.checked")
-            self.pool.mount(name, rootfs, idmap=idmap)
-            undo.callback(self.pool.unmount, name)
+            if not kept:
+                self._mount_root(name, rootfs, idmap)
+                undo.callback(self.pool.unmount, name)
             mark(name, "drv.mounted")
             nics.write_etc(rootfs, inst.network, idmap)  # resolv.conf and hosts of its network
             # A privileged instance's capabilities are the host's: only what our bounding set holds.
@@ -268,6 +250,27 @@ class ContainerDriver(StorageVerbs, Driver):
         # goes back, so the caller watches it (the spawner's zombie until reaped) and records the
         # exit and its status, instead of "running" with nothing to watch.
         return st if st.pid else st.replace(pid=c.pid)
+
+    def _kept_root(self, name: str, inst: Instance, idmap: Any = False) -> bool:
+        """Whether the instance's root is mounted where its start mounts it, through its id range
+        (`idmap`, by default its own): left there by `create` (a launch's start then mounts
+        nothing: ~0.7 ms, and create unmounts nothing), or by a file transfer's `mount_root`."""
+        if idmap is False:
+            try:
+                idmap = self._idmap(inst)
+            except ConfigError:
+                return False
+        return self.pool.mounted_here(name, os.path.join(self.bundle(name), "rootfs"), idmap)
+
+    def _mount_root(self, name: str, rootfs: str, idmap: Any) -> None:
+        """Mount the volume at `rootfs`; mounted otherwise (another id range since), first unmounted."""
+        try:
+            self.pool.mount(name, rootfs, idmap=idmap)
+        except BadState:
+            if self._mounted_at(name) is None:
+                raise
+            self.pool.unmount(name)
+            self.pool.mount(name, rootfs, idmap=idmap)
 
     def _system_init(self, inst: Instance, template: Any) -> render.InitKind:
         """The init of a system instance's template (render.detect_init), kept per template build
@@ -437,9 +440,11 @@ class ContainerDriver(StorageVerbs, Driver):
         name = validate_name(inst.name)
         c = self._container(name)
         if c is None:
-            if self._mounted_at(name) is None and not os.path.exists(self.bundle(name)):
-                raise BadState(f"instance {name!r} is not running")
-            self._release(name)
+            bundle = self.bundle(name)
+            only_root = _listdir(bundle) == ["rootfs"] and self._kept_root(name, inst)
+            if only_root or (self._mounted_at(name) is None and not os.path.exists(bundle)):
+                raise BadState(f"instance {name!r} is not running")  # (only its root mounted by create)
+            self._release(name)  # what a start cut short left
             return True
         st = c.status()
         clean = st not in (UP, PAUSED, CREATED)   # it had ended by itself
@@ -558,9 +563,11 @@ class ContainerDriver(StorageVerbs, Driver):
         c = self._container(name)
         if c is not None and c.status() != GONE:
             raise BadState(f"instance {name!r} is {self.state(inst).status}: its root is reached through its init")
+        rootfs = os.path.join(self.bundle(name), "rootfs")
+        if self._kept_root(name, inst):
+            return rootfs  # mounted by create, as it would be here
         if self._mounted_at(name) is not None:
             raise BadState(f"instance {name!r}: its root is mounted already (a start or a file transfer under way)")
-        rootfs = os.path.join(self.bundle(name), "rootfs")
         os.makedirs(rootfs, 0o711, exist_ok=True)
         try:
             self.pool.mount(name, rootfs, idmap=self._idmap(inst))
@@ -652,6 +659,47 @@ def _preload_console() -> None:
 
     from jaula.linux import fs, mount  # noqa: F401
     from jaula.oci import sync  # noqa: F401
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _write_hostname(rootfs: str, name: str, idmap: Any) -> None:
+    """`name` in /etc/hostname of the tree mounted at `rootfs` (see _personalize), owned by the
+    instance's root."""
+    from jaula.linux.fs import open_in_root
+
+    rfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            etc = open_in_root(rfd, "etc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return  # no /etc: nothing reads a host name file there
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open("hostname", flags, 0o644, dir_fd=etc)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.EISDIR):
+                    raise
+                if e.errno == errno.EISDIR:
+                    return
+                os.unlink("hostname", dir_fd=etc)
+                fd = os.open("hostname", flags | os.O_EXCL, 0o644, dir_fd=etc)
+            try:
+                os.write(fd, (name + "\n").encode())
+                if idmap is not None:
+                    os.fchown(fd, idmap.uid_base, idmap.gid_base)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(etc)
+    finally:
+        os.close(rfd)
 
 
 def _state_of(c: Any, started: bool = False) -> InstanceState:

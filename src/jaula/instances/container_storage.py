@@ -86,6 +86,8 @@ class StorageVerbs:
     def restore(self, inst: Instance, snap: str) -> None:
         validate_name(snap, "Snapshot")
         self._stopped(inst, f"restore snapshot {snap!r} of")
+        if self._kept_root(inst.name, inst):  # type: ignore[attr-defined]
+            self._release(inst.name)  # type: ignore[attr-defined]  # mounted by create: restored unmounted
         self.pool.restore(validate_name(inst.name), snap)
 
     def delete_snapshot(self, inst: Instance, snap: str) -> None:
