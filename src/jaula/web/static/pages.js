@@ -39,12 +39,10 @@ export function createPage(main) {
       if (procs.value.trim()) config['limits.processes'] = procs.value.trim();
       if (network.value) config['nic.eth0.network'] = network.value; else config['nic.eth0.type'] = 'none';
       const chosen = [...profiles.querySelectorAll('input:checked')].map((i) => i.value);
-      say(`Creating ${name.value}…`);
-      await act('POST', '/1.0/instances', { name: name.value.trim(), template: template.value, config, profiles: chosen });
-      if (start.checked) {
-        say(`Starting ${name.value}…`);
-        await act('PUT', `/1.0/instances/${encodeURIComponent(name.value.trim())}/state`, { action: 'start' });
-      }
+      say(start.checked ? `Creating and starting ${name.value}…` : `Creating ${name.value}…`);
+      // one operation: a start the host's capacity refuses is refused before anything is made
+      await act('POST', '/1.0/instances', { name: name.value.trim(), template: template.value, config, profiles: chosen,
+                                            start: start.checked });
       say(`${name.value} created${start.checked ? ' and started' : ''}`);
       location.hash = `#/instances/${encodeURIComponent(name.value.trim())}`;
     });
