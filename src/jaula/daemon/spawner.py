@@ -198,6 +198,7 @@ class _Server:
                 for fd in passed:
                     os.close(fd)
             self.reap()
+            _collect_due()
 
     def handle(self, msg: dict, passed: list[int], fds: list[int] = ()) -> Any:  # type: ignore[assignment]
         op = msg.get("op")
@@ -237,6 +238,21 @@ class _Server:
         return result
 
 
+#: the collector's thresholds (gc.set_threshold) while the spawner serves: a young collection
+#: (0.2-0.5 ms here) waits for the reply of the request that made it due (`_collect_due`), unless
+#: one request makes this many objects
+_GC_IN_REQUEST = 100_000
+_GC_DUE = gc.get_threshold()  # Python's (700, 10, 10): when a collection is due
+
+
+def _collect_due() -> None:
+    """After a request's reply, the collection Python's thresholds would have made during it."""
+    c0, c1, c2 = gc.get_count()
+    if c0 < _GC_DUE[0]:
+        return
+    gc.collect(2 if c1 + 1 >= _GC_DUE[1] and c2 + 1 >= _GC_DUE[2] else 1 if c1 + 1 >= _GC_DUE[1] else 0)
+
+
 def _keep_reaped_statuses(server: _Server) -> None:
     """ContainerDriver reaps an init it stopped itself (its module's `_reap`, for a caller that is
     a subreaper) and drops the status: in the spawner, keep it for `exit_status`."""
@@ -273,6 +289,7 @@ def _serve(sock: socket.socket, make_driver: Callable[..., Any], args: dict) -> 
     # took ~10 ms), and their pages no longer written by a collection in the inits it forks
     gc.collect()
     gc.freeze()
+    gc.set_threshold(_GC_IN_REQUEST, *_GC_DUE[1:])  # young collections between requests: serve
     _send(sock, {"id": 0, "ok": True, "result": {"pid": os.getpid()}})
     server.serve()
 
