@@ -206,15 +206,16 @@ class ContainerDriver(StorageVerbs, Driver):
             mark(name, "drv.rendered")
             # The runtime takes the spec as rendered, parsed here (every check of config.load's
             # but the file's read and JSON decoding; create validates it as ever). config.json
-            # (read by exec, ours and jaula-runtime's, after the start) is written while the init
-            # builds its root: on_namespaces below (hooks, which may read it, are not rendered)
+            # (read by exec, ours and jaula-runtime's, after the start) is made and written while
+            # the init builds its root: on_namespaces below (create changes nothing of the dict;
+            # hooks, which may read it, are not rendered: a spec with some gets it first)
             from jaula.oci import config as oci_config
 
-            config_json = _config_bytes(spec)
             parsed = oci_config.parse(spec, bundle)
+            config_pending = True
             if spec.get("hooks"):
-                _write_config(bundle, config_json)
-                config_json = None
+                _write_config(bundle, _config_bytes(spec))
+                config_pending = False
             mark(name, "drv.written")
             # NICs into the init's netns before it runs: while it builds its root, when it can
             # (their firewall rules first, before the fork: nics.police_all says why)
@@ -225,8 +226,8 @@ class ContainerDriver(StorageVerbs, Driver):
                 plug = lambda pid: nics.plug_all(bundle, inst.network, pid, undo, policed=True)
 
             def on_namespaces(pid: int) -> None:
-                if config_json is not None:
-                    _write_config(bundle, config_json)
+                if config_pending:
+                    _write_config(bundle, _config_bytes(spec))
                 if plug is not None:
                     plug(pid)
 
