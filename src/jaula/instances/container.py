@@ -108,6 +108,14 @@ class ContainerDriver(StorageVerbs, Driver):
             self.pool.unmount(inst.name)
             self.pool.delete_volume(inst.name)
             raise
+        # Its console log, empty, for the start to truncate (its folder and inode made here, not
+        # at the start: ~0.04 ms of ext4 work less there); the start makes it if this could not.
+        log = self.console_log(inst.name)
+        try:
+            os.makedirs(os.path.dirname(log), 0o700, exist_ok=True)
+            os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError:
+            pass
 
     def _personalize(self, inst: Instance, volume: str | None = None, keep: bool = False) -> None:
         """Write the instance's name in its /etc/hostname (a system instance's init sets the host
@@ -353,9 +361,17 @@ class ContainerDriver(StorageVerbs, Driver):
         from jaula.oci.create import Options, create
 
         log_path = self.console_log(name)
-        os.makedirs(os.path.dirname(log_path), 0o700, exist_ok=True)
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        try:
+            out = os.open(log_path, flags, 0o600)
+        except FileNotFoundError:  # no folder yet (made by create, gone since)
+            os.makedirs(os.path.dirname(log_path), 0o700, exist_ok=True)
+            out = os.open(log_path, flags, 0o600)
+        try:
+            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            os.close(out)
+            raise
         saved: list[int | None] = []
         mine = theirs = None
         try:
