@@ -29,7 +29,7 @@ def _made(fd: int) -> os.stat_result:
 
 
 def test_existing_target_is_opened(root) -> None:
-    r, fd = root
+    _, fd = root
     assert stat.S_ISDIR(_made(fs.make_in_root(fd, "/dev", directory=True)).st_mode)
 
 

@@ -23,6 +23,9 @@
  *                               clone3 wrapper: in the child its thread descriptor keeps the
  *                               parent's tid, so raise() and pthread_kill() would miss there
  *                               (Python's own code does not use them). (VERSION 3)
+ *                               With CLONE_PARENT in `flags` the child is its caller's parent's
+ *                               (jaula.oci.zygote), and clone3 then wants no exit signal of its
+ *                               own: the caller's is used. (VERSION 4)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -127,7 +130,7 @@ static PyObject *sys_clone3(PyObject *self, PyObject *args)
         return NULL;
     memset(&ca, 0, sizeof ca);
     ca.flags = flags;
-    ca.exit_signal = SIGCHLD;
+    ca.exit_signal = (flags & CLONE_PARENT) ? 0 : SIGCHLD;
     if (cgroup_fd >= 0) {
         ca.flags |= CLONE_INTO_CGROUP;
         ca.cgroup = (unsigned long long)cgroup_fd;
@@ -160,7 +163,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__sys(void)
 {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", 3) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "VERSION", 4) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -19,10 +19,10 @@ from jaula.errors import SyscallError
 _ARCH_NUMBERS: dict[str, dict[str, int]] = {
     "x86_64": {"pivot_root": 155, "seccomp": 317, "keyctl": 250, "personality": 135, "mount": 165, "umount2": 166,
                "unshare": 272, "setns": 308, "prctl": 157, "sethostname": 170, "setdomainname": 171,
-               "capget": 125, "capset": 126, "fstatfs": 138, "prlimit64": 302, "fcntl": 72},
+               "capget": 125, "capset": 126, "fstatfs": 138, "prlimit64": 302, "fcntl": 72, "rt_sigaction": 13},
     "aarch64": {"pivot_root": 41, "seccomp": 277, "keyctl": 219, "personality": 92, "mount": 40, "umount2": 39,
                 "unshare": 97, "setns": 268, "prctl": 167, "sethostname": 161, "setdomainname": 162,
-                "capget": 90, "capset": 91, "fstatfs": 44, "prlimit64": 261, "fcntl": 25},
+                "capget": 90, "capset": 91, "fstatfs": 44, "prlimit64": 261, "fcntl": 25, "rt_sigaction": 134},
 }
 NR: dict[str, int] = {
     "pidfd_send_signal": 424,
@@ -87,6 +87,15 @@ def can_clone3() -> bool:
     from jaula.linux import _sys
 
     return hasattr(_sys, "clone3")
+
+
+def can_clone_parent() -> bool:
+    """Whether clone3() takes CLONE_PARENT (the C module's VERSION 4: no exit signal of its own then)."""
+    if BACKEND != "c":
+        return False
+    from jaula.linux import _sys
+
+    return getattr(_sys, "VERSION", 0) >= 4
 
 
 def clone3(flags: int, cgroup_fd: int = -1) -> int:

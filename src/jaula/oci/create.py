@@ -75,7 +75,7 @@ def create(root: str, cid: str, bundle: str, opts: Options, log, spec: config.Sp
         raise Exists(f"container {cid!r} already exists in {root!r}") from None
     undo: list = [lambda: _rmtree(cdir)]
     try:
-        return _create(spec, root, cid, cdir, opts, log, undo)
+        c = _create(spec, root, cid, cdir, opts, log, undo)
     except BaseException:
         for fn in reversed(undo):
             try:
@@ -83,6 +83,16 @@ def create(root: str, cid: str, bundle: str, opts: Options, log, spec: config.Sp
             except Exception as e:  # noqa: BLE001 - keep undoing the rest
                 log.warning(f"cleanup after a failed create: {e}")
         raise
+    global _made
+    _made += 1
+    if _made >= 2:  # a long-lived caller (jaulad's spawner): clone its next inits from a zygote
+        from jaula.oci import zygote
+
+        zygote.keep()
+    return c
+
+
+_made = 0  # containers this process made: from the second on, it keeps a zygote (jaula.oci.zygote)
 
 
 def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, log, undo: list) -> state.Container:
@@ -161,7 +171,14 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     if direct:
         pid = fork_init(plan, parent)
     elif cloned:
-        pid = clone_init(plan, parent)
+        pid = None
+        if _made >= 2:
+            from jaula.oci import zygote
+            from jaula.oci.init import birth_flags
+
+            pid = zygote.clone(plan, birth_flags(spec))  # None: none ready, clone it ourselves
+        if pid is None:
+            pid = clone_init(plan, parent)
     else:
         pid = fork_first(plan)
         if pid == 0:

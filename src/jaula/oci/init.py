@@ -80,15 +80,21 @@ def clone_init(plan: Plan, runtime_end) -> int:
     which a process inside a user namespace cannot lower) and sends GO_ON."""
     from jaula.linux import libc
 
-    flags = 0
-    for ns in plan.spec.linux.namespaces:
-        if ns.type in _AT_BIRTH:
-            flags |= nsys.NAMESPACES[ns.type][0]
+    flags = birth_flags(plan.spec)
     pid = libc.clone3(flags, plan.cgroup_fd)
     if pid == 0:
         runtime_end.close()
         _cloned(plan, flags)  # never returns
     return pid
+
+
+def birth_flags(spec: Spec) -> int:
+    """The CLONE_NEW* flags of clone_init's clone3 (or the zygote's: jaula.oci.zygote)."""
+    flags = 0
+    for ns in spec.linux.namespaces:
+        if ns.type in _AT_BIRTH:
+            flags |= nsys.NAMESPACES[ns.type][0]
+    return flags
 
 
 def _cloned(plan: Plan, made: int) -> None:
