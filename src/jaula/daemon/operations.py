@@ -51,6 +51,63 @@ def stop_point(op_id: str) -> None:
 Action = Callable[[], "dict[str, Any] | None"]
 
 
+class _Later:
+    """The calls an `in_worker` request's action left for the event loop (`after_answer`): made
+    in the loop's next round once the request's coroutine has its result (and, going on without
+    waiting, has answered), or at once when the coroutine is no longer there to take them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._flushed = False
+
+    def add(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        with _later_lock:
+            if not self._flushed:
+                self._calls.append((fn, args))
+                _later_pending.add(self)
+                return
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def flush(self) -> None:  # in the loop
+        with _later_lock:
+            self._flushed = True
+            calls, self._calls = self._calls, []
+            _later_pending.discard(self)
+        for fn, args in calls:
+            self.loop.call_soon(fn, *args)
+
+
+_later = threading.local()
+_later_lock = threading.Lock()
+_later_pending: set[_Later] = set()
+
+
+def run_left_for_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """In `loop`: make now the calls actions left for it (`after_answer`) whose answer has not gone
+    out yet, in their order: a call made in the loop after this one (a stop's `unwatch`) then
+    comes after them (the start's `watch`)."""
+    with _later_lock:
+        calls = [c for later in _later_pending if later.loop is loop for c in later._calls]
+        for later in [x for x in _later_pending if x.loop is loop]:
+            later._calls = []
+            _later_pending.discard(later)
+    for fn, args in calls:
+        fn(*args)
+
+
+def after_answer(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    """Have `fn(*args)` run in `loop`: in an action run by `in_worker` (a start answered by its
+    `PUT ?wait=-1`), once that request's answer went out, so that the loop sends it first (the
+    supervisor's watch of an init that already exited: its exit is recorded right after); from
+    any other thread at once, as `loop.call_soon_threadsafe`. Calls keep their order."""
+    later = getattr(_later, "now", None)
+    if later is not None and later.loop is loop:
+        later.add(fn, args)
+    else:
+        loop.call_soon_threadsafe(fn, *args)
+
+
 class Operations:
     def __init__(self, db: Database, workers: int = 8,
                  on_change: Callable[[OperationRow], None] | None = None) -> None:
@@ -137,8 +194,22 @@ class Operations:
 
     async def in_worker(self, fn: Callable[..., OperationRow], *args: Any) -> OperationRow:
         """`fn(*args)` in one of the pool's workers, awaited from the event loop (`run_here`'s
-        caller: the loop hands the request over once and gets the ended operation back once)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        caller: the loop hands the request over once and gets the ended operation back once).
+        What it asked to run in the loop afterwards (`after_answer`) runs once the caller has
+        answered with the operation."""
+        loop = asyncio.get_running_loop()
+        later = _Later(loop)
+
+        def job() -> OperationRow:
+            _later.now = later
+            try:
+                return fn(*args)
+            finally:
+                _later.now = None
+        try:
+            return await loop.run_in_executor(self._pool, job)
+        finally:
+            later.flush()
 
     def _run(self, op_id: str, action: Action, instance: str | None) -> OperationRow | None:
         mark(str(instance), "op.thread")

@@ -107,17 +107,23 @@ class SpawnerBackend:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
+        from jaula.daemon.operations import run_left_for_loop
+
         if running is self.loop:
+            run_left_for_loop(self.loop)
             return fn(*args)
 
         async def run() -> Any:
+            run_left_for_loop(self.loop)  # a start's watch still waiting for its answer: first
             return fn(*args)
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
     def _in_loop_soon(self, fn: Any, *args: Any) -> None:
         """Have `fn(*args)` run in the event loop's thread, without waiting for it (one thread hop
-        less on a start's path); calls keep their order, so a stop's `unwatch` (`_in_loop`) runs
-        after the start's `watch`. Raises RuntimeError when the loop is closed."""
+        less on a start's path): after the start's answer went out when the API runs it in one
+        worker (operations.after_answer), else at once; calls keep their order, so a stop's
+        `unwatch` (`_in_loop`, after the start's operation ended) runs after the start's `watch`.
+        Raises RuntimeError when the loop is closed."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -125,7 +131,9 @@ class SpawnerBackend:
         if running is self.loop:
             fn(*args)
         else:
-            self.loop.call_soon_threadsafe(fn, *args)  # type: ignore[union-attr]
+            from jaula.daemon.operations import after_answer
+
+            after_answer(self.loop, fn, *args)  # type: ignore[arg-type]
 
     # -- templates ------------------------------------------------------------------------------
     def template_store(self) -> Any:
