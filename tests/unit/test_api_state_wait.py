@@ -95,3 +95,33 @@ def test_a_refusal_makes_no_operation(api, openapi) -> None:
     status, body = call(api, openapi, "PUT", "/1.0/instances/nope/state?wait=-1", ROUTE, json={"action": "start"})
     assert status == 404
     assert len(api.db.list_operations()) == before
+
+
+def test_with_every_worker_busy_the_change_is_queued_as_an_operation(api, openapi) -> None:
+    """The API's fixture has 4 workers: 4 starts held at the gate take them all, and a fifth start
+    with wait=-1 then gets its pending operation at once (listed, cancellable) as without wait."""
+    for i in range(5):
+        create(api, openapi, f"w{i}")
+    gate = api.backend.gate["start"] = threading.Event()
+    out: list = []
+    try:
+        held = [api.client.start(f"w{i}", wait=False) for i in range(4)]
+        for _ in range(500):
+            if len(api.db.list_operations("running")) == 4:
+                break
+            threading.Event().wait(0.01)
+        assert not api.app.state.operations.worker_free()
+        t = _put(api, openapi, "w4", {"action": "start"}, out)
+        (queued,) = _pending(api)
+        assert queued.description == "Starting instance w4"
+    finally:
+        gate.set()
+    t.join(10)
+    status, body = out[0]
+    assert status == 202 and body["metadata"]["id"] == queued.id and body["metadata"]["status"] == "success"
+    assert all(api.client.wait_operation(op["id"])["status"] == "success" for op in held)
+    for _ in range(500):
+        if api.app.state.operations.worker_free() and api.app.state.operations._outstanding == 0:
+            break
+        threading.Event().wait(0.01)
+    assert api.app.state.operations._outstanding == 0

@@ -73,3 +73,28 @@ def test_calls_wait_for_the_answer_and_keep_their_order(tmp_path) -> None:
 
         asyncio.run(main())
         ops.shutdown()
+
+
+def test_a_request_given_up_before_a_worker_took_it_frees_its_place(tmp_path) -> None:
+    with Database(tmp_path / "jaula.db") as db:
+        ops = Operations(db, workers=1)
+        gate = threading.Event()
+
+        async def main() -> None:
+            first = asyncio.ensure_future(ops.in_worker(lambda: gate.wait(5) and "held"))
+            await asyncio.sleep(0.05)
+            assert not ops.worker_free()
+            queued = asyncio.ensure_future(ops.in_worker(lambda: "never"))
+            await asyncio.sleep(0.05)
+            queued.cancel()                                # before the only worker took it
+            await asyncio.sleep(0)
+            gate.set()
+            assert await first == "held"
+            for _ in range(100):
+                if ops.worker_free():
+                    break
+                await asyncio.sleep(0.01)
+            assert ops.worker_free() and ops._outstanding == 0
+
+        asyncio.run(main())
+        ops.shutdown()

@@ -123,7 +123,7 @@ def create_app(db: Database, backend: Backend, *, workers: int = 8) -> FastAPI:
             None, description="seconds to wait for the operation's end before answering (-1: until it "
             "ends): the answer's operation is then as it ended (or as it is after that time), so "
             "the caller needs no second request to `/1.0/operations/{id}/wait`")) -> dict:
-        if wait is not None and wait < 0:  # the whole start in one of the operations' workers
+        if wait is not None and wait < 0 and ops.worker_free():  # the whole change in one worker
             return _async(await ops.in_worker(svc.change_state_ended, name, body))
         op = await run_in_threadpool(svc.change_state, name, body)
         if wait is not None and op.status not in FINISHED:

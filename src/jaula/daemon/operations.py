@@ -114,6 +114,9 @@ class Operations:
         self.db = db
         self.on_change = on_change  # each new status (the event stream's operation events)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jaula-op")
+        self._workers = workers
+        self._outstanding = 0  # jobs given to the pool and not done: below `workers`, one is free
+        self._outstanding_lock = threading.Lock()
         self._changed = threading.Condition()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -134,7 +137,7 @@ class Operations:
             self._on_cancel[op.id] = on_cancel
         if stoppable:
             _stoppable[op.id] = threading.Event()
-        self._pool.submit(self._run, op.id, action, instance)
+        self._to_pool(self._run, op.id, action, instance)
         return op
 
     def cancel(self, op_id: str) -> OperationRow:
@@ -207,9 +210,35 @@ class Operations:
             finally:
                 _later.now = None
         try:
-            return await loop.run_in_executor(self._pool, job)
+            return await asyncio.wrap_future(self._to_pool(job), loop=loop)
         finally:
             later.flush()
+
+    def worker_free(self) -> bool:
+        """Whether a worker would take a job now (`in_worker`'s caller asks: with every worker
+        busy, a request is better queued as an operation, pending and cancellable meanwhile)."""
+        return self._outstanding < self._workers
+
+    def _to_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._outstanding_lock:
+            self._outstanding += 1
+
+        def dropped() -> None:
+            with self._outstanding_lock:
+                self._outstanding -= 1
+
+        def job() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                dropped()
+        try:
+            fut = self._pool.submit(job)
+        except BaseException:
+            dropped()
+            raise
+        fut.add_done_callback(lambda f: f.cancelled() and dropped())  # cancelled before it ran
+        return fut
 
     def _run(self, op_id: str, action: Action, instance: str | None) -> OperationRow | None:
         mark(str(instance), "op.thread")
