@@ -62,6 +62,7 @@ class ContainerDriver(StorageVerbs, Driver):
         self.templates = templates
         self.cgroup_parent = cgroup_parent
         self._inits: dict[tuple[str, str], render.InitKind] = {}  # (template root, build id) -> its init
+        self._last_spec: Any = None  # the last start's parsed spec (start says why)
 
     # --- paths and state ---------------------------------------------------------------------------
     def bundle(self, name: str) -> str:
@@ -172,6 +173,7 @@ class ContainerDriver(StorageVerbs, Driver):
         from jaula.oci.state import STOPPED as GONE
 
         mark(inst.name, "drv.in")
+        self._last_spec = None
         inst.validate()
         name = inst.name
         cfg = settings.effective(inst.config)
@@ -220,10 +222,13 @@ class ContainerDriver(StorageVerbs, Driver):
             from jaula.oci import config as oci_config
 
             parsed = oci_config.parse(spec, bundle)
-            config_pending = True
+            # the rendered dict, held here only: dropped once written, so that its objects are
+            # freed beside the init's work, not after its exec when start returns (where every
+            # page they sit on, shared with the cloned init, is a copy-on-write fault)
+            pending = [spec]
             if spec.get("hooks"):
-                _write_config(bundle, _config_bytes(spec))
-                config_pending = False
+                _write_config(bundle, _config_bytes(pending.pop()))
+            del spec
             mark(name, "drv.written")
             # NICs into the init's netns before it runs: while it builds its root, when it can
             # (their firewall rules first, before the fork: nics.police_all says why)
@@ -234,8 +239,8 @@ class ContainerDriver(StorageVerbs, Driver):
                 plug = lambda pid: nics.plug_all(bundle, inst.network, pid, undo, policed=True)
 
             def on_namespaces(pid: int) -> None:
-                if config_pending:
-                    _write_config(bundle, _config_bytes(spec))
+                if pending:
+                    _write_config(bundle, _config_bytes(pending.pop()))
                 if plug is not None:
                     plug(pid)
 
@@ -243,6 +248,8 @@ class ContainerDriver(StorageVerbs, Driver):
             # going on to exec without a wake-up (with a keeper, once the keeper has its console).
             at_once = idmap is None or not (cfg.get("security.nesting") is True or cgroup_delegation.writable(init.name))
             c = self._create(name, bundle, on_namespaces, keeper, start=at_once, spec=parsed)
+            # the parsed spec is freed at the next start, before its fork (see `pending`)
+            self._last_spec, parsed = parsed, None
             undo.callback(self._destroy, c, name)
             mark(name, "drv.created")
             if idmap is not None:  # its init (systemd) and, nesting, its runtimes use cgroups
