@@ -116,7 +116,7 @@ def _drop() -> None:
 def clone(plan, flags: int) -> int | None:
     """The pid of the init cloned by the zygote with CLONE_NEW* `flags`, or None where no zygote
     is ready, or where the plan has fds it cannot pass (preserve_fds): clone it yourself then.
-    Raises when the zygote failed after it had the request (the caller undoes its create)."""
+    Raises when the zygote went while it had the request (the caller undoes its create)."""
     if plan.preserve_fds:
         return None
     with _lock:  # one request and its answer at a time (a threaded caller)
@@ -152,9 +152,13 @@ def _clone(plan, flags: int) -> int | None:
     # What an init inherits from the process that clones it, as it would from us: the stdio above
     # (the container's, set by jaulad's driver), the signals we ignore (an ignored signal stays
     # ignored across execve: jaulad's spawner ignores SIGINT), our umask and our folder.
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None  # our folder is gone: a direct clone inherits it as it is
     umask = os.umask(0o22)
     os.umask(umask)
-    inherit = {"ignored": _ignored(), "umask": umask, "cwd": os.getcwd()}
+    inherit = {"ignored": _ignored(), "umask": umask, "cwd": cwd}
     msg = pickle.dumps((fields, slots, flags, inherit), pickle.HIGHEST_PROTOCOL)
     rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
     try:
@@ -170,7 +174,10 @@ def _clone(plan, flags: int) -> int | None:
         cloned += 1
         return int(answer[4:])
     _drop()
-    raise JaulaError(f"the zygote failed to clone the init: {answer[6:].decode(errors='replace') or 'it exited'}")
+    if answer.startswith(b"error "):
+        return None  # it failed before or at its clone3: nothing was cloned, clone it yourself
+    # gone with the request: it may have cloned an init, which our sync socket's close ends
+    raise JaulaError("the zygote exited while it cloned the init")
 
 
 def _ignored() -> list[int]:
