@@ -66,13 +66,23 @@ for i in range(n):
     seen["signaled"] = os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
     lifecycle.delete(c, True, log)
     out.append(seen)
-print(json.dumps({"runs": out, "zygote": zygote._z.pid if zygote._z else None, "me": os.getpid()}))
+failed = None
+if len(sys.argv) > 5:  # a create the kernel refuses (its limits) once the zygote runs: undone
+    from jaula.cgroups.base import open_cgroup
+    try:
+        create(root, "zbad", sys.argv[5], Options(start=True), log)
+    except Exception as e:
+        failed = {"error": str(e), "ready": zygote.ready(),
+                  "left": [d for d in open_cgroup(None, "zbad").paths.values() if os.path.exists(d)]
+                  + [n for n in os.listdir(root) if n == "zbad"]}
+print(json.dumps({"runs": out, "zygote": zygote._z.pid if zygote._z else None, "me": os.getpid(), "failed": failed}))
 """
 
 
-def _run(root: Path, bundle: Path, n: int, kill_at: int = -1) -> dict:
+def _run(root: Path, bundle: Path, n: int, kill_at: int = -1, bad: Path | None = None) -> dict:
     src = str(Path(__file__).resolve().parents[2] / "src")
-    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(root), str(bundle), str(n), str(kill_at)],
+    out = subprocess.run([sys.executable, "-c", _SCRIPT, str(root), str(bundle), str(n), str(kill_at),
+                          *([str(bad)] if bad else [])],
                          check=False, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=src))
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -130,3 +140,15 @@ def test_a_one_shot_create_starts_no_zygote(ubundle, tmp_path: Path) -> None:  #
     b = ubundle(["/bin/sleep", "30"])
     got = _run(tmp_path / "root", b, 1)
     assert got["zygote"] is None and not got["runs"][0]["zygote"]
+
+
+def test_a_refused_limit_after_the_zygotes_clone_leaves_nothing(ubundle, tmp_path: Path) -> None:  # noqa: F811
+    """Its cgroup is made while the zygote's init starts (it joins after GO_ON): a limit the kernel
+    refuses there still undoes everything, the init first."""
+    _need_clone_parent()
+    b = ubundle(["/bin/sleep", "30"])
+    bad = ubundle(["/bin/sleep", "30"], linux={"resources": {"cpu": {"cpus": "4095"}}})
+    got = _run(tmp_path / "root", b, 3, bad=bad)
+    assert got["runs"][2]["zygote"], got
+    assert got["failed"] and "cpuset.cpus" in got["failed"]["error"], got
+    assert got["failed"]["left"] == [], got

@@ -109,15 +109,23 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     tmark(cid, "oc.seccomp")
     cg = open_cgroup(lx.cgroups_path, cid, layout=kept_layout())
     tmark(cid, "oc.cgopen")
-    cg.create()
-    tmark(cid, "oc.cgcreate")
-    undo.append(cg.remove)
-    undo.append(lambda: cg.kill(9))  # whatever got in: an init whose pid we never learned
-    if lx.resources is not None:
-        _allow_default_devices(lx)
-        # A new cgroup starts at the kernel's defaults: write only what the config sets (as runc).
-        cg.update(lx.resources)
-    tmark(cid, "oc.cgupdate")
+    mounts = {h.mountpoint: "cgroup2" if h.version == 2 else "cgroup" for h in cg.layout.hierarchies()}
+    binds, v2_only = cgroup_binds(cg.paths, mounts)
+    # org.jaula.cgroup.writable: hierarchies bound read-write under a read-only cgroup mount
+    writable = [cg.paths[k] for k in spec.annotations.get(WRITABLE_CGROUPS, "").split(",") if k in cg.paths]
+    # an init that manages its cgroup2 subtree (systemd) must start in it: joined as on pure v2
+    need_unified = v2_only or _needs_unified(lx.resources) or cg.paths.get("unified") in writable
+    cgroup_files = join_files(cg.paths, mounts, need_unified)
+    direct = forks_init_directly(spec)
+    cloned = not direct and clones_init(spec)
+    # late: an init the zygote clones, which joins its cgroups by writes only (no cgroup2 folder to be
+    # born in) and only after GO_ON, gets them made and limited after its clone request, while
+    # it starts (not so for an init cloned from here: its copy-on-write faults and ours then slowed
+    # both, docs/runtime.md)
+    late = (cloned and _made >= 2 and not any(os.path.basename(f) == "cgroup.procs" for f in cgroup_files)
+            and _zygote_ready())
+    if not late:
+        _make_cgroup(cg, lx, cid, undo)
     fifo = os.path.join(cdir, state.FIFO)
     os.mkfifo(fifo, 0o600)
     # Opened read-write so init's read blocks until `start` writes, whether or not a writer exists yet.
@@ -143,12 +151,6 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
     tmark(cid, "oc.saved")
     if spec.process.terminal:
         console_sock = opts.console_fd if opts.console_fd is not None else _connect(opts.console_socket)
-    mounts = {h.mountpoint: "cgroup2" if h.version == 2 else "cgroup" for h in cg.layout.hierarchies()}
-    binds, v2_only = cgroup_binds(cg.paths, mounts)
-    # org.jaula.cgroup.writable: hierarchies bound read-write under a read-only cgroup mount
-    writable = [cg.paths[k] for k in spec.annotations.get(WRITABLE_CGROUPS, "").split(",") if k in cg.paths]
-    # an init that manages its cgroup2 subtree (systemd) must start in it: joined as on pure v2
-    need_unified = v2_only or _needs_unified(lx.resources) or cg.paths.get("unified") in writable
     ctx = rootfs.Context(rootfs=spec.root.path, userns=lx.namespace("user") is not None,
                          cgroup_ns=lx.namespace("cgroup") is not None, cgroup_binds=binds,
                          cgroup2_only=v2_only, cgroup_writable=writable)
@@ -156,7 +158,7 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
                   "bundle": spec.bundle, "annotations": spec.annotations}
     parent, child = sync.pair()
     plan = Plan(spec, cid, child, ctx, fifo_fd, console_sock, opts.preserve_fds, log, hook_state,
-                join_files(cg.paths, mounts, need_unified))
+                cgroup_files)
     plan.seccomp_prog = seccomp_prog
     plan.tramp = process.kept_trampoline()
     plan.cgroup_fd = born_in(plan.cgroup_files)
@@ -166,8 +168,6 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         undo.append(lambda: os.close(plan.cgroup_fd))
     log.reopen()
     tmark(cid, "oc.plan")
-    direct = forks_init_directly(spec)
-    cloned = not direct and clones_init(spec)
     if direct:
         pid = fork_init(plan, parent)
     elif cloned:
@@ -211,6 +211,10 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         if spec.process.oom_score_adj is not None:
             _write_proc(pid, "oom_score_adj", str(spec.process.oom_score_adj))
         tmark(cid, "oc.maps")
+        if late:
+            # undone after kill_children (the list runs backwards): the init is killed first; it
+            # is in none of them yet, it joins after GO_ON, once the limits are written
+            _make_cgroup(cg, lx, cid, undo, at=len(undo) - 1)
         sync.send(parent, sync.GO_ON)
         if plan.tell_namespaces:  # the init makes all but its user and pid namespaces itself
             sync.expect(parent, sync.NAMESPACES)
@@ -282,6 +286,27 @@ def _create(spec: config.Spec, root: str, cid: str, cdir: str, opts: Options, lo
         c.started = True
         tmark(cid, "oc.execd")
     return c
+
+
+def _zygote_ready() -> bool:
+    from jaula.oci import zygote
+
+    return zygote.ready()
+
+
+def _make_cgroup(cg, lx: config.Linux, cid: str, undo: list, at: int | None = None) -> None:
+    """Make the container's cgroup and write its limits; their undo goes into `undo` (at index `at`)."""
+    cg.create()
+    tmark(cid, "oc.cgcreate")
+    for fn in (cg.remove, lambda: cg.kill(9)):  # kill: whatever got in, an init whose pid we never learned
+        undo.insert(len(undo) if at is None else at, fn)
+        if at is not None:
+            at += 1
+    if lx.resources is not None:
+        _allow_default_devices(lx)
+        # A new cgroup starts at the kernel's defaults: write only what the config sets (as runc).
+        cg.update(lx.resources)
+    tmark(cid, "oc.cgupdate")
 
 
 # Devices every container gets whatever its rules say (runc's AllowedDevices): the default /dev

@@ -76,6 +76,12 @@ def _keep() -> None:
     _z = _Zygote(pid, a)
 
 
+def ready() -> bool:
+    """Whether a zygote answers now (clone() will use it, unless it goes meanwhile)."""
+    with _lock:
+        return _ready() is not None
+
+
 def _ready() -> _Zygote | None:
     z = _z
     if z is None:
