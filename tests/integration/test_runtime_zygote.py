@@ -66,6 +66,29 @@ for i in range(n):
     seen["signaled"] = os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
     lifecycle.delete(c, True, log)
     out.append(seen)
+forked = None
+if n >= 3 and zygote.ready():  # a fork of ours (a spawner forked by a test) clones its own inits
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        res = {}
+        try:
+            c = create(root, "zfork", bundle, Options(start=True), log)
+            with open(f"/proc/{c.pid}/stat") as f:
+                res["ppid_is_me"] = int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
+            res["own_zygote"] = zygote._z.pid if zygote._z is not None and zygote._z.owner == os.getpid() else None
+            lifecycle.kill(c, 9)
+            res["waited"] = os.waitpid(c.pid, 0)[0] == c.pid
+            lifecycle.delete(c, True, log)
+        except BaseException as e:
+            res["error"] = repr(e)
+        os.write(w, json.dumps(res).encode())
+        os._exit(0)
+    os.close(w)
+    forked = json.loads(os.read(r, 65536) or b"{}")
+    os.waitpid(child, 0)
+    forked["parent_zygote_ready"] = zygote.ready()
 failed = None
 if len(sys.argv) > 5:  # a create the kernel refuses (its limits) once the zygote runs: undone
     from jaula.cgroups.base import open_cgroup
@@ -75,7 +98,8 @@ if len(sys.argv) > 5:  # a create the kernel refuses (its limits) once the zygot
         failed = {"error": str(e), "ready": zygote.ready(),
                   "left": [d for d in open_cgroup(None, "zbad").paths.values() if os.path.exists(d)]
                   + [n for n in os.listdir(root) if n == "zbad"]}
-print(json.dumps({"runs": out, "zygote": zygote._z.pid if zygote._z else None, "me": os.getpid(), "failed": failed}))
+print(json.dumps({"runs": out, "zygote": zygote._z.pid if zygote._z else None, "me": os.getpid(), "failed": failed,
+                  "forked": forked}))
 """
 
 
@@ -124,6 +148,12 @@ def test_inits_from_the_zygote_are_the_same_containers(ubundle, tmp_path: Path) 
         assert r["ppid"] == got["me"], r  # CLONE_PARENT: the caller's child, as a direct clone
         assert r["signaled"], r
     assert got["zygote"] and _gone(got["zygote"])  # it went with its caller
+    # a fork of the caller does not use the caller's zygote: its init is its own child
+    forked = got["forked"]
+    assert forked["ppid_is_me"] and forked["waited"] and forked["parent_zygote_ready"], got
+    assert forked["own_zygote"] != got["zygote"], got  # it starts its own (it has made containers too)
+    if forked["own_zygote"]:
+        assert _gone(forked["own_zygote"])
     assert not any((tmp_path / "root").iterdir())
 
 

@@ -39,6 +39,20 @@ class _Zygote:
         self.pid = pid
         self.sock = sock
         self.ready = False
+        self.owner = os.getpid()  # a fork of ours inherits this object, not the zygote's service
+
+
+def _mine() -> None:
+    """In a fork of the process that started the zygote (a spawner forked from a caller that had
+    one, a test's): forget it. Its inits would be that process's children, not ours (CLONE_PARENT),
+    and two processes would talk on one socket. We start our own when we need one."""
+    global _z
+    if _z is not None and _z.owner != os.getpid():
+        try:
+            _z.sock.close()  # our copy of the fd: the zygote stays its starter's
+        except OSError:
+            pass
+        _z = None
 
 
 def keep() -> None:
@@ -49,6 +63,7 @@ def keep() -> None:
 
 def _keep() -> None:
     global _z, _broken
+    _mine()
     if _z is not None or _broken:
         return
     from jaula.linux import libc
@@ -83,6 +98,7 @@ def ready() -> bool:
 
 
 def _ready() -> _Zygote | None:
+    _mine()
     z = _z
     if z is None:
         return None
