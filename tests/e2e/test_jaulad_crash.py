@@ -203,6 +203,8 @@ def test_sweep_at_start_cleans_what_a_cut_create_left(daemon: Daemon) -> None:  
     with _client(d) as c:
         rows = {i["name"]: i for i in c.list()}
         assert set(rows) == {"kept"}, rows
+        # its create left its root mounted for its first start: the sweep unmounts it, the start mounts it again
+        assert "sweep: root of kept (created, not running) unmounted" in d.logs()
         assert rows["kept"]["status"] == "stopped" and rows["kept"]["pid"] is None
         assert not _leftovers(d, {"orphan", "norow", "ghost", "halfrun"}), d.logs()
         c.start("kept")

@@ -336,10 +336,14 @@ def _sweep(db: Any, backend: Any, root: Path) -> None:
     rows = {r.name: r for r in db.list_instances()}
 
     for name in sorted((set(rows) | listed(runtime) | listed(bundles)) - live):
-        if (runtime / name).exists() or (bundles / name).exists():
-            log.info("sweep: %s was left started (or half started) by a previous jaulad: stopped", name)
-            call("stop", name, timeout=0, force=True)
         row = rows.get(name)
+        if (runtime / name).exists() or (bundles / name).exists():
+            if not (runtime / name).exists() and row is not None and row.status == "stopped":
+                # a created instance's root, left mounted for its first start (which mounts it again)
+                log.info("sweep: root of %s (created, not running) unmounted", name)
+            else:
+                log.info("sweep: %s was left started (or half started) by a previous jaulad: stopped", name)
+            call("stop", name, timeout=0, force=True)
         if row is not None and (row.pid or row.status != "stopped"):
             db.update_instance(name, status="stopped", pid=None, pid_start=None)
             if row.status != "stopped":  # recorded running, its init gone: as live restore says it
