@@ -41,10 +41,26 @@ compiled seccomp program was never reused: fixed) and two more cuts (docs/jaulad
 per idle instance (met). `--base-config KEY=VALUE` with `--compare-src` the same src/: an
 interleaved A/B of one setting (security.syscalls.intercept.sysinfo=false: app -1.19 ms paired).
 
+Fourth session (2026-11-26, after the hop cuts, the driver's preparation, the zygote and the late
+cgroup: docs/jaulad.md, docs/spawner.md), quiet host (load 0.6-1.5), `-n 30 -m 200`:
+    jaula app     create 6.46  start 16.2   create+start 22.47
+    jaula system  create 6.11  start 16.48  create+start 22.91
+    crun          run 18.64    create 8.06  start 4.25   create+start 12.34
+    runc          run 33.15
+    jaula start / crun run: app 0.87x, system 0.88x   (goal "faster than crun run": met)
+  A start right after create finds the root create mounted; a start of a stopped instance mounts
+  it (pool.mount 0.57-0.72 ms more). With `--nic` (eth0 on the default network, load 2.9): start
+  app 18.98, system 19.48, crun run 25.1: 0.76x/0.78x. Memory, `-m 1000 --skip-latency` (all 1000
+  running at once): launch 86.4 s, teardown 54.2 s, 40.9 KiB RSS + 709.5 KiB uncharged kernel =
+  750.4 KiB outside the instances per instance (met). The RSS growth of a fresh jaulad's first
+  instances is mostly one-time (the spawner's first-start imports, ~14 MiB; the zygote, ~11.5 MiB):
+  with `--skip-latency -m 200 --compare-src` (the memory bench then runs on both) the tree before
+  this session grew 119 KiB RSS per instance, this one 175 (the difference: the zygote).
+
 What is measured (run as root: `.venv/bin/python bench/daemon.py [-n 20] [--instances 50] [--json]`,
 `--nic` to give the jaula instances eth0 on the default network (default: none, as the runtimes'
 bundles), `--timing FILE` for each step's median along the start, `--compare-src DIR` for a second
-jaulad run from another checkout's src/, interleaved):
+jaulad run from another checkout's src/, interleaved; the memory bench then runs on it too):
 
 1. Start latency, warm. The bench starts its own jaulad (`--root`, `--socket` in a temporary
    folder), builds the templates first (`busybox`, and `bench-true`: the same busybox tree whose
@@ -490,7 +506,8 @@ def memory_bench(d: Daemon, m: int) -> dict[str, Any]:
     if config is not None:
         c.delete_network(BIG_NET)
     return {"instances": m, "running": running, "failed_starts": failures, "launch_s": round(launch_s, 1), "teardown_s": round(teardown_s, 1),
-            "jaula_processes_after": {str(p): v for p, v in after["procs"].items()},
+            "jaula_processes_after": {str(p): v | {"rss_before": before["procs"].get(p, {}).get("rss")}
+                                      for p, v in after["procs"].items()},
             "jaula_rss_before_kib": before["rss"], "jaula_rss_after_kib": after["rss"],
             "jaula_pss_before_kib": before["pss"], "jaula_pss_after_kib": after["pss"],
             "jaula_rss_growth_per_instance_kib": round(per_rss, 1),
@@ -633,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["start_steps_ms_median"] = steps(opts.timing, opts.warmup)
             result["ratios"] = ratios
         if opts.instances > 0:
+            if base is not None:  # the other checkout's first, its instances gone before ours come
+                result["memory (jaula-base)"] = memory_bench(base, opts.instances)
             result["memory"] = memory_bench(d, opts.instances)
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"bench: interrupted ({exc!r}); cleaning up", file=sys.stderr)
@@ -691,13 +710,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{k:<40} {v:.2f}x")
         for k, row in result.get("start_steps_ms_median", {}).items():
             print(f"steps {k}: " + "  ".join(f"{s} {v}" for s, v in row.items()))
-        if "memory" in result:
-            mem = dict(result["memory"])
+        for key in [k for k in ("memory (jaula-base)", "memory") if k in result]:
+            print(f"# {key}")
+            mem = dict(result[key])
             procs = mem.pop("jaula_processes_after")
             for k, v in mem.items():
                 print(f"memory {k}: {v}")
             for pid, v in procs.items():
-                print(f"  pid {pid}: rss {v['rss']} KiB pss {v['pss']} KiB  {v['cmd']}")
+                was = "(new)" if v.get("rss_before") is None else f"(was {v['rss_before']} KiB)"
+                print(f"  pid {pid}: rss {v['rss']} KiB {was} pss {v['pss']} KiB  {v['cmd']}")
             print(f"memory goal < 1024 KiB per idle instance outside the instances: "
                   f"{'met' if mem['outside_per_instance_kib'] < 1024 else 'NOT met'} "
                   f"({mem['outside_per_instance_kib']} KiB)")
