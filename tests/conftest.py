@@ -18,6 +18,17 @@ from tests.support.bundle import ROOTFS, assets_missing, make_bundle
 from tests.support.runtime import LAUNCHER, Runtime
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Run from a shell without job control in the background (`.ci/run &`), pytest starts with
+    # SIGINT ignored, and every process a test starts inherits that across exec: the tests that
+    # press Ctrl-C on `jaula` (its operation cancelled) would then see nothing happen. A test run
+    # is no background job of anyone's: Ctrl-C's default, for us and what we start.
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
