@@ -751,15 +751,9 @@ def _config_bytes(spec: dict[str, Any]) -> bytes:
 
 def _write_config(bundle: str, data: bytes) -> None:
     """The bundle's config.json, replaced whole (a temporary file renamed), in one write."""
-    tmp = os.path.join(bundle, ".config.json.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.rename(tmp, os.path.join(bundle, "config.json"))
+    from jaula.storage.fsutil import replace_file
+
+    replace_file(os.path.join(bundle, "config.json"), data, 0o644, os.path.join(bundle, ".config.json.tmp"))
 
 
 def _start_and_wait_exec(c: Any, log: Any) -> None:

@@ -18,6 +18,19 @@ STOP_POLL_S = 0.1
 _stop = threading.local()
 
 
+def replace_file(path: str, raw: bytes, mode: int, tmp: str) -> None:
+    """`path` replaced whole by `raw`: written to `tmp` (created with `mode`), then renamed over
+    it; no fsync (a crash of the process leaves the old file or the new one)."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
 def write_json(path: str, data: object, durable: bool = True) -> None:
     """Write `path` atomically: a crash leaves the old file or the new one, never half.
 
@@ -26,15 +39,7 @@ def write_json(path: str, data: object, durable: bool = True) -> None:
     (mount.json, at every start) is written compact by the C encoder in one write(2)."""
     tmp = f"{path}.tmp{os.getpid()}"
     if not durable:
-        raw = (json.dumps(data, sort_keys=True) + "\n").encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)  # as open(): less umask
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
+        replace_file(path, (json.dumps(data, sort_keys=True) + "\n").encode(), 0o666, tmp)  # 0o666: as open(), less umask
         return
     with open(tmp, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)

@@ -80,12 +80,18 @@ USERNS_KEPT = 64
 
 def shared_userns_fd(idmap: IdMap) -> int:
     """An fd of a user namespace with `idmap`'s maps, kept by this module (do not close it)."""
-    fd = _userns.pop(idmap, -1)
+    return kept_fd(_userns, idmap, lambda: userns_fd(idmap), USERNS_KEPT)
+
+
+def kept_fd(kept: dict, key: object, make, limit: int) -> int:
+    """The fd `kept` holds for `key`, else `make()`'s, kept there: at most `limit` fds, the least
+    recently used closed first (`kept`'s order is that of use)."""
+    fd = kept.pop(key, -1)
     if fd < 0:
-        fd = userns_fd(idmap)
-        while len(_userns) >= USERNS_KEPT:
-            os.close(_userns.pop(next(iter(_userns))))  # the least recently used
-    _userns[idmap] = fd
+        fd = make()
+        while len(kept) >= limit:
+            os.close(kept.pop(next(iter(kept))))
+    kept[key] = fd
     return fd
 
 

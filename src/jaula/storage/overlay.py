@@ -29,7 +29,7 @@ from jaula.errors import BadState, NotFound, SyscallError
 from jaula.linux import mount as m
 from jaula.linux.fsmount import FsContext
 from jaula.storage.fsutil import run
-from jaula.storage.idmap import IdMap, idmapped_tree, shift_tree
+from jaula.storage.idmap import IdMap, idmapped_tree, kept_fd, shift_tree
 from jaula.storage.pool import Pool, Volume
 
 # index=off and metacopy=off keep an upper layer self-contained (no file handles of the lower
@@ -54,14 +54,7 @@ LOWERS_KEPT = 64
 def _kept_lower(lower: str, idmap: IdMap) -> int:
     """A detached clone of `lower` seen through `idmap`, kept by this module (do not close it)."""
     st = os.stat(lower)
-    key = (lower, st.st_dev, st.st_ino, idmap)
-    fd = _lower.pop(key, -1)
-    if fd < 0:
-        fd = idmapped_tree(lower, idmap)
-        while len(_lower) >= LOWERS_KEPT:
-            os.close(_lower.pop(next(iter(_lower))))  # the least recently used
-    _lower[key] = fd
-    return fd
+    return kept_fd(_lower, (lower, st.st_dev, st.st_ino, idmap), lambda: idmapped_tree(lower, idmap), LOWERS_KEPT)
 
 
 def forget_lowers() -> None:
